@@ -1,0 +1,347 @@
+// Package dnstest is an in-process authoritative DNS server for tests.
+//
+// It serves zone text (RFC 1035 master-file syntax) over UDP and TCP on one
+// loopback port, and can make chosen names answer SERVFAIL, answer late or
+// not answer at all. It counts the queries it receives, so tests can check
+// caching and query coalescing. No test in wehr touches the internet: every
+// lookup goes to one of these servers.
+package dnstest
+
+import (
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Server is a running test DNS server. It is safe for concurrent use.
+type Server struct {
+	addr string
+	udp  *dns.Server
+	tcp  *dns.Server
+
+	mu       sync.Mutex
+	rrs      map[string][]dns.RR // lower-case FQDN → records
+	servfail map[string]bool
+	refused  map[string]bool
+	delay    map[string]time.Duration
+	timeout  map[string]map[uint16]bool // name → answered types; a name present here times out for other types
+	queries  map[string]int             // "name/TYPE" → count
+	total    int
+	tcpCount int
+	closeMu  sync.Once
+}
+
+// Start starts a server on 127.0.0.1 with an ephemeral port, serving the
+// records in zone (master-file text; the default origin is the root, so
+// names should be fully qualified; blank zone is allowed).
+func Start(zone string) (*Server, error) {
+	s := &Server{
+		rrs:      map[string][]dns.RR{},
+		servfail: map[string]bool{},
+		refused:  map[string]bool{},
+		delay:    map[string]time.Duration{},
+		timeout:  map[string]map[uint16]bool{},
+		queries:  map[string]int{},
+	}
+	if err := s.AddZone(zone); err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("dnstest: listen udp: %w", err)
+	}
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("dnstest: listen tcp: %w", err)
+	}
+	s.addr = pc.LocalAddr().String()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	started := func() { wg.Done() }
+	s.udp = &dns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: started}
+	s.tcp = &dns.Server{Listener: ln, Handler: s, NotifyStartedFunc: started}
+	go s.udp.ActivateAndServe() //nolint:errcheck // returns on Shutdown
+	go s.tcp.ActivateAndServe() //nolint:errcheck
+	wg.Wait()
+	return s, nil
+}
+
+// TB is the part of testing.TB that New needs.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+}
+
+// New starts a server for a test and stops it when the test ends.
+func New(t TB, zone string) *Server {
+	t.Helper()
+	s, err := Start(zone)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Addr is the server's HOST:PORT, for resolver configuration and the
+// --resolver flag.
+func (s *Server) Addr() string { return s.addr }
+
+// Close stops the server.
+func (s *Server) Close() {
+	s.closeMu.Do(func() {
+		s.udp.Shutdown() //nolint:errcheck
+		s.tcp.Shutdown() //nolint:errcheck
+	})
+}
+
+// AddZone adds the records in zone text to the served data.
+func (s *Server) AddZone(zone string) error {
+	zp := dns.NewZoneParser(strings.NewReader(zone), ".", "")
+	zp.SetDefaultTTL(300)
+	var rrs []dns.RR
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		rrs = append(rrs, rr)
+	}
+	if err := zp.Err(); err != nil {
+		return fmt.Errorf("dnstest: zone: %w", err)
+	}
+	s.Add(rrs...)
+	return nil
+}
+
+// AddRR parses one record in master-file syntax and serves it.
+func (s *Server) AddRR(text string) error {
+	rr, err := dns.NewRR(text)
+	if err != nil {
+		return fmt.Errorf("dnstest: record %q: %w", text, err)
+	}
+	if rr == nil {
+		return fmt.Errorf("dnstest: record %q: empty", text)
+	}
+	s.Add(rr)
+	return nil
+}
+
+// Add serves rrs in addition to what is served already.
+func (s *Server) Add(rrs ...dns.RR) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rr := range rrs {
+		name := strings.ToLower(dns.Fqdn(rr.Header().Name))
+		s.rrs[name] = append(s.rrs[name], rr)
+	}
+}
+
+// Remove stops serving every record of type qtype at name (dns.TypeANY:
+// all records).
+func (s *Server) Remove(name string, qtype uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name = key(name)
+	var keep []dns.RR
+	for _, rr := range s.rrs[name] {
+		if qtype != dns.TypeANY && rr.Header().Rrtype != qtype {
+			keep = append(keep, rr)
+		}
+	}
+	if len(keep) == 0 {
+		delete(s.rrs, name)
+	} else {
+		s.rrs[name] = keep
+	}
+}
+
+// ServFail makes every query for name answer SERVFAIL.
+func (s *Server) ServFail(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.servfail[key(name)] = true
+}
+
+// Refuse makes every query for name answer REFUSED.
+func (s *Server) Refuse(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refused[key(name)] = true
+}
+
+// Delay makes every answer for name wait d before it is sent.
+func (s *Server) Delay(name string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay[key(name)] = d
+}
+
+// Timeout makes queries for name go unanswered, except queries for the
+// record types in answered, which are answered normally.
+func (s *Server) Timeout(name string, answered ...uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := map[uint16]bool{}
+	for _, t := range answered {
+		m[t] = true
+	}
+	s.timeout[key(name)] = m
+}
+
+// Queries is the number of queries received so far, over UDP and TCP.
+func (s *Server) Queries() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// TCPQueries is the number of queries received over TCP.
+func (s *Server) TCPQueries() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tcpCount
+}
+
+// QueryCount is the number of queries received for name and qtype.
+func (s *Server) QueryCount(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queries[key(name)+"/"+dns.TypeToString[qtype]]
+}
+
+// QueryLog lists "name/TYPE count" for every name queried, sorted.
+func (s *Server) QueryLog() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k, n := range s.queries {
+		out = append(out, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func key(name string) string { return strings.ToLower(dns.Fqdn(name)) }
+
+// ServeDNS answers one query. It implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	if len(r.Question) != 1 {
+		m := new(dns.Msg)
+		m.SetRcode(r, dns.RcodeFormatError)
+		w.WriteMsg(m) //nolint:errcheck
+		return
+	}
+	q := r.Question[0]
+	name := key(q.Name)
+	tcp := w.RemoteAddr().Network() == "tcp"
+
+	s.mu.Lock()
+	s.total++
+	if tcp {
+		s.tcpCount++
+	}
+	s.queries[name+"/"+dns.TypeToString[q.Qtype]]++
+	delay := s.delay[name]
+	answered, times := s.timeout[name]
+	servfail, refused := s.servfail[name], s.refused[name]
+	m := s.answer(r, q, name)
+	s.mu.Unlock()
+
+	if times && !answered[q.Qtype] {
+		return // no answer: the client times out
+	}
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	switch {
+	case servfail:
+		m = new(dns.Msg)
+		m.SetRcode(r, dns.RcodeServerFailure)
+	case refused:
+		m = new(dns.Msg)
+		m.SetRcode(r, dns.RcodeRefused)
+	}
+	if !tcp {
+		size := dns.MinMsgSize
+		if o := r.IsEdns0(); o != nil {
+			size = int(o.UDPSize())
+		}
+		m.Truncate(size)
+	}
+	w.WriteMsg(m) //nolint:errcheck
+}
+
+// answer builds the authoritative answer; s.mu is held.
+func (s *Server) answer(r *dns.Msg, q dns.Question, name string) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	// Follow CNAMEs inside the served data, as a recursive resolver would
+	// hand them to a stub.
+	for range 8 {
+		rrs := s.rrs[name]
+		var cname *dns.CNAME
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == q.Qtype || q.Qtype == dns.TypeANY {
+				m.Answer = append(m.Answer, dns.Copy(rr))
+			} else if c, ok := rr.(*dns.CNAME); ok {
+				cname = c
+			}
+		}
+		if len(m.Answer) > 0 || cname == nil || q.Qtype == dns.TypeCNAME {
+			break
+		}
+		m.Answer = append(m.Answer, dns.Copy(cname))
+		name = key(cname.Target)
+	}
+	for _, rr := range m.Answer {
+		if rr.Header().Rrtype == q.Qtype {
+			return m
+		}
+	}
+	if !s.exists(name) {
+		m.Rcode = dns.RcodeNameError
+	}
+	// RFC 2308 3: negative answers carry the zone's SOA in the authority
+	// section; without one a resolver does not cache them.
+	if soa := s.soaFor(name); soa != nil {
+		m.Ns = append(m.Ns, dns.Copy(soa))
+	}
+	return m
+}
+
+// exists reports whether name has records or is an empty non-terminal.
+func (s *Server) exists(name string) bool {
+	if len(s.rrs[name]) > 0 {
+		return true
+	}
+	for n := range s.rrs {
+		if strings.HasSuffix(n, "."+name) || name == "." {
+			return true
+		}
+	}
+	return false
+}
+
+// soaFor finds the SOA of the closest enclosing zone of name.
+func (s *Server) soaFor(name string) dns.RR {
+	for n := name; ; {
+		for _, rr := range s.rrs[n] {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				return rr
+			}
+		}
+		if n == "." {
+			return nil
+		}
+		i := strings.IndexByte(n, '.')
+		n = n[i+1:]
+		if n == "" {
+			n = "."
+		}
+	}
+}

@@ -1,0 +1,484 @@
+// Package resolver is the one DNS stub resolver every lookup in wehr goes
+// through.
+//
+// It asks the configured recursive servers (or those in /etc/resolv.conf)
+// over UDP with EDNS0, retries over TCP when an answer is truncated, checks
+// that an answer answers the question that was asked, caches positive
+// answers for their TTL and negative ones for the SOA minimum (RFC 2308),
+// lets only one query per name and type be in flight, and honours a
+// deadline on every query.
+//
+// Errors are returned as a bare *net.DNSError, never wrapped: the SPF,
+// DKIM and DMARC libraries tell "no such record" from "try again later" by
+// a type assertion on exactly that type. NXDOMAIN and NODATA set
+// IsNotFound; SERVFAIL, REFUSED, malformed answers and timeouts set
+// IsTemporary (and IsTimeout for timeouts).
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Config configures a Resolver. The zero value of a field means its
+// default.
+type Config struct {
+	// Servers are the recursive servers, HOST:PORT (or HOST, port 53).
+	// Empty means the nameservers of ResolvConf.
+	Servers []string
+	// ResolvConf is read when Servers is empty. Default /etc/resolv.conf.
+	ResolvConf string
+	// Timeout bounds one attempt at one server. Default 2s.
+	Timeout time.Duration
+	// Attempts is the number of rounds over all servers. Default 2.
+	Attempts int
+	// CacheSize caps the number of cached answers. Default 10000; a
+	// negative value disables the cache.
+	CacheSize int
+	// MinTTL and MaxTTL clamp the TTL of cached positive answers.
+	// Defaults 0 and 1h.
+	MinTTL, MaxTTL time.Duration
+	// NegativeMaxTTL caps the time a negative answer is cached.
+	// Default 15m.
+	NegativeMaxTTL time.Duration
+	// Now is the clock, for tests. Default time.Now.
+	Now func() time.Time
+}
+
+// Stats counts what a Resolver did since it was made.
+type Stats struct {
+	Lookups   int64 // calls of Query, including those answered from cache
+	CacheHits int64
+	Coalesced int64 // calls that waited for an identical query in flight
+	Exchanges int64 // queries sent to servers (UDP and TCP retries count once each)
+	TCPRetry  int64
+	Failures  int64 // lookups that ended in a temporary error
+}
+
+// Resolver is a caching stub resolver. It is safe for concurrent use.
+type Resolver struct {
+	servers  []string
+	timeout  time.Duration
+	attempts int
+	minTTL   time.Duration
+	maxTTL   time.Duration
+	negTTL   time.Duration
+	now      func() time.Time
+	udp      *dns.Client
+	tcp      *dns.Client
+	cache    *cache
+	flight   flight
+
+	lookups, hits, coalesced, exchanges, tcpRetry, failures atomic.Int64
+}
+
+// New makes a Resolver from cfg.
+func New(cfg Config) (*Resolver, error) {
+	servers := cfg.Servers
+	if len(servers) == 0 {
+		path := cfg.ResolvConf
+		if path == "" {
+			path = "/etc/resolv.conf"
+		}
+		var err error
+		servers, err = ServersFromResolvConf(path)
+		if err != nil {
+			return nil, err
+		}
+	}
+	norm := make([]string, 0, len(servers))
+	for _, s := range servers {
+		hp, err := NormalizeServer(s)
+		if err != nil {
+			return nil, err
+		}
+		norm = append(norm, hp)
+	}
+	r := &Resolver{
+		servers:  norm,
+		timeout:  or(cfg.Timeout, 2*time.Second),
+		attempts: cfg.Attempts,
+		minTTL:   cfg.MinTTL,
+		maxTTL:   or(cfg.MaxTTL, time.Hour),
+		negTTL:   or(cfg.NegativeMaxTTL, 15*time.Minute),
+		now:      cfg.Now,
+	}
+	if r.attempts <= 0 {
+		r.attempts = 2
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	size := cfg.CacheSize
+	if size == 0 {
+		size = 10000
+	}
+	r.cache = newCache(size)
+	r.udp = &dns.Client{Net: "udp", Timeout: r.timeout, UDPSize: ednsSize}
+	r.tcp = &dns.Client{Net: "tcp", Timeout: r.timeout}
+	return r, nil
+}
+
+// ednsSize is the EDNS0 buffer size we advertise (the DNS flag day 2020
+// value: no fragmentation on common paths).
+const ednsSize = 1232
+
+func or(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// NormalizeServer turns HOST or HOST:PORT into HOST:PORT.
+func NormalizeServer(s string) (string, error) {
+	if ip := net.ParseIP(strings.Trim(s, "[]")); ip != nil {
+		return net.JoinHostPort(ip.String(), "53"), nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", fmt.Errorf("resolver: server %q: want HOST:PORT", s)
+	}
+	if net.ParseIP(host) == nil {
+		return "", fmt.Errorf("resolver: server %q: host must be an IP address", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return "", fmt.Errorf("resolver: server %q: bad port", s)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// ServersFromResolvConf reads the nameservers of a resolv.conf file.
+func ServersFromResolvConf(path string) ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolver: read %s: %w", path, err)
+	}
+	if len(cc.Servers) == 0 {
+		return nil, fmt.Errorf("resolver: no nameserver in %s", path)
+	}
+	var out []string
+	for _, s := range cc.Servers {
+		out = append(out, net.JoinHostPort(s, cc.Port))
+	}
+	return out, nil
+}
+
+// Servers returns the servers queried, in order.
+func (r *Resolver) Servers() []string { return append([]string(nil), r.servers...) }
+
+// Stats returns the counters.
+func (r *Resolver) Stats() Stats {
+	return Stats{
+		Lookups:   r.lookups.Load(),
+		CacheHits: r.hits.Load(),
+		Coalesced: r.coalesced.Load(),
+		Exchanges: r.exchanges.Load(),
+		TCPRetry:  r.tcpRetry.Load(),
+		Failures:  r.failures.Load(),
+	}
+}
+
+// CacheLen is the number of cached answers.
+func (r *Resolver) CacheLen() int { return r.cache.len() }
+
+// Query returns the records of type qtype at name; CNAMEs are followed by
+// the recursive server and their targets' records are included. The error
+// is a bare *net.DNSError.
+func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	r.lookups.Add(1)
+	k := cacheKey{name: strings.ToLower(dns.Fqdn(name)), qtype: qtype}
+	if _, ok := dns.IsDomainName(k.name); !ok || len(k.name) > 254 {
+		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
+	}
+	if e, ok := r.cache.get(k, r.now()); ok {
+		r.hits.Add(1)
+		return r.result(e, name)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, r.ctxError(name, err)
+	}
+	c, leader := r.flight.do(k, func() (*entry, error) {
+		// The query runs on its own deadline so that one caller
+		// giving up does not fail the others waiting for it.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout*time.Duration(r.attempts*len(r.servers)))
+		defer cancel()
+		e, err := r.exchange(qctx, k)
+		if err == nil {
+			r.store(e)
+		}
+		return e, err
+	})
+	if !leader {
+		r.coalesced.Add(1)
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		r.failures.Add(1)
+		return nil, r.ctxError(name, ctx.Err())
+	}
+	if c.err != nil {
+		r.failures.Add(1)
+		var de *net.DNSError
+		if errors.As(c.err, &de) {
+			cp := *de
+			cp.Name = name
+			return nil, &cp
+		}
+		return nil, &net.DNSError{Err: c.err.Error(), Name: name, IsTemporary: true}
+	}
+	return r.result(c.e, name)
+}
+
+func (r *Resolver) ctxError(name string, err error) error {
+	return &net.DNSError{Err: "i/o timeout (" + err.Error() + ")", Name: name, IsTimeout: true, IsTemporary: true}
+}
+
+// result turns a cached or fresh entry into Query's return values.
+func (r *Resolver) result(e *entry, name string) ([]dns.RR, error) {
+	if e.rcode == dns.RcodeNameError || len(e.rrs) == 0 {
+		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	}
+	return e.rrs, nil
+}
+
+// store caches e for its TTL.
+func (r *Resolver) store(e *entry) {
+	if e.expires.IsZero() {
+		return
+	}
+	r.cache.put(e)
+}
+
+// exchange asks the servers until one gives a usable answer.
+func (r *Resolver) exchange(ctx context.Context, k cacheKey) (*entry, error) {
+	var last error
+	for range r.attempts {
+		for _, srv := range r.servers {
+			if ctx.Err() != nil {
+				return nil, &net.DNSError{Err: "i/o timeout", Server: srv, IsTimeout: true, IsTemporary: true}
+			}
+			resp, err := r.exchangeOne(ctx, srv, k)
+			if err != nil {
+				last = err
+				continue
+			}
+			switch resp.Rcode {
+			case dns.RcodeSuccess, dns.RcodeNameError:
+				return r.entryFrom(k, resp), nil
+			case dns.RcodeServerFailure:
+				last = &net.DNSError{Err: "server misbehaving (SERVFAIL)", Server: srv, IsTemporary: true}
+			case dns.RcodeRefused:
+				last = &net.DNSError{Err: "server refused the query (REFUSED)", Server: srv, IsTemporary: true}
+			default:
+				last = &net.DNSError{Err: "server answered " + dns.RcodeToString[resp.Rcode], Server: srv, IsTemporary: true}
+			}
+		}
+	}
+	return nil, last
+}
+
+// exchangeOne sends one query to one server, over UDP and, when the answer
+// is truncated, again over TCP.
+func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	m := new(dns.Msg)
+	m.SetQuestion(k.name, k.qtype)
+	m.RecursionDesired = true
+	m.SetEdns0(ednsSize, false)
+
+	r.exchanges.Add(1)
+	resp, _, err := r.udp.ExchangeContext(ctx, m, srv)
+	if err == nil && resp.Truncated {
+		r.tcpRetry.Add(1)
+		r.exchanges.Add(1)
+		resp, _, err = r.tcp.ExchangeContext(ctx, m, srv)
+	}
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			return nil, &net.DNSError{Err: "i/o timeout", Server: srv, IsTimeout: true, IsTemporary: true}
+		}
+		return nil, &net.DNSError{Err: err.Error(), Server: srv, IsTemporary: true}
+	}
+	// The library matches the message ID but not the question: an
+	// answer to another question must not be cached as this one.
+	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, k.name) ||
+		resp.Question[0].Qtype != k.qtype || resp.Question[0].Qclass != dns.ClassINET {
+		return nil, &net.DNSError{Err: "answer does not match the question", Server: srv, IsTemporary: true}
+	}
+	return resp, nil
+}
+
+// entryFrom builds the cache entry for a NOERROR or NXDOMAIN answer.
+func (r *Resolver) entryFrom(k cacheKey, resp *dns.Msg) *entry {
+	e := &entry{key: k, rcode: resp.Rcode}
+	var ttl uint32
+	first := true
+	for _, rr := range resp.Answer {
+		h := rr.Header()
+		if h.Class != dns.ClassINET {
+			continue
+		}
+		if h.Rrtype == k.qtype || h.Rrtype == dns.TypeCNAME {
+			if first || h.Ttl < ttl {
+				ttl, first = h.Ttl, false
+			}
+		}
+		if h.Rrtype == k.qtype {
+			e.rrs = append(e.rrs, rr)
+		}
+	}
+	if resp.Rcode == dns.RcodeSuccess && len(e.rrs) > 0 {
+		d := time.Duration(ttl) * time.Second
+		d = max(d, r.minTTL)
+		d = min(d, r.maxTTL)
+		if d > 0 {
+			e.expires = r.now().Add(d)
+		}
+		return e
+	}
+	e.rrs = nil
+	// RFC 2308 5: a negative answer is cached for the lesser of the SOA's
+	// TTL and its MINIMUM field; without a SOA it is not cached.
+	for _, rr := range resp.Ns {
+		if soa, ok := rr.(*dns.SOA); ok {
+			d := time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
+			d = min(d, r.negTTL)
+			if d > 0 {
+				e.expires = r.now().Add(d)
+			}
+			break
+		}
+	}
+	return e
+}
+
+// LookupTXT returns the TXT records at name, each record's strings joined
+// without separator (RFC 7208 3.3, RFC 6376 3.6.2.2).
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.Query(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+	}
+	return out, nil
+}
+
+// LookupMX returns the MX records at name, in the order received.
+func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	rrs, err := r.Query(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*net.MX, 0, len(rrs))
+	for _, rr := range rrs {
+		mx := rr.(*dns.MX)
+		out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
+	}
+	return out, nil
+}
+
+// LookupIP returns the addresses of host for network "ip4" (A), "ip6"
+// (AAAA) or "ip" (both).
+func (r *Resolver) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []net.IP{ip}, nil
+	}
+	var types []uint16
+	switch network {
+	case "ip4":
+		types = []uint16{dns.TypeA}
+	case "ip6":
+		types = []uint16{dns.TypeAAAA}
+	default:
+		types = []uint16{dns.TypeA, dns.TypeAAAA}
+	}
+	type res struct {
+		rrs []dns.RR
+		err error
+	}
+	results := make([]res, len(types))
+	if len(types) == 1 {
+		results[0].rrs, results[0].err = r.Query(ctx, host, types[0])
+	} else {
+		done := make(chan struct{})
+		go func() {
+			results[1].rrs, results[1].err = r.Query(ctx, host, types[1])
+			close(done)
+		}()
+		results[0].rrs, results[0].err = r.Query(ctx, host, types[0])
+		<-done
+	}
+	var ips []net.IP
+	var firstErr error
+	for _, x := range results {
+		for _, rr := range x.rrs {
+			switch rr := rr.(type) {
+			case *dns.A:
+				ips = append(ips, rr.A)
+			case *dns.AAAA:
+				ips = append(ips, rr.AAAA)
+			}
+		}
+		if x.err != nil && (firstErr == nil || isTemporary(x.err)) {
+			firstErr = x.err
+		}
+	}
+	if len(ips) > 0 {
+		return ips, nil
+	}
+	if firstErr == nil {
+		firstErr = &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return nil, firstErr
+}
+
+func isTemporary(err error) bool {
+	de, ok := err.(*net.DNSError)
+	return ok && de.Temporary()
+}
+
+// LookupIPAddr returns the A and AAAA addresses of host.
+func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	ips, err := r.LookupIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]net.IPAddr, len(ips))
+	for i, ip := range ips {
+		out[i] = net.IPAddr{IP: ip}
+	}
+	return out, nil
+}
+
+// LookupAddr returns the PTR names of addr (fully qualified, with the
+// trailing dot, like net.Resolver).
+func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr)
+	if err != nil {
+		return nil, &net.DNSError{Err: "unrecognized address", Name: addr, IsNotFound: true}
+	}
+	rrs, err := r.Query(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.(*dns.PTR).Ptr)
+	}
+	return out, nil
+}

@@ -1,0 +1,412 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/wehr/wehr/resolver/dnstest"
+)
+
+const zone = `
+example.org.       3600 IN SOA ns.example.org. host.example.org. 1 3600 600 86400 60
+example.org.        300 IN TXT "v=spf1 -all"
+example.org.        300 IN MX 10 mx.example.org.
+mx.example.org.     120 IN A 192.0.2.1
+mx.example.org.     300 IN AAAA 2001:db8::1
+split.example.org.  300 IN TXT "v=spf1 " "ip4:192.0.2.0/24 " "-all"
+alias.example.org.   30 IN CNAME mx.example.org.
+1.2.0.192.in-addr.arpa. 300 IN PTR mx.example.org.
+`
+
+// clock is a settable fake time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newResolver(t *testing.T, srv *dnstest.Server, mod func(*Config)) (*Resolver, *clock) {
+	t.Helper()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	cfg := Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, Attempts: 1, Now: clk.now}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, clk
+}
+
+func dnsErr(t *testing.T, err error) *net.DNSError {
+	t.Helper()
+	// Deliberately a type assertion, not errors.As: the SPF, DKIM and
+	// DMARC libraries use exactly this, so a wrapped error would fail.
+	de, ok := err.(*net.DNSError)
+	if !ok {
+		t.Fatalf("error %T %v is not a bare *net.DNSError", err, err)
+	}
+	return de
+}
+
+func TestLookups(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	r, _ := newResolver(t, srv, nil)
+	ctx := context.Background()
+
+	txt, err := r.LookupTXT(ctx, "split.example.org")
+	if err != nil || len(txt) != 1 || txt[0] != "v=spf1 ip4:192.0.2.0/24 -all" {
+		t.Errorf("LookupTXT split = %q, %v", txt, err)
+	}
+	mx, err := r.LookupMX(ctx, "EXAMPLE.org")
+	if err != nil || len(mx) != 1 || mx[0].Host != "mx.example.org." || mx[0].Pref != 10 {
+		t.Errorf("LookupMX = %v, %v", mx, err)
+	}
+	ips, err := r.LookupIPAddr(ctx, "mx.example.org")
+	if err != nil || len(ips) != 2 {
+		t.Errorf("LookupIPAddr = %v, %v", ips, err)
+	}
+	ips4, err := r.LookupIP(ctx, "ip4", "alias.example.org")
+	if err != nil || len(ips4) != 1 || !ips4[0].Equal(net.ParseIP("192.0.2.1")) {
+		t.Errorf("LookupIP via CNAME = %v, %v", ips4, err)
+	}
+	names, err := r.LookupAddr(ctx, "192.0.2.1")
+	if err != nil || len(names) != 1 || names[0] != "mx.example.org." {
+		t.Errorf("LookupAddr = %v, %v", names, err)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	srv := dnstest.New(t, zone+"\nslow.example.org. 300 IN TXT \"late\"\n")
+	srv.ServFail("broken.example.org")
+	srv.Refuse("refused.example.org")
+	srv.Timeout("silent.example.org")
+	srv.Delay("slow.example.org", 2*time.Second)
+	r, _ := newResolver(t, srv, nil)
+	ctx := context.Background()
+
+	tests := []struct {
+		name      string
+		qname     string
+		qtype     uint16
+		notFound  bool
+		temporary bool
+		timeout   bool
+	}{
+		{"nxdomain", "nope.example.org", dns.TypeTXT, true, false, false},
+		{"nodata", "mx.example.org", dns.TypeTXT, true, false, false},
+		{"servfail", "broken.example.org", dns.TypeTXT, false, true, false},
+		{"refused", "refused.example.org", dns.TypeTXT, false, true, false},
+		{"timeout", "silent.example.org", dns.TypeTXT, false, true, true},
+		{"late answer", "slow.example.org", dns.TypeTXT, false, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := r.Query(ctx, tc.qname, tc.qtype)
+			de := dnsErr(t, err)
+			if de.IsNotFound != tc.notFound || de.Temporary() != tc.temporary || de.IsTimeout != tc.timeout {
+				t.Errorf("%v: IsNotFound=%v Temporary=%v IsTimeout=%v, want %v %v %v",
+					err, de.IsNotFound, de.Temporary(), de.IsTimeout, tc.notFound, tc.temporary, tc.timeout)
+			}
+			if de.Name != tc.qname {
+				t.Errorf("Name = %q, want %q", de.Name, tc.qname)
+			}
+		})
+	}
+}
+
+func TestCacheTTL(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	r, clk := newResolver(t, srv, nil)
+	ctx := context.Background()
+
+	lookup := func() {
+		t.Helper()
+		if _, err := r.LookupIP(ctx, "ip4", "mx.example.org"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lookup()
+	lookup()
+	if n := srv.QueryCount("mx.example.org", dns.TypeA); n != 1 {
+		t.Fatalf("two lookups within TTL sent %d queries, want 1", n)
+	}
+	clk.add(119 * time.Second)
+	lookup()
+	if n := srv.QueryCount("mx.example.org", dns.TypeA); n != 1 {
+		t.Fatalf("lookup at TTL-1s sent %d queries, want 1", n)
+	}
+	clk.add(time.Second)
+	lookup()
+	if n := srv.QueryCount("mx.example.org", dns.TypeA); n != 2 {
+		t.Fatalf("lookup at TTL sent %d queries in all, want 2", n)
+	}
+
+	// A CNAME's TTL bounds the cached answer too.
+	if _, err := r.LookupIP(ctx, "ip4", "alias.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(31 * time.Second)
+	if _, err := r.LookupIP(ctx, "ip4", "alias.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.QueryCount("alias.example.org", dns.TypeA); n != 2 {
+		t.Fatalf("CNAME with TTL 30 still cached after 31s (%d queries)", n)
+	}
+}
+
+func TestNegativeCache(t *testing.T) {
+	srv := dnstest.New(t, zone+"\nnosoa.test. 300 IN TXT \"x\"\n")
+	r, clk := newResolver(t, srv, nil)
+	ctx := context.Background()
+
+	for range 3 {
+		if _, err := r.LookupTXT(ctx, "nope.example.org"); !dnsErr(t, err).IsNotFound {
+			t.Fatalf("want not found, got %v", err)
+		}
+	}
+	if n := srv.QueryCount("nope.example.org", dns.TypeTXT); n != 1 {
+		t.Fatalf("NXDOMAIN asked %d times, want 1 (cached)", n)
+	}
+	// SOA minimum is 60 (TTL 3600): RFC 2308 takes the lesser.
+	clk.add(59 * time.Second)
+	r.LookupTXT(ctx, "nope.example.org") //nolint:errcheck
+	if n := srv.QueryCount("nope.example.org", dns.TypeTXT); n != 1 {
+		t.Fatalf("NXDOMAIN re-asked before the SOA minimum (%d)", n)
+	}
+	clk.add(time.Second)
+	r.LookupTXT(ctx, "nope.example.org") //nolint:errcheck
+	if n := srv.QueryCount("nope.example.org", dns.TypeTXT); n != 2 {
+		t.Fatalf("NXDOMAIN not re-asked after the SOA minimum (%d)", n)
+	}
+
+	// NODATA is cached the same way.
+	r.LookupMX(ctx, "mx.example.org") //nolint:errcheck
+	r.LookupMX(ctx, "mx.example.org") //nolint:errcheck
+	if n := srv.QueryCount("mx.example.org", dns.TypeMX); n != 1 {
+		t.Fatalf("NODATA asked %d times, want 1", n)
+	}
+
+	// Without a SOA in the answer, nothing is cached (RFC 2308 5).
+	r.LookupMX(ctx, "nosoa.test") //nolint:errcheck
+	r.LookupMX(ctx, "nosoa.test") //nolint:errcheck
+	if n := srv.QueryCount("nosoa.test", dns.TypeMX); n != 2 {
+		t.Fatalf("negative answer without SOA cached (%d queries)", n)
+	}
+
+	// Temporary failures are never cached.
+	srv.ServFail("flaky.example.org")
+	r.LookupTXT(ctx, "flaky.example.org") //nolint:errcheck
+	r.LookupTXT(ctx, "flaky.example.org") //nolint:errcheck
+	if n := srv.QueryCount("flaky.example.org", dns.TypeTXT); n != 2 {
+		t.Fatalf("SERVFAIL cached (%d queries)", n)
+	}
+}
+
+func TestCacheSizeCap(t *testing.T) {
+	var z strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&z, "h%d.example.org. 300 IN A 192.0.2.%d\n", i, i)
+	}
+	srv := dnstest.New(t, z.String())
+	r, _ := newResolver(t, srv, func(c *Config) { c.CacheSize = 10 })
+	for i := range 50 {
+		if _, err := r.LookupIP(context.Background(), "ip4", fmt.Sprintf("h%d.example.org", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.CacheLen(); n != 10 {
+		t.Fatalf("cache holds %d entries, cap is 10", n)
+	}
+	// The most recent ones are kept.
+	r.LookupIP(context.Background(), "ip4", "h49.example.org") //nolint:errcheck
+	if n := srv.QueryCount("h49.example.org", dns.TypeA); n != 1 {
+		t.Fatalf("most recent entry was evicted")
+	}
+}
+
+func TestTruncationRetriesOverTCP(t *testing.T) {
+	var z strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&z, "big.example.org. 300 IN TXT \"record number %d padded out to make the answer far larger than a UDP buffer of 1232 bytes\"\n", i)
+	}
+	srv := dnstest.New(t, z.String())
+	r, _ := newResolver(t, srv, nil)
+	txt, err := r.LookupTXT(context.Background(), "big.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(txt) != 40 {
+		t.Fatalf("got %d records, want all 40", len(txt))
+	}
+	if srv.TCPQueries() != 1 || r.Stats().TCPRetry != 1 {
+		t.Fatalf("TCP queries = %d, retries = %d, want 1 and 1", srv.TCPQueries(), r.Stats().TCPRetry)
+	}
+}
+
+func TestCoalescing(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	srv.Delay("example.org", 200*time.Millisecond)
+	r, _ := newResolver(t, srv, func(c *Config) { c.Timeout = 2 * time.Second })
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			txt, err := r.LookupTXT(context.Background(), "example.org")
+			if err == nil && (len(txt) != 1 || txt[0] != "v=spf1 -all") {
+				err = fmt.Errorf("got %q", txt)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := srv.QueryCount("example.org", dns.TypeTXT); n != 1 {
+		t.Fatalf("50 concurrent lookups sent %d queries, want 1", n)
+	}
+	if s := r.Stats(); s.Coalesced+s.CacheHits != 49 {
+		t.Fatalf("stats %+v: want 49 coalesced or cached", s)
+	}
+}
+
+func TestDeadlineHonoured(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	srv.Timeout("example.org")
+	r, _ := newResolver(t, srv, func(c *Config) { c.Timeout = 5 * time.Second; c.Attempts = 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := r.LookupTXT(ctx, "example.org")
+	elapsed := time.Since(start)
+	de := dnsErr(t, err)
+	if !de.IsTimeout || !de.Temporary() {
+		t.Fatalf("want a timeout, got %v", err)
+	}
+	// Generous bound: the point is that 150ms is not 15s.
+	if elapsed > 2*time.Second {
+		t.Fatalf("lookup took %v with a 150ms deadline", elapsed)
+	}
+	// A context that is already done never reaches the network.
+	before := srv.Queries()
+	_, err = r.LookupTXT(ctx, "other.example.org")
+	if !dnsErr(t, err).IsTimeout || srv.Queries() != before {
+		t.Fatalf("expired context: err %v, queries %d→%d", err, before, srv.Queries())
+	}
+}
+
+func TestFailover(t *testing.T) {
+	dead := dnstest.New(t, "")
+	dead.ServFail("example.org")
+	good := dnstest.New(t, zone)
+	r, err := New(Config{Servers: []string{dead.Addr(), good.Addr()}, Timeout: time.Second, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txt, err := r.LookupTXT(context.Background(), "example.org")
+	if err != nil || len(txt) != 1 {
+		t.Fatalf("second server not asked after SERVFAIL: %q %v", txt, err)
+	}
+}
+
+// mismatch answers every query with a record for another name.
+type mismatch struct{}
+
+func (mismatch) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Question[0].Name = "evil.example."
+	rr, _ := dns.NewRR(`evil.example. 300 IN TXT "v=spf1 +all"`)
+	m.Answer = []dns.RR{rr}
+	w.WriteMsg(m) //nolint:errcheck
+}
+
+func TestQuestionChecked(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &dns.Server{PacketConn: pc, Handler: mismatch{}}
+	go s.ActivateAndServe() //nolint:errcheck
+	defer s.Shutdown()      //nolint:errcheck
+	r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.LookupTXT(context.Background(), "example.org")
+	if de := dnsErr(t, err); !de.Temporary() || !strings.Contains(de.Err, "question") {
+		t.Fatalf("answer to another question accepted: %v", err)
+	}
+	if r.CacheLen() != 0 {
+		t.Fatal("mismatched answer was cached")
+	}
+}
+
+func TestNormalizeServer(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{"192.0.2.53", "192.0.2.53:53", ""},
+		{"192.0.2.53:5353", "192.0.2.53:5353", ""},
+		{"2001:db8::53", "[2001:db8::53]:53", ""},
+		{"[2001:db8::53]:5353", "[2001:db8::53]:5353", ""},
+		{"dns.example.org:53", "", "IP address"},
+		{"192.0.2.53:0", "", "bad port"},
+	}
+	for _, tc := range tests {
+		got, err := NormalizeServer(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/resolv.conf"
+	writeFile(t, path, "# comment\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions edns0\n")
+	got, err := ServersFromResolvConf(path)
+	if err != nil || len(got) != 2 || got[0] != "192.0.2.53:53" || got[1] != "[2001:db8::53]:53" {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	writeFile(t, path, "search example.org\n")
+	if _, err := ServersFromResolvConf(path); err == nil {
+		t.Fatal("resolv.conf without nameserver accepted")
+	}
+	if _, err := ServersFromResolvConf(dir + "/missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
