@@ -2,7 +2,11 @@ module github.com/wehr/wehr
 
 go 1.26.0
 
-require github.com/miekg/dns v1.1.73
+require (
+	blitiri.com.ar/go/spf v1.6.0
+	github.com/miekg/dns v1.1.73
+	gopkg.in/yaml.v3 v3.0.1
+)
 
 require (
 	golang.org/x/net v0.62.0 // indirect

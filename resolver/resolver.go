@@ -313,11 +313,24 @@ func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dn
 	}
 	// The library matches the message ID but not the question: an
 	// answer to another question must not be cached as this one.
-	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, k.name) ||
+	if len(resp.Question) != 1 || !sameName(resp.Question[0].Name, k.name) ||
 		resp.Question[0].Qtype != k.qtype || resp.Question[0].Qclass != dns.ClassINET {
 		return nil, &net.DNSError{Err: "answer does not match the question", Server: srv, IsTemporary: true}
 	}
 	return resp, nil
+}
+
+// sameName compares two names in wire form, ignoring ASCII case: the
+// library hands back a name it unpacked in presentation form, with bytes
+// such as spaces escaped, which SPF macros can put into a name.
+func sameName(a, b string) bool {
+	var wa, wb [256]byte
+	na, err1 := dns.PackDomainName(dns.Fqdn(a), wa[:], 0, nil, false)
+	nb, err2 := dns.PackDomainName(dns.Fqdn(b), wb[:], 0, nil, false)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return strings.EqualFold(string(wa[:na]), string(wb[:nb]))
 }
 
 // entryFrom builds the cache entry for a NOERROR or NXDOMAIN answer.
@@ -373,10 +386,43 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		var b strings.Builder
+		for _, s := range rr.(*dns.TXT).Txt {
+			b.WriteString(unescape(s))
+		}
+		out = append(out, b.String())
 	}
 	return out, nil
 }
+
+// unescape turns a character-string from miekg/dns's presentation form
+// (\DDD for unprintable bytes, \" and \\) back into its wire bytes.
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		if i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+			n := int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0')
+			if n <= 255 {
+				b.WriteByte(byte(n))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupMX returns the MX records at name, in the order received.
 func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {

@@ -135,7 +135,7 @@ func (s *Server) Add(rrs ...dns.RR) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, rr := range rrs {
-		name := strings.ToLower(dns.Fqdn(rr.Header().Name))
+		name := key(rr.Header().Name)
 		s.rrs[name] = append(s.rrs[name], rr)
 	}
 }
@@ -225,7 +225,19 @@ func (s *Server) QueryLog() []string {
 	return out
 }
 
-func key(name string) string { return strings.ToLower(dns.Fqdn(name)) }
+// key is the lower-case presentation form of name, with the escapes the
+// library uses when it unpacks a question (names may hold spaces and
+// other bytes SPF macros produce).
+func key(name string) string {
+	name = dns.Fqdn(name)
+	var buf [256]byte
+	if n, err := dns.PackDomainName(name, buf[:], 0, nil, false); err == nil {
+		if p, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
+			name = p
+		}
+	}
+	return strings.ToLower(name)
+}
 
 // ServeDNS answers one query. It implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {

@@ -1,0 +1,347 @@
+package mailauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"blitiri.com.ar/go/spf"
+)
+
+// Resolver is what the engine asks of DNS. *resolver.Resolver is one; it
+// must return errors as a bare *net.DNSError (see package resolver).
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// SPF result values (RFC 7208 2.6), as written in Authentication-Results.
+const (
+	SPFNone      = "none"
+	SPFNeutral   = "neutral"
+	SPFPass      = "pass"
+	SPFFail      = "fail"
+	SPFSoftFail  = "softfail"
+	SPFTempError = "temperror"
+	SPFPermError = "permerror"
+)
+
+// SPF scopes: the MAIL FROM identity and the HELO identity.
+const (
+	ScopeMailFrom = "mfrom"
+	ScopeHelo     = "helo"
+)
+
+// SPFResult is the outcome of one SPF check.
+type SPFResult struct {
+	Result string `json:"result"`
+	Scope  string `json:"scope"`
+	// Domain is the domain checked: the MAIL FROM domain, or the HELO
+	// domain for the null sender and the HELO check.
+	Domain string `json:"domain"`
+	// Explanation is set on fail: the domain's exp= text, or the
+	// configured default (RFC 7208 6.2).
+	Explanation string `json:"explanation"`
+	// Error says what went wrong on temperror and permerror.
+	Error string `json:"error"`
+
+	// Identity is the full identity checked: local@domain, with
+	// postmaster@<HELO> for the null sender (RFC 7208 2.4).
+	Identity string `json:"-"`
+	// Detail is the library's note on how the result came about ("matched
+	// ip", "matched all"), for logs and A-R comments.
+	Detail string `json:"-"`
+}
+
+// SPFConfig configures SPF checks.
+type SPFConfig struct {
+	// Timeout bounds one whole check (RFC 7208 4.6.4 asks for at least
+	// 20 seconds overall; mail paths want less).
+	Timeout time.Duration
+	// DefaultExplanation is the explanation of a fail when the domain
+	// gives none; macros are expanded.
+	DefaultExplanation string
+	// Receiver is the r macro: the receiving host's name.
+	Receiver string
+	// Now is the clock (t macro). Default time.Now.
+	Now func() time.Time
+}
+
+// DefaultSPFExplanation is the built-in fail explanation.
+const DefaultSPFExplanation = "%{o} does not designate %{c} as a permitted sender"
+
+// SPFChecker runs SPF checks through one resolver. It is safe for
+// concurrent use.
+type SPFChecker struct {
+	res Resolver
+	cfg SPFConfig
+}
+
+// NewSPFChecker makes a checker.
+func NewSPFChecker(res Resolver, cfg SPFConfig) *SPFChecker {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.DefaultExplanation == "" {
+		cfg.DefaultExplanation = DefaultSPFExplanation
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &SPFChecker{res: res, cfg: cfg}
+}
+
+// MailFromIdentity returns the SPF identity for a MAIL FROM: the address
+// itself, postmaster@<domain> when the local part is empty (RFC 7208 4.3),
+// and postmaster@<helo> for the null sender (RFC 7208 2.4).
+func MailFromIdentity(mailFrom, helo string) (identity, domain string) {
+	mailFrom = strings.TrimSpace(mailFrom)
+	mailFrom = strings.TrimSuffix(strings.TrimPrefix(mailFrom, "<"), ">")
+	if mailFrom == "" {
+		return "postmaster@" + helo, helo
+	}
+	at := strings.LastIndexByte(mailFrom, '@')
+	if at < 0 {
+		// Not an address; RFC 5321 has none of these, check the HELO.
+		return "postmaster@" + helo, helo
+	}
+	local, domain := mailFrom[:at], mailFrom[at+1:]
+	if local == "" {
+		local = "postmaster"
+	}
+	return local + "@" + domain, domain
+}
+
+// CheckMailFrom checks the MAIL FROM identity (for the null sender, the
+// HELO name as postmaster@<HELO>).
+func (c *SPFChecker) CheckMailFrom(ctx context.Context, ip net.IP, helo, mailFrom string) SPFResult {
+	identity, domain := MailFromIdentity(mailFrom, helo)
+	return c.check(ctx, ip, helo, identity, domain, ScopeMailFrom)
+}
+
+// CheckHelo checks the HELO identity (RFC 7208 2.3).
+func (c *SPFChecker) CheckHelo(ctx context.Context, ip net.IP, helo string) SPFResult {
+	return c.check(ctx, ip, helo, "postmaster@"+helo, helo, ScopeHelo)
+}
+
+func (c *SPFChecker) check(ctx context.Context, ip net.IP, helo, identity, domain, scope string) SPFResult {
+	res := SPFResult{Scope: scope, Domain: domain, Identity: identity}
+	if ip == nil {
+		res.Result, res.Error = SPFPermError, "no client IP address"
+		return res
+	}
+	// RFC 7208 4.3: a malformed domain or one that is not multi-label
+	// gives none, before any DNS lookup.
+	if why := badSPFDomain(domain); why != "" {
+		res.Result, res.Detail = SPFNone, why
+		return res
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	w := &spfWatch{Resolver: c.res, records: map[string]string{}}
+	var tr spfTrace
+	result, err := spf.CheckHostWithSender(ip, helo, identity,
+		spf.WithResolver(w), spf.WithContext(ctx), spf.WithTraceFunc(tr.trace))
+
+	res.Result = string(result)
+	if err != nil {
+		res.Detail = err.Error()
+	}
+	if serr := w.syntaxError(); serr != nil {
+		res.Result, res.Error, res.Detail = SPFPermError, serr.Error(), ""
+		return res
+	}
+	switch result {
+	case spf.TempError, spf.PermError:
+		if err != nil {
+			res.Error = err.Error()
+		} else {
+			res.Error = string(result)
+		}
+		if result == spf.TempError && ctx.Err() != nil {
+			res.Error = fmt.Sprintf("SPF check exceeded its %v deadline: %s", c.cfg.Timeout, res.Error)
+		}
+	case spf.Fail:
+		env := &macroEnv{sender: identity, domain: domain, ip: ip, helo: helo, receiver: c.cfg.Receiver, now: c.cfg.Now()}
+		res.Explanation = c.explain(ctx, w, env, tr.trailingRedirects())
+	}
+	return res
+}
+
+// explain computes the explanation of a fail (RFC 7208 6.2). The exp=
+// that counts is that of the record which produced the result: redirect=
+// hands over to the target's exp=, include: does not. The trace tells how
+// many redirects the result came through.
+func (c *SPFChecker) explain(ctx context.Context, w *spfWatch, env *macroEnv, redirects int) string {
+	env.ptr = func() string { return validatedPTR(ctx, c.res, env.ip, env.domain) }
+	def := func() string {
+		s, err := env.expandMacros(c.cfg.DefaultExplanation, true)
+		if err != nil {
+			return c.cfg.DefaultExplanation
+		}
+		return s
+	}
+	rec, ok := w.record(env.domain)
+	for range redirects {
+		spec, found := modifier(rec, "redirect")
+		if !ok || !found {
+			return def()
+		}
+		target, err := env.expandDomain(spec)
+		if err != nil {
+			return def()
+		}
+		env.domain = target
+		rec, ok = w.record(target)
+	}
+	if !ok {
+		return def()
+	}
+	spec, found := modifier(rec, "exp")
+	if !found {
+		return def()
+	}
+	name, err := env.expandDomain(spec)
+	if err != nil {
+		return def()
+	}
+	txts, err := c.res.LookupTXT(ctx, name)
+	if err != nil || len(txts) != 1 {
+		return def()
+	}
+	if checkMacroString(txts[0], true) != nil {
+		return def()
+	}
+	text, err := env.expandMacros(txts[0], true)
+	if err != nil {
+		return def()
+	}
+	return text
+}
+
+// modifier returns the value of the named modifier in an SPF record.
+func modifier(rec, name string) (string, bool) {
+	for _, term := range strings.Split(rec, " ") {
+		if len(term) > len(name) && term[len(name)] == '=' && strings.EqualFold(term[:len(name)], name) {
+			return term[len(name)+1:], true
+		}
+	}
+	return "", false
+}
+
+// badSPFDomain says why domain cannot be an SPF domain (RFC 7208 4.3), or
+// "" if it can.
+func badSPFDomain(domain string) string {
+	d := strings.TrimSuffix(domain, ".")
+	if d == "" {
+		return "empty domain"
+	}
+	if len(d) > 253 {
+		return "domain longer than 253 characters"
+	}
+	labels := strings.Split(d, ".")
+	if len(labels) < 2 {
+		return "domain is not multi-label"
+	}
+	for _, l := range labels {
+		if l == "" {
+			return "domain has an empty label"
+		}
+		if len(l) > 63 {
+			return "domain has a label longer than 63 characters"
+		}
+	}
+	return ""
+}
+
+// spfWatch is the resolver the SPF library sees. It remembers every SPF
+// record fetched (for exp=) and refuses a record that breaks the RFC 7208
+// grammar, which the library would otherwise evaluate up to its first
+// match.
+type spfWatch struct {
+	Resolver
+	mu      sync.Mutex
+	records map[string]string // lower-case domain → SPF record
+	synErr  error
+}
+
+// errBadRecord stops the library on a malformed record; it is not a
+// *net.DNSError, so the library turns it into permerror.
+var errBadRecord = errors.New("malformed SPF record")
+
+func (w *spfWatch) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	txts, err := w.Resolver.LookupTXT(ctx, name)
+	if err != nil {
+		return nil, err // bare *net.DNSError, passed on untouched
+	}
+	var recs []string
+	for _, t := range txts {
+		if isSPFRecord(t) {
+			recs = append(recs, t)
+		}
+	}
+	if len(recs) != 1 {
+		return txts, nil // none, or several: the library handles both
+	}
+	key := strings.ToLower(strings.TrimSuffix(name, "."))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.records[key] = recs[0]
+	if err := CheckSPFRecord(recs[0]); err != nil {
+		if w.synErr == nil {
+			w.synErr = fmt.Errorf("SPF record of %s: %w", key, err)
+		}
+		return nil, errBadRecord
+	}
+	return txts, nil
+}
+
+func (w *spfWatch) record(domain string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.records[strings.ToLower(strings.TrimSuffix(domain, "."))]
+	return r, ok
+}
+
+func (w *spfWatch) syntaxError() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.synErr
+}
+
+// spfTrace follows the library's trace. The library traces a redirect's
+// result with the format below right after the redirect returns, and
+// traces something else after any other step, so the number of redirect
+// traces at the end is the number of redirects the final result came
+// through.
+type spfTrace struct {
+	mu       sync.Mutex
+	trailing int
+}
+
+// redirectTraceFormat is the format the library (v1.6.0) traces a
+// redirect's result with; TestSPFTraceFormat pins it.
+const redirectTraceFormat = "%q: %v, %v"
+
+func (t *spfTrace) trace(f string, _ ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f == redirectTraceFormat {
+		t.trailing++
+	} else {
+		t.trailing = 0
+	}
+}
+
+func (t *spfTrace) trailingRedirects() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.trailing
+}
