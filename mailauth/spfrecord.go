@@ -344,3 +344,12 @@ func allDigits(s string) bool {
 	}
 	return true
 }
+
+// CheckExplanation checks explanation text with SPF macros (RFC 7208 12,
+// explain-string), as used for the default explanation.
+func CheckExplanation(s string) error {
+	if err := checkMacroString(s, true); err != nil {
+		return fmt.Errorf("%w: %v", ErrSPFSyntax, err)
+	}
+	return nil
+}

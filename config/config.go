@@ -1,0 +1,302 @@
+// Package config reads and validates wehr's one YAML configuration file.
+//
+// Decoding is strict: an unknown key, a value of the wrong type or a
+// duration without a unit is an error that names the key and its line.
+// Load validates everything once; the daemons never meet a bad value at
+// run time. With no file, Default applies: authserv-id = the host name,
+// DNS from /etc/resolv.conf, no state directory.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/resolver"
+)
+
+// DefaultPath is where wehr looks for its config when --config is not
+// given. A missing file at this path means built-in defaults.
+const DefaultPath = "/etc/wehr/wehr.yaml"
+
+// Config is the whole configuration.
+type Config struct {
+	// AuthservID is the authserv-id of our Authentication-Results
+	// headers (RFC 8601 2.5). Empty: the host name.
+	AuthservID string `yaml:"authserv_id"`
+	// Hostname is this host's name, e.g. for SPF's %{r} macro. Empty: the
+	// host name as the system reports it.
+	Hostname string `yaml:"hostname"`
+	Log      Log    `yaml:"log"`
+	DNS      DNS    `yaml:"dns"`
+	SPF      SPF    `yaml:"spf"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// DNS configures the resolver.
+type DNS struct {
+	Servers        []string      `yaml:"servers"`
+	ResolvConf     string        `yaml:"resolv_conf"`
+	Timeout        time.Duration `yaml:"timeout"`
+	Attempts       int           `yaml:"attempts"`
+	CacheSize      int           `yaml:"cache_size"`
+	MinTTL         time.Duration `yaml:"min_ttl"`
+	MaxTTL         time.Duration `yaml:"max_ttl"`
+	NegativeMaxTTL time.Duration `yaml:"negative_max_ttl"`
+}
+
+// SPF configures SPF checks.
+type SPF struct {
+	Timeout            time.Duration `yaml:"timeout"`
+	HeloCheck          bool          `yaml:"helo_check"`
+	DefaultExplanation string        `yaml:"default_explanation"`
+}
+
+//go:embed defaults.yaml
+var defaultsText string
+
+// DefaultsText is the full default configuration, commented, as `wehr
+// config defaults` prints it. Parsing it gives Default().
+func DefaultsText() string { return defaultsText }
+
+// Default returns the built-in configuration.
+func Default() *Config {
+	return &Config{
+		Log: Log{Level: "info", Format: "text"},
+		DNS: DNS{
+			ResolvConf:     "/etc/resolv.conf",
+			Timeout:        2 * time.Second,
+			Attempts:       2,
+			CacheSize:      10000,
+			MaxTTL:         time.Hour,
+			NegativeMaxTTL: 15 * time.Minute,
+		},
+		SPF: SPF{
+			Timeout:            10 * time.Second,
+			DefaultExplanation: mailauth.DefaultSPFExplanation,
+		},
+	}
+}
+
+// Load reads, decodes and validates the file at path. The error, if any,
+// is an *Errors listing every problem, or a read error.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// LoadDefault loads path if given; with path empty it loads DefaultPath
+// if that file exists, else returns the built-in defaults. It returns the
+// path actually read ("" for built-in defaults).
+func LoadDefault(path string) (*Config, string, error) {
+	if path != "" {
+		c, err := Load(path)
+		return c, path, err
+	}
+	c, err := Load(DefaultPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		c = Default()
+		if errs := c.finish(nil); len(errs) > 0 {
+			return nil, "", &Errors{File: "(defaults)", Problems: errs}
+		}
+		return c, "", nil
+	}
+	return c, DefaultPath, err
+}
+
+// Parse decodes and validates config text; file names it in errors.
+func Parse(file string, data []byte) (*Config, error) {
+	c := Default()
+	lines, problems := decodeStrict(data, c)
+	reported := map[string]bool{}
+	for _, p := range problems {
+		reported[p.Key] = true
+	}
+	for _, p := range c.finish(lines) {
+		if !reported[p.Key] {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &Errors{File: file, Problems: problems}
+	}
+	return c, nil
+}
+
+// Problem is one thing wrong with a config file.
+type Problem struct {
+	Line int    // 0 if unknown
+	Key  string // dotted path, e.g. dns.timeout
+	Msg  string
+}
+
+func (p Problem) String() string {
+	if p.Key == "" {
+		return p.Msg
+	}
+	return p.Key + ": " + p.Msg
+}
+
+// Errors is every problem found in one file.
+type Errors struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Errors) Error() string {
+	return strings.Join(e.Lines(), "\n")
+}
+
+// Lines gives one line per problem, "FILE:LINE: key: message", the form
+// editors and Ansible's validate: show.
+func (e *Errors) Lines() []string {
+	var out []string
+	for _, p := range e.Problems {
+		if p.Line > 0 {
+			out = append(out, fmt.Sprintf("%s:%d: %s", e.File, p.Line, p))
+		} else {
+			out = append(out, fmt.Sprintf("%s: %s", e.File, p))
+		}
+	}
+	return out
+}
+
+// finish fills in defaults that depend on the system and validates.
+// lines maps key paths to their line in the file, for messages.
+func (c *Config) finish(lines map[string]int) []Problem {
+	var ps []Problem
+	bad := func(key, format string, args ...any) {
+		ps = append(ps, Problem{Line: lines[key], Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if c.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			bad("hostname", "not set, and the system host name is unknown (%v)", err)
+		}
+		c.Hostname = h
+	}
+	if c.AuthservID == "" {
+		c.AuthservID = c.Hostname
+	}
+	if err := checkAuthservID(c.AuthservID); err != nil {
+		bad("authserv_id", "%v", err)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+
+	if len(c.DNS.Servers) == 0 {
+		c.DNS.Servers = nil
+	}
+	for i, s := range c.DNS.Servers {
+		if _, err := resolver.NormalizeServer(s); err != nil {
+			bad(fmt.Sprintf("dns.servers[%d]", i), "%q: want an IP address with an optional port, e.g. 127.0.0.1:53", s)
+		}
+	}
+	if len(c.DNS.Servers) == 0 && c.DNS.ResolvConf == "" {
+		bad("dns.resolv_conf", "empty, and no dns.servers given")
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, "must be positive, got %v", d)
+		}
+	}
+	positive("dns.timeout", c.DNS.Timeout)
+	if c.DNS.Attempts < 1 || c.DNS.Attempts > 10 {
+		bad("dns.attempts", "must be 1 to 10, got %d", c.DNS.Attempts)
+	}
+	if c.DNS.CacheSize < 0 {
+		bad("dns.cache_size", "must be 0 (no cache) or more, got %d", c.DNS.CacheSize)
+	}
+	if c.DNS.MinTTL < 0 {
+		bad("dns.min_ttl", "must not be negative")
+	}
+	positive("dns.max_ttl", c.DNS.MaxTTL)
+	if c.DNS.MinTTL > c.DNS.MaxTTL {
+		bad("dns.min_ttl", "%v is above dns.max_ttl %v", c.DNS.MinTTL, c.DNS.MaxTTL)
+	}
+	positive("dns.negative_max_ttl", c.DNS.NegativeMaxTTL)
+
+	positive("spf.timeout", c.SPF.Timeout)
+	if c.SPF.Timeout > time.Minute {
+		bad("spf.timeout", "%v is longer than any Postfix timeout would wait; at most 1m", c.SPF.Timeout)
+	}
+	if err := mailauth.CheckExplanation(c.SPF.DefaultExplanation); err != nil {
+		bad("spf.default_explanation", "%v", err)
+	}
+	return ps
+}
+
+// checkAuthservID checks the authserv-id is a value (RFC 8601 2.2: a
+// token or quoted-string; we want a token, normally a host name).
+func checkAuthservID(id string) error {
+	if id == "" {
+		return errors.New("empty")
+	}
+	for _, r := range id {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?=`, r) {
+			return fmt.Errorf("%q: must be a host name (no spaces or special characters)", id)
+		}
+	}
+	return nil
+}
+
+// Resolver returns the resolver configuration; server, if not empty,
+// replaces the configured servers (the --resolver flag).
+func (c *Config) Resolver(server string) resolver.Config {
+	rc := resolver.Config{
+		Servers:        c.DNS.Servers,
+		ResolvConf:     c.DNS.ResolvConf,
+		Timeout:        c.DNS.Timeout,
+		Attempts:       c.DNS.Attempts,
+		CacheSize:      c.DNS.CacheSize,
+		MinTTL:         c.DNS.MinTTL,
+		MaxTTL:         c.DNS.MaxTTL,
+		NegativeMaxTTL: c.DNS.NegativeMaxTTL,
+	}
+	if rc.CacheSize == 0 {
+		rc.CacheSize = -1 // 0 in our config means no cache
+	}
+	if server != "" {
+		rc.Servers = []string{server}
+	}
+	return rc
+}
+
+// SPFChecker returns the SPF configuration.
+func (c *Config) SPFChecker() mailauth.SPFConfig {
+	return mailauth.SPFConfig{
+		Timeout:            c.SPF.Timeout,
+		DefaultExplanation: c.SPF.DefaultExplanation,
+		Receiver:           c.Hostname,
+	}
+}
+
+// CheckServer checks a --resolver value.
+func CheckServer(s string) error {
+	if _, err := resolver.NormalizeServer(s); err != nil {
+		return fmt.Errorf("--resolver %q: want IP:PORT, e.g. 127.0.0.1:53", s)
+	}
+	return nil
+}

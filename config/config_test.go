@@ -1,0 +1,131 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsTextIsDefault(t *testing.T) {
+	got, err := Parse("defaults.yaml", []byte(DefaultsText()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	if ps := want.finish(nil); len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the commented defaults differ from Default():\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestEmptyFileIsDefault(t *testing.T) {
+	for _, text := range []string{"", "# nothing\n", "---\n"} {
+		c, err := Parse("x.yaml", []byte(text))
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		if c.AuthservID == "" || c.AuthservID != c.Hostname {
+			t.Fatalf("authserv-id %q, want the host name %q", c.AuthservID, c.Hostname)
+		}
+		if c.DNS.Timeout != 2*time.Second || c.SPF.Timeout != 10*time.Second {
+			t.Fatalf("defaults not applied: %+v", c)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	c, err := Parse("x.yaml", []byte(`
+authserv_id: mx1.example.net
+dns:
+  servers: [192.0.2.53, "[2001:db8::53]:5353"]
+  timeout: 500ms
+spf:
+  helo_check: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthservID != "mx1.example.net" || c.DNS.Timeout != 500*time.Millisecond || !c.SPF.HeloCheck ||
+		len(c.DNS.Servers) != 2 || c.DNS.Attempts != 2 {
+		t.Fatalf("got %+v", c)
+	}
+	rc := c.Resolver("")
+	if len(rc.Servers) != 2 || rc.Timeout != 500*time.Millisecond {
+		t.Fatalf("resolver config %+v", rc)
+	}
+	if rc := c.Resolver("127.0.0.1:5300"); len(rc.Servers) != 1 || rc.Servers[0] != "127.0.0.1:5300" {
+		t.Fatalf("--resolver not applied: %+v", rc)
+	}
+}
+
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want []string // each must appear in one line of the error
+	}{
+		{"unknown top key", "authserv: x\n", []string{"x.yaml:1: authserv: unknown key"}},
+		{"unknown nested key with line", "dns:\n  timeout: 1s\n  retries: 3\n", []string{"x.yaml:3: dns.retries: unknown key"}},
+		{"typo suggestion", "dns:\n  cache-size: 5\n", []string{"dns.cache-size: unknown key (did you mean cache_size?)"}},
+		{"duration without unit", "dns:\n  timeout: 5\n", []string{"x.yaml:2: dns.timeout:", "with a unit"}},
+		{"bad duration", "spf:\n  timeout: soon\n", []string{"spf.timeout:", `"soon" is not a duration`}},
+		{"negative duration", "spf:\n  timeout: -1s\n", []string{"x.yaml:2: spf.timeout: must be positive"}},
+		{"bad int", "dns:\n  attempts: many\n", []string{"x.yaml:2: dns.attempts:", "whole number"}},
+		{"bad bool", "spf:\n  helo_check: perhaps\n", []string{"spf.helo_check:", "true or false"}},
+		{"bad enum", "log:\n  level: loud\n", []string{"x.yaml:2: log.level:", "debug, info, warn, error"}},
+		{"bad server", "dns:\n  servers: [ns1.example.net]\n", []string{"x.yaml:2: dns.servers[0]:"}},
+		{"list where mapping", "dns: [1, 2]\n", []string{"dns: want a mapping"}},
+		{"mapping where scalar", "authserv_id:\n  a: b\n", []string{"authserv_id: want a single value"}},
+		{"bad authserv-id", "authserv_id: \"mx example\"\n", []string{"x.yaml:1: authserv_id:"}},
+		{"bad explanation", "spf:\n  default_explanation: \"%{x}\"\n", []string{"spf.default_explanation:"}},
+		{"attempts range", "dns:\n  attempts: 0\n", []string{"dns.attempts: must be 1 to 10"}},
+		{"min above max", "dns:\n  min_ttl: 2h\n", []string{"dns.min_ttl:", "above dns.max_ttl"}},
+		{"yaml syntax", "dns:\n  timeout: [\n", []string{"x.yaml:"}},
+		{"duplicate key", "log:\n  level: info\n  level: debug\n", []string{"already defined"}},
+		{"several problems at once", "foo: 1\nlog:\n  level: x\n", []string{"foo: unknown key", "log.level:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("x.yaml", []byte(tc.text))
+			var ce *Errors
+			if !errors.As(err, &ce) {
+				t.Fatalf("want *Errors, got %v", err)
+			}
+			all := strings.Join(ce.Lines(), "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("error %q lacks %q", all, w)
+				}
+			}
+			if len(ce.Lines()) < len(tc.want) && tc.name == "several problems at once" {
+				t.Errorf("want one line per problem, got %q", all)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	// An explicitly named file must exist; LoadDefault with a path too.
+	if _, _, err := LoadDefault(filepath.Join(dir, "missing.yaml")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("LoadDefault with a missing named file: %v", err)
+	}
+	p := filepath.Join(dir, "wehr.yaml")
+	if err := os.WriteFile(p, []byte("authserv_id: mx.example.net\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, used, err := LoadDefault(p)
+	if err != nil || used != p || c.AuthservID != "mx.example.net" {
+		t.Fatalf("LoadDefault(%s) = %+v, %q, %v", p, c, used, err)
+	}
+}

@@ -1,0 +1,192 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// decodeStrict decodes data into v after checking every key and value
+// against v's type, so that each problem names its key path and line. It
+// returns the line of every key path seen.
+func decodeStrict(data []byte, v any) (map[string]int, []Problem) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, []Problem{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	lines := map[string]int{}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return lines, nil // empty file: all defaults
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return lines, nil
+	}
+	var ps []Problem
+	if !check(root, reflect.TypeOf(v).Elem(), "", lines, &ps) {
+		return lines, ps
+	}
+	// check removed every key it found a problem with, so what is left
+	// decodes, and the semantic checks can report the rest at once.
+	if err := root.Decode(v); err != nil {
+		return lines, append(ps, Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")})
+	}
+	return lines, ps
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// check walks node n, which is to decode into type t at key path. It
+// reports false if n itself is bad; bad keys and list items below n are
+// reported and removed from n.
+func check(n *yaml.Node, t reflect.Type, path string, lines map[string]int, ps *[]Problem) bool {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if path != "" {
+		lines[path] = n.Line
+	}
+	bad := func(format string, args ...any) bool {
+		*ps = append(*ps, Problem{Line: n.Line, Key: path, Msg: fmt.Sprintf(format, args...)})
+		return false
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return true // key present without value: keeps the default
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			return bad("want a duration such as 30s or 5m")
+		}
+		if _, err := time.ParseDuration(n.Value); err != nil {
+			return bad("%q is not a duration; write it with a unit, such as 30s, 5m or 2h", n.Value)
+		}
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return bad("want a mapping of keys, got %s", kindName(n))
+		}
+		fields := map[string]reflect.StructField{}
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fields[name] = f
+		}
+		var keep []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			f, ok := fields[k.Value]
+			if !ok {
+				*ps = append(*ps, Problem{Line: k.Line, Key: join(path, k.Value), Msg: "unknown key" + suggest(k.Value, fields)})
+				continue
+			}
+			lines[join(path, k.Value)] = k.Line
+			if check(val, f.Type, join(path, k.Value), lines, ps) {
+				keep = append(keep, k, val)
+			}
+		}
+		n.Content = keep
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return bad("want a list, got %s", kindName(n))
+		}
+		var keep []*yaml.Node
+		for i, c := range n.Content {
+			if check(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), lines, ps) {
+				keep = append(keep, c)
+			}
+		}
+		n.Content = keep
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return bad("want a mapping, got %s", kindName(n))
+		}
+		var keep []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if check(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), lines, ps) {
+				keep = append(keep, n.Content[i], n.Content[i+1])
+			}
+		}
+		n.Content = keep
+	default:
+		if n.Kind != yaml.ScalarNode {
+			return bad("want a single value, got %s", kindName(n))
+		}
+		p := reflect.New(t)
+		if err := n.Decode(p.Interface()); err != nil {
+			return bad("%q is not %s", n.Value, typeName(t))
+		}
+	}
+	return true
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return fmt.Sprintf("%q", n.Value)
+	}
+}
+
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.String:
+		return "a string"
+	}
+	return t.String()
+}
+
+// suggest names a known key close to an unknown one (a typo, or a
+// different separator).
+func suggest(k string, fields map[string]reflect.StructField) string {
+	norm := func(s string) string { return strings.NewReplacer("-", "", "_", "").Replace(strings.ToLower(s)) }
+	for name := range fields {
+		limit := 1
+		if len(k) >= 6 {
+			limit = 2
+		}
+		if norm(name) == norm(k) || editDistance(name, k) <= limit {
+			return fmt.Sprintf(" (did you mean %s?)", name)
+		}
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
