@@ -1,0 +1,37 @@
+# wehr: build, test, lint, bench. `make test` is the test command of the
+# README and of CI: it installs what the tests need, then runs them all.
+
+GO ?= go
+PKGS := ./...
+
+.PHONY: build test test-deps unit lint bench fuzz clean
+
+build:
+	$(GO) build -o wehr ./cmd/wehr
+
+test: test-deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+test-deps:
+	./scripts/install-test-deps
+
+# Tests only, without installing anything.
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Run each fuzz target for a while (FUZZTIME=1m make fuzz).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
+
+clean:
+	rm -f wehr
