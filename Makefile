@@ -12,6 +12,8 @@ build:
 test: test-deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@# The conformance scores, for the CI log.
+	@$(GO) test -count=1 -run 'TestRFC7208Suite' -v ./mailauth | grep -E 'results match|miss:' | sed 's/^ *//'
 
 test-deps:
 	./scripts/install-test-deps
