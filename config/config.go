@@ -12,6 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
+	"net/url"
+	"reflect"
 	"os"
 	"strings"
 	"time"
@@ -35,6 +38,49 @@ type Config struct {
 	Log      Log    `yaml:"log"`
 	DNS      DNS    `yaml:"dns"`
 	SPF      SPF    `yaml:"spf"`
+	DKIM     DKIM   `yaml:"dkim"`
+	DMARC    DMARC  `yaml:"dmarc"`
+	Limits   Limits `yaml:"limits"`
+}
+
+// DKIM configures DKIM verification.
+type DKIM struct {
+	MaxSignatures int `yaml:"max_signatures"`
+}
+
+// DMARC configures DMARC evaluation and enforcement.
+type DMARC struct {
+	Discovery           string       `yaml:"discovery"`
+	LegacyPct0IsTesting bool         `yaml:"legacy_pct0_is_testing"`
+	Refusal             string       `yaml:"refusal"`
+	OnTempError         string       `yaml:"on_temperror"`
+	OnNoAuthor          string       `yaml:"on_no_author"`
+	ReferenceURL        string       `yaml:"reference_url"`
+	MaxAuthorDomains    int          `yaml:"max_author_domains"`
+	TrustedForwarders   Override     `yaml:"trusted_forwarders"`
+	LocalPolicy         Override     `yaml:"local_policy"`
+	MailingLists        MailingLists `yaml:"mailing_lists"`
+}
+
+// Override is a DMARC override list.
+type Override struct {
+	Networks    []string `yaml:"networks"`
+	DKIMDomains []string `yaml:"dkim_domains,omitempty"`
+	FromDomains []string `yaml:"from_domains,omitempty"`
+	Disposition string   `yaml:"disposition"`
+}
+
+// MailingLists configures the mailing-list override.
+type MailingLists struct {
+	Enabled bool     `yaml:"enabled"`
+	Domains []string `yaml:"domains"`
+}
+
+// Limits caps the work spent on one message.
+type Limits struct {
+	DNSQueries  int           `yaml:"dns_queries"`
+	HeaderBytes int           `yaml:"header_bytes"`
+	Deadline    time.Duration `yaml:"deadline"`
 }
 
 // Log configures logging.
@@ -85,6 +131,19 @@ func Default() *Config {
 			Timeout:            10 * time.Second,
 			DefaultExplanation: mailauth.DefaultSPFExplanation,
 		},
+		DKIM: DKIM{MaxSignatures: 5},
+		DMARC: DMARC{
+			Discovery:           mailauth.DiscoveryTreeWalk,
+			LegacyPct0IsTesting: true,
+			Refusal:             mailauth.RefuseEvidence,
+			OnTempError:         "accept",
+			OnNoAuthor:          "accept",
+			MaxAuthorDomains:    5,
+			TrustedForwarders:   Override{Disposition: mailauth.PolicyNone},
+			LocalPolicy:         Override{Disposition: mailauth.PolicyNone},
+			MailingLists:        MailingLists{Enabled: true},
+		},
+		Limits: Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
 	}
 }
 
@@ -206,9 +265,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
 	}
 
-	if len(c.DNS.Servers) == 0 {
-		c.DNS.Servers = nil
-	}
+	nilEmptySlices(reflect.ValueOf(c).Elem())
 	for i, s := range c.DNS.Servers {
 		if _, err := resolver.NormalizeServer(s); err != nil {
 			bad(fmt.Sprintf("dns.servers[%d]", i), "%q: want an IP address with an optional port, e.g. 127.0.0.1:53", s)
@@ -245,7 +302,137 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	if err := mailauth.CheckExplanation(c.SPF.DefaultExplanation); err != nil {
 		bad("spf.default_explanation", "%v", err)
 	}
+
+	if c.DKIM.MaxSignatures < 1 || c.DKIM.MaxSignatures > 50 {
+		bad("dkim.max_signatures", "must be 1 to 50, got %d", c.DKIM.MaxSignatures)
+	}
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+	oneOf("dmarc.discovery", c.DMARC.Discovery, mailauth.DiscoveryTreeWalk, mailauth.DiscoveryPSL)
+	oneOf("dmarc.refusal", c.DMARC.Refusal, mailauth.RefuseEvidence, mailauth.RefuseHonor, mailauth.RefuseQuarantine)
+	oneOf("dmarc.on_temperror", c.DMARC.OnTempError, "accept", "tempfail")
+	oneOf("dmarc.on_no_author", c.DMARC.OnNoAuthor, "accept", "reject")
+	if u := c.DMARC.ReferenceURL; u != "" {
+		if p, err := url.Parse(u); err != nil || p.Scheme == "" || strings.ContainsAny(u, " \r\n") {
+			bad("dmarc.reference_url", "%q is not a URL", u)
+		}
+	}
+	if c.DMARC.MaxAuthorDomains < 1 || c.DMARC.MaxAuthorDomains > 20 {
+		bad("dmarc.max_author_domains", "must be 1 to 20, got %d", c.DMARC.MaxAuthorDomains)
+	}
+	for _, ov := range []struct {
+		key string
+		o   Override
+	}{{"dmarc.trusted_forwarders", c.DMARC.TrustedForwarders}, {"dmarc.local_policy", c.DMARC.LocalPolicy}} {
+		key, o := ov.key, ov.o
+		oneOf(key+".disposition", o.Disposition, mailauth.PolicyNone, mailauth.PolicyQuarantine)
+		for i, n := range o.Networks {
+			if _, err := parseNetwork(n); err != nil {
+				bad(fmt.Sprintf("%s.networks[%d]", key, i), "%v", err)
+			}
+		}
+		for _, l := range []struct {
+			key     string
+			domains []string
+		}{{key + ".dkim_domains", o.DKIMDomains}, {key + ".from_domains", o.FromDomains}} {
+			for i, d := range l.domains {
+				if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
+					bad(fmt.Sprintf("%s[%d]", l.key, i), "%q is not a domain name", d)
+				}
+			}
+		}
+	}
+	if len(c.DMARC.LocalPolicy.DKIMDomains) > 0 {
+		bad("dmarc.local_policy.dkim_domains", "not supported: use dmarc.trusted_forwarders.dkim_domains")
+	}
+	if len(c.DMARC.TrustedForwarders.FromDomains) > 0 {
+		bad("dmarc.trusted_forwarders.from_domains", "not supported: use dmarc.local_policy.from_domains")
+	}
+	for i, d := range c.DMARC.MailingLists.Domains {
+		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
+			bad(fmt.Sprintf("dmarc.mailing_lists.domains[%d]", i), "%q is not a domain name", d)
+		}
+	}
+
+	if c.Limits.DNSQueries < 20 {
+		bad("limits.dns_queries", "must be at least 20 (one SPF check alone may take 20), got %d", c.Limits.DNSQueries)
+	}
+	if c.Limits.HeaderBytes < 16384 {
+		bad("limits.header_bytes", "must be at least 16384, got %d", c.Limits.HeaderBytes)
+	}
+	positive("limits.deadline", c.Limits.Deadline)
 	return ps
+}
+
+// nilEmptySlices makes every empty list nil, so that "key: []" and an
+// absent key give the same config.
+func nilEmptySlices(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			nilEmptySlices(v.Field(i))
+		}
+	case reflect.Slice:
+		if v.Len() == 0 && !v.IsNil() && v.CanSet() {
+			v.Set(reflect.Zero(v.Type()))
+		}
+	}
+}
+
+// parseNetwork reads an IP address or a CIDR prefix.
+func parseNetwork(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func networks(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := parseNetwork(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Engine returns the verdict engine's configuration.
+func (c *Config) Engine() mailauth.Config {
+	d := c.DMARC
+	return mailauth.Config{
+		AuthservID:        c.AuthservID,
+		SPF:               c.SPFChecker(),
+		HeloCheck:         c.SPF.HeloCheck,
+		DKIMMaxSignatures: c.DKIM.MaxSignatures,
+		DNSBudget:         c.Limits.DNSQueries,
+		HeaderBytes:       c.Limits.HeaderBytes,
+		Deadline:          c.Limits.Deadline,
+		DMARC: mailauth.DMARCConfig{
+			Discovery:           d.Discovery,
+			PctZeroIsTesting:    d.LegacyPct0IsTesting,
+			Refusal:             d.Refusal,
+			TempfailOnTempError: d.OnTempError == "tempfail",
+			RejectNoAuthor:      d.OnNoAuthor == "reject",
+			ReferenceURL:        d.ReferenceURL,
+			MaxAuthorDomains:    d.MaxAuthorDomains,
+			TrustedForwarders: mailauth.Override{Networks: networks(d.TrustedForwarders.Networks),
+				DKIMDomains: d.TrustedForwarders.DKIMDomains, Disposition: d.TrustedForwarders.Disposition},
+			LocalPolicy: mailauth.Override{Networks: networks(d.LocalPolicy.Networks),
+				FromDomains: d.LocalPolicy.FromDomains, Disposition: d.LocalPolicy.Disposition},
+			MailingLists: mailauth.MailingLists{Enabled: d.MailingLists.Enabled, Domains: d.MailingLists.Domains},
+		},
+	}
 }
 
 // checkAuthservID checks the authserv-id is a value (RFC 8601 2.2: a

@@ -19,6 +19,9 @@ type Resolver interface {
 	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
+	// Exists reports whether a name exists: false only on NXDOMAIN
+	// (RFC 8020).
+	Exists(ctx context.Context, name string) (bool, error)
 }
 
 // SPF result values (RFC 7208 2.6), as written in Authentication-Results.

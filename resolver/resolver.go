@@ -194,6 +194,29 @@ func (r *Resolver) CacheLen() int { return r.cache.len() }
 // the recursive server and their targets' records are included. The error
 // is a bare *net.DNSError.
 func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	e, err := r.lookup(ctx, name, qtype)
+	if err != nil {
+		return nil, err
+	}
+	return r.result(e, name)
+}
+
+// Exists reports whether name exists (RFC 8020, RFC 9989 3.2.13): an
+// NXDOMAIN answer means it does not, any other answer, with data or not,
+// means it does.
+func (r *Resolver) Exists(ctx context.Context, name string) (bool, error) {
+	e, err := r.lookup(ctx, name, dns.TypeA)
+	if err != nil {
+		if de, ok := err.(*net.DNSError); ok && de.IsNotFound {
+			return false, nil // not a valid name
+		}
+		return false, err
+	}
+	return e.rcode != dns.RcodeNameError, nil
+}
+
+// lookup answers a question from the cache or the network.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entry, error) {
 	r.lookups.Add(1)
 	k := cacheKey{name: strings.ToLower(dns.Fqdn(name)), qtype: qtype}
 	if _, ok := dns.IsDomainName(k.name); !ok || len(k.name) > 254 {
@@ -201,7 +224,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 	}
 	if e, ok := r.cache.get(k, r.now()); ok {
 		r.hits.Add(1)
-		return r.result(e, name)
+		return e, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, r.ctxError(name, err)
@@ -236,7 +259,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) ([]dns.
 		}
 		return nil, &net.DNSError{Err: c.err.Error(), Name: name, IsTemporary: true}
 	}
-	return r.result(c.e, name)
+	return c.e, nil
 }
 
 func (r *Resolver) ctxError(name string, err error) error {

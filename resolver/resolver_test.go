@@ -410,3 +410,27 @@ func writeFile(t *testing.T, path, text string) {
 		t.Fatal(err)
 	}
 }
+
+func TestExists(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	srv.ServFail("broken.example.org")
+	r, _ := newResolver(t, srv, nil)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		exists bool
+		err    bool
+	}{
+		{"example.org", true, false},       // data
+		{"mx.example.org", true, false},    // A present
+		{"split.example.org", true, false}, // NODATA for A: exists
+		{"nope.example.org", false, false},
+		{"broken.example.org", false, true},
+	}
+	for _, tc := range tests {
+		got, err := r.Exists(ctx, tc.name)
+		if got != tc.exists || (err != nil) != tc.err {
+			t.Errorf("Exists(%s) = %v, %v; want %v, err %v", tc.name, got, err, tc.exists, tc.err)
+		}
+	}
+}

@@ -1,0 +1,860 @@
+package mailauth
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/smtpreply"
+)
+
+// Envelope is what the SMTP dialogue told us about a message.
+type Envelope struct {
+	ClientIP net.IP // nil when unknown (CLI without --ip)
+	Helo     string
+	MailFrom string // "" for the null sender
+	RcptTo   []string
+	AuthUser string // SASL login, "" when not authenticated
+}
+
+// Actions the verdict implies.
+const (
+	ActionAccept     = "accept"
+	ActionQuarantine = "quarantine"
+	ActionReject     = "reject"
+	ActionTempfail   = "tempfail"
+)
+
+// Refusal modes for DMARC p=reject failures.
+const (
+	RefuseEvidence   = "evidence"   // refuse only with evidence of forgery (default)
+	RefuseHonor      = "honor"      // refuse every p=reject failure (not RFC 9989 7.4, 8)
+	RefuseQuarantine = "quarantine" // never refuse
+)
+
+// RFC 9990 override reasons (policy_override_reason).
+const (
+	ReasonLocalPolicy      = "local_policy"
+	ReasonMailingList      = "mailing_list"
+	ReasonTrustedForwarder = "trusted_forwarder"
+	ReasonPolicyTestMode   = "policy_test_mode"
+	ReasonOther            = "other"
+)
+
+// Refusal evidence: the boosters of the refusal rule.
+const (
+	EvidenceAuthorSPFFail   = "author_spf_fail"    // the author's org domain's SPF fails for the client
+	EvidenceMailFromSPFFail = "mail_from_spf_fail" // MAIL FROM in the author's org domain, and its SPF fails
+	EvidenceIPRevFail       = "iprev_fail"         // the client's reverse DNS does not confirm
+)
+
+// Config configures the engine.
+type Config struct {
+	AuthservID string
+	SPF        SPFConfig
+	// HeloCheck adds an SPF check of the HELO identity, reported apart.
+	HeloCheck bool
+	// DKIMMaxSignatures caps the signatures verified (default 5).
+	DKIMMaxSignatures int
+	DMARC             DMARCConfig
+	// DNSBudget caps the DNS lookups for one message (default 150).
+	DNSBudget int
+	// HeaderBytes caps the header section (default 1 MiB).
+	HeaderBytes int
+	// Deadline bounds one whole verification (default 20s).
+	Deadline time.Duration
+}
+
+// DMARCConfig configures DMARC evaluation and enforcement.
+type DMARCConfig struct {
+	Discovery string // DiscoveryTreeWalk (default) or DiscoveryPSL
+	// PctZeroIsTesting treats a legacy pct=0 like t=y (RFC 9989 A.6).
+	PctZeroIsTesting bool
+	Refusal          string // RefuseEvidence (default), RefuseHonor, RefuseQuarantine
+	// TempfailOnTempError answers 451 4.7.5 on a DMARC temperror instead
+	// of accepting.
+	TempfailOnTempError bool
+	// RejectNoAuthor refuses messages without a usable From domain.
+	RejectNoAuthor bool
+	// ReferenceURL is cited in refusals, if set.
+	ReferenceURL string
+	// MaxAuthorDomains caps the Author Domains evaluated (default 5).
+	MaxAuthorDomains int
+
+	TrustedForwarders Override
+	LocalPolicy       Override
+	MailingLists      MailingLists
+}
+
+// Override is a configured override: the client networks, DKIM signing
+// domains (trusted forwarders) or From domains (local policy) it applies
+// to, and the disposition it gives.
+type Override struct {
+	Networks    []netip.Prefix
+	DKIMDomains []string
+	FromDomains []string
+	Disposition string // PolicyNone (default) or PolicyQuarantine
+}
+
+// MailingLists configures the mailing-list override.
+type MailingLists struct {
+	Enabled bool
+	// Domains, if not empty, are the only list domains trusted (their
+	// Organizational Domains are compared).
+	Domains []string
+}
+
+// Engine verifies messages. It is safe for concurrent use.
+type Engine struct {
+	cfg Config
+	res Resolver
+}
+
+// NewEngine makes an engine; zero config fields take their defaults.
+func NewEngine(res Resolver, cfg Config) *Engine {
+	if cfg.DKIMMaxSignatures <= 0 {
+		cfg.DKIMMaxSignatures = 5
+	}
+	if cfg.DNSBudget <= 0 {
+		cfg.DNSBudget = 150
+	}
+	if cfg.HeaderBytes <= 0 {
+		cfg.HeaderBytes = 1 << 20
+	}
+	if cfg.Deadline <= 0 {
+		cfg.Deadline = 20 * time.Second
+	}
+	if cfg.DMARC.Discovery == "" {
+		cfg.DMARC.Discovery = DiscoveryTreeWalk
+	}
+	if cfg.DMARC.Refusal == "" {
+		cfg.DMARC.Refusal = RefuseEvidence
+	}
+	if cfg.DMARC.MaxAuthorDomains <= 0 {
+		cfg.DMARC.MaxAuthorDomains = 5
+	}
+	for _, o := range []*Override{&cfg.DMARC.TrustedForwarders, &cfg.DMARC.LocalPolicy} {
+		if o.Disposition == "" {
+			o.Disposition = PolicyNone
+		}
+	}
+	return &Engine{cfg: cfg, res: res}
+}
+
+// AuthResult is the SMTP AUTH result (RFC 8601 2.7.4).
+type AuthResult struct {
+	Result string `json:"result"` // pass, or none when not authenticated
+	User   string `json:"user"`
+}
+
+// DMARCResult is the DMARC evaluation of one Author Domain.
+type DMARCResult struct {
+	Result       string `json:"result"` // pass, fail, none, temperror, permerror
+	FromDomain   string `json:"from_domain"`
+	PolicyDomain string `json:"policy_domain"`
+	OrgDomain    string `json:"org_domain"`
+	// Policy is the value of the tag that applied (p, sp or np).
+	Policy    string `json:"policy"`
+	Discovery string `json:"discovery"`
+	Testing   bool   `json:"testing"`
+	// Disposition is what we apply, after t, overrides and the refusal
+	// rule: none, quarantine or reject.
+	Disposition     string   `json:"disposition"`
+	Overrides       []string `json:"overrides"`
+	RefusalEvidence []string `json:"refusal_evidence"`
+	SPFAligned      bool     `json:"spf_aligned"`
+	DKIMAligned     bool     `json:"dkim_aligned"`
+
+	PolicyTag string `json:"-"` // p, sp or np
+	// Reason says why on none, temperror and permerror, and what the
+	// overrides found; for logs and the A-R comment.
+	Reason string `json:"-"`
+	// Refusal is the reply text when Disposition is reject.
+	Refusal string `json:"-"`
+}
+
+// Verdict is everything the engine concluded about a message.
+type Verdict struct {
+	SPF   SPFResult    `json:"spf"`
+	DKIM  []DKIMResult `json:"dkim"`
+	DMARC DMARCResult  `json:"dmarc"`
+	IPRev IPRevResult  `json:"iprev"`
+	Auth  AuthResult   `json:"auth"`
+	// AuthenticationResults is the A-R field value, unfolded, without
+	// leading space.
+	AuthenticationResults string `json:"authentication_results"`
+	Action                string `json:"action"`
+	SMTPReply             string `json:"smtp_reply"` // "" for accept and quarantine
+
+	// HeloSPF is the HELO check, when configured.
+	HeloSPF *SPFResult `json:"-"`
+	// AllDMARC holds one evaluation per Author Domain; DMARC is the one
+	// that decided.
+	AllDMARC []DMARCResult `json:"-"`
+	// Results are the A-R results, for callers that fold the header.
+	Results []authres.Result `json:"-"`
+	Reply   *smtpreply.Reply `json:"-"`
+	// DNSQueries counts the lookups spent on this message.
+	DNSQueries int `json:"-"`
+}
+
+// Verify authenticates one message (header and body, LF or CRLF line
+// endings). The error is only for failing to read msg; every other
+// problem is part of the verdict.
+func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*Verdict, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Deadline)
+	defer cancel()
+	b := &budget{Resolver: e.res, max: e.cfg.DNSBudget}
+	b.left.Store(int64(e.cfg.DNSBudget))
+
+	v := &Verdict{DKIM: []DKIMResult{}}
+	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.HeaderBytes)
+	if err != nil {
+		if !errors.Is(err, ErrHeaderTooLarge) {
+			return nil, fmt.Errorf("mailauth: %w", err)
+		}
+		v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom}
+		v.IPRev = IPRevResult{Result: IPRevNone}
+		v.Auth = e.auth(env)
+		v.DMARC = DMARCResult{Result: "permerror", Reason: err.Error(), Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+		v.Reply = &smtpreply.Reply{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", e.cfg.HeaderBytes), Check: "limits"}
+		v.finish(e.cfg.AuthservID)
+		return v, nil
+	}
+	if _, err := msg.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("mailauth: rewind message: %w", err)
+	}
+
+	spfc := NewSPFChecker(b, e.cfg.SPF)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if env.ClientIP == nil {
+			_, d := MailFromIdentity(env.MailFrom, env.Helo)
+			v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom, Domain: d, Detail: "no client IP given"}
+		} else {
+			v.SPF = spfc.CheckMailFrom(ctx, env.ClientIP, env.Helo, env.MailFrom)
+			if e.cfg.HeloCheck && env.Helo != "" {
+				h := spfc.CheckHelo(ctx, env.ClientIP, env.Helo)
+				v.HeloSPF = &h
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		v.IPRev = CheckIPRev(ctx, b, env.ClientIP)
+	}()
+	// DKIM reads msg; nothing else does from here on.
+	v.DKIM = verifyDKIM(ctx, b, h, msg, e.cfg.DKIMMaxSignatures)
+	wg.Wait()
+	v.Auth = e.auth(env)
+
+	e.evaluateDMARC(ctx, b, spfc, env, h, v)
+	v.DNSQueries = b.max - int(max(b.left.Load(), 0))
+	v.finish(e.cfg.AuthservID)
+	return v, nil
+}
+
+func (e *Engine) auth(env Envelope) AuthResult {
+	if env.AuthUser == "" {
+		return AuthResult{Result: "none"}
+	}
+	return AuthResult{Result: "pass", User: env.AuthUser}
+}
+
+// evaluateDMARC evaluates every Author Domain and applies the strictest
+// outcome (RFC 9989 11.5).
+func (e *Engine) evaluateDMARC(ctx context.Context, res Resolver, spfc *SPFChecker, env Envelope, h Header, v *Verdict) {
+	authors, why := AuthorDomains(h)
+	if len(authors) == 0 {
+		v.DMARC = DMARCResult{Result: "permerror", Reason: "no DMARC validation possible: " + why,
+			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+		v.AllDMARC = []DMARCResult{v.DMARC}
+		if e.cfg.DMARC.RejectNoAuthor {
+			v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Check: "dmarc",
+				Text: "Message rejected: " + why + "; a message needs one From header field with an address (RFC 5322 3.6.2)"}
+		}
+		return
+	}
+	incomplete := ""
+	if len(authors) > e.cfg.DMARC.MaxAuthorDomains {
+		incomplete = fmt.Sprintf("only the first %d of %d From domains evaluated", e.cfg.DMARC.MaxAuthorDomains, len(authors))
+		authors = authors[:e.cfg.DMARC.MaxAuthorDomains]
+	}
+	d := newDMARCDNS(res, e.cfg.DMARC.Discovery)
+	ev := &evaluation{e: e, ctx: ctx, d: d, spfc: spfc, env: env, h: h, v: v}
+	best := -1
+	for i, a := range authors {
+		r := ev.author(a)
+		if incomplete != "" {
+			r.Reason = strings.TrimPrefix(r.Reason+"; "+incomplete, "; ")
+		}
+		v.AllDMARC = append(v.AllDMARC, r)
+		if best < 0 || stricter(r, v.AllDMARC[best]) {
+			best = i
+		}
+	}
+	v.DMARC = v.AllDMARC[best]
+	switch {
+	case v.DMARC.Disposition == PolicyReject:
+		v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Text: v.DMARC.Refusal, Check: "dmarc"}
+	case v.DMARC.Result == "temperror" && e.cfg.DMARC.TempfailOnTempError:
+		v.Reply = &smtpreply.Reply{Code: 451, Enhanced: "4.7.5", Check: "dmarc",
+			Text: "Temporary DNS failure while checking DMARC for " + v.DMARC.FromDomain + "; please try again later"}
+	}
+}
+
+// stricter reports whether a decides over b: a stricter disposition, or
+// at equal disposition a failure over anything else.
+func stricter(a, b DMARCResult) bool {
+	rank := map[string]int{PolicyNone: 0, PolicyQuarantine: 1, PolicyReject: 2}
+	if rank[a.Disposition] != rank[b.Disposition] {
+		return rank[a.Disposition] > rank[b.Disposition]
+	}
+	resRank := map[string]int{"fail": 4, "temperror": 3, "permerror": 2, "none": 1, "pass": 0}
+	return resRank[a.Result] > resRank[b.Result]
+}
+
+// evaluation is the DMARC evaluation of one message.
+type evaluation struct {
+	e    *Engine
+	ctx  context.Context
+	d    *dmarcDNS
+	spfc *SPFChecker
+	env  Envelope
+	h    Header
+	v    *Verdict
+}
+
+// author evaluates one Author Domain (RFC 9989 5.3).
+func (ev *evaluation) author(author string) DMARCResult {
+	cfg := ev.e.cfg.DMARC
+	r := DMARCResult{FromDomain: author, Discovery: cfg.Discovery, Disposition: PolicyNone,
+		Overrides: []string{}, RefusalEvidence: []string{}}
+	pf, err := ev.d.discover(ev.ctx, author)
+	r.OrgDomain = pf.org
+	if err != nil {
+		r.Result, r.Reason = "temperror", "DMARC record lookup: "+err.Error()
+		return r
+	}
+	if pf.rec == nil {
+		r.Result, r.Reason = "none", pf.why
+		return r
+	}
+	r.PolicyDomain = pf.domain
+	rec := pf.rec
+	r.Policy, r.PolicyTag, _ = ev.d.policyFor(ev.ctx, author, pf)
+	r.Testing = rec.Testing || (cfg.PctZeroIsTesting && rec.PctZero)
+
+	// Identifier alignment (RFC 9989 4.4, 4.10.2).
+	var tempErr error
+	spf := ev.v.SPF
+	spfDomain := strings.ToLower(spf.Domain)
+	if spf.Result == SPFPass || spf.Result == SPFTempError {
+		ok, err := ev.d.aligned(ev.ctx, rec.ASPF, author, spfDomain)
+		switch {
+		case err != nil:
+			tempErr = err
+		case ok && spf.Result == SPFPass:
+			r.SPFAligned = true
+		case ok:
+			tempErr = errors.New("SPF temperror for an aligned domain: " + spf.Error)
+		}
+	}
+	for _, s := range ev.v.DKIM {
+		if s.Result != DKIMPass && s.Result != DKIMTempError {
+			continue
+		}
+		ok, err := ev.d.aligned(ev.ctx, rec.ADKIM, author, s.Domain)
+		switch {
+		case err != nil:
+			tempErr = err
+		case ok && s.Result == DKIMPass:
+			r.DKIMAligned = true
+		case ok:
+			tempErr = errors.New("DKIM temperror for aligned d=" + s.Domain + ": " + s.Error)
+		}
+	}
+	switch {
+	case r.SPFAligned || r.DKIMAligned:
+		r.Result = "pass"
+		return r
+	case tempErr != nil:
+		// RFC 9989 5.3.6: without the answer, neither pass nor fail.
+		r.Result, r.Reason = "temperror", tempErr.Error()
+		return r
+	}
+	r.Result = "fail"
+	ev.dispose(&r)
+	return r
+}
+
+// dispose decides what to apply to a DMARC failure: t (and legacy
+// pct=0), then the overrides, then the refusal rule.
+func (ev *evaluation) dispose(r *DMARCResult) {
+	cfg := ev.e.cfg.DMARC
+	published := r.Policy
+	disp := published
+	var notes []string
+	if published == PolicyNone {
+		return
+	}
+	// RFC 9989 4.7, t=y: one level below the published policy.
+	if r.Testing {
+		if disp == PolicyReject {
+			disp = PolicyQuarantine
+		} else {
+			disp = PolicyNone
+		}
+		r.Overrides = append(r.Overrides, ReasonPolicyTestMode)
+	}
+	lower := func(to string) {
+		if rankPolicy(to) < rankPolicy(disp) {
+			disp = to
+		}
+	}
+	if why := ev.localPolicy(r.FromDomain); why != "" {
+		r.Overrides = append(r.Overrides, ReasonLocalPolicy)
+		notes = append(notes, why)
+		lower(cfg.LocalPolicy.Disposition)
+	}
+	if why := ev.trustedForwarder(); why != "" {
+		r.Overrides = append(r.Overrides, ReasonTrustedForwarder)
+		notes = append(notes, why)
+		lower(cfg.TrustedForwarders.Disposition)
+	}
+	if published == PolicyReject {
+		if why := ev.mailingList(r.FromDomain); why != "" {
+			r.Overrides = append(r.Overrides, ReasonMailingList)
+			notes = append(notes, why)
+			lower(PolicyQuarantine)
+		}
+	}
+	if disp == PolicyReject {
+		disp = ev.refusal(r, &notes)
+	}
+	r.Disposition = disp
+	r.Reason = strings.Join(notes, "; ")
+}
+
+func rankPolicy(p string) int {
+	switch p {
+	case PolicyReject:
+		return 2
+	case PolicyQuarantine:
+		return 1
+	}
+	return 0
+}
+
+// refusal applies the rule for refusing a p=reject failure (RFC 9989 5.4,
+// 7.4 and 8 forbid refusing on the policy alone). In evidence mode:
+//
+//	refuse ⇔ no DKIM-Signature of the author's organizational domain,
+//	         valid or not, ∧ at least one booster holds.
+//
+// The caller has established: effective policy reject, result fail, no
+// override. Otherwise the failure is quarantined with reason other.
+func (ev *evaluation) refusal(r *DMARCResult, notes *[]string) string {
+	switch ev.e.cfg.DMARC.Refusal {
+	case RefuseQuarantine:
+		r.Overrides = append(r.Overrides, ReasonOther)
+		*notes = append(*notes, "local policy: DMARC failures are never refused")
+		return PolicyQuarantine
+	case RefuseHonor:
+		r.Refusal = ev.refusalText(r, nil)
+		return PolicyReject
+	}
+	org := r.OrgDomain
+	if org == "" {
+		org = r.FromDomain
+	}
+	r.RefusalEvidence = ev.boosters(org)
+	if orgSig := ev.orgSignature(org); orgSig != "" || len(r.RefusalEvidence) == 0 {
+		r.Overrides = append(r.Overrides, ReasonOther)
+		why := "no evidence of forgery"
+		if orgSig != "" {
+			why += " (signed by " + orgSig + ", though the signature does not verify)"
+		}
+		*notes = append(*notes, why)
+		return PolicyQuarantine
+	}
+	r.Refusal = ev.refusalText(r, r.RefusalEvidence)
+	return PolicyReject
+}
+
+// orgSignature returns the d= of a DKIM-Signature within the author's
+// Organizational Domain, whatever its result, or "".
+func (ev *evaluation) orgSignature(org string) string {
+	for _, s := range ev.v.DKIM {
+		if s.Domain == org || strings.HasSuffix(s.Domain, "."+org) {
+			return s.Domain
+		}
+	}
+	return ""
+}
+
+// boosters returns the evidence of forgery that holds.
+func (ev *evaluation) boosters(org string) []string {
+	out := []string{}
+	ip := ev.env.ClientIP
+	spf := ev.v.SPF
+	spfDomain := strings.ToLower(spf.Domain)
+	inOrg := spfDomain == org || strings.HasSuffix(spfDomain, "."+org)
+	// The author's organizational domain says this host may not send
+	// for it.
+	if ip != nil {
+		var r SPFResult
+		if spfDomain == org && spf.Scope == ScopeMailFrom {
+			r = spf
+		} else {
+			r = ev.spfc.CheckMailFrom(ev.ctx, ip, ev.env.Helo, "postmaster@"+org)
+		}
+		if r.Result == SPFFail {
+			out = append(out, EvidenceAuthorSPFFail)
+		}
+	}
+	if inOrg && spf.Result == SPFFail && spfDomain != org {
+		out = append(out, EvidenceMailFromSPFFail)
+	}
+	if ev.v.IPRev.Result == IPRevFail {
+		out = append(out, EvidenceIPRevFail)
+	}
+	return out
+}
+
+// refusalText words the refusal so that the sender's operator sees why.
+func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
+	var why []string
+	ip := "the sending host"
+	if ev.env.ClientIP != nil {
+		ip = ev.env.ClientIP.String()
+	}
+	for _, e := range evidence {
+		switch e {
+		case EvidenceAuthorSPFFail:
+			why = append(why, "its SPF record does not permit "+ip)
+		case EvidenceMailFromSPFFail:
+			why = append(why, "the envelope sender "+ev.v.SPF.Domain+" fails SPF for "+ip)
+		case EvidenceIPRevFail:
+			why = append(why, ip+" has no matching reverse DNS")
+		}
+	}
+	if evidence == nil {
+		switch {
+		case ev.v.SPF.Result == SPFPass:
+			why = append(why, "SPF passes only for "+ev.v.SPF.Domain)
+		default:
+			why = append(why, "SPF "+ev.v.SPF.Result+" for "+ip)
+		}
+	}
+	why = append(why, "no DKIM signature of "+r.FromDomain)
+	t := fmt.Sprintf("Message rejected: %s publishes DMARC policy reject and this message is not authenticated by %s (%s)",
+		r.PolicyDomain, r.FromDomain, strings.Join(why, "; "))
+	if u := ev.e.cfg.DMARC.ReferenceURL; u != "" {
+		t += "; see " + u
+	}
+	return t
+}
+
+// localPolicy reports why the local allowlist applies, or "".
+func (ev *evaluation) localPolicy(author string) string {
+	o := ev.e.cfg.DMARC.LocalPolicy
+	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
+		return "client in local allowlist " + p.String()
+	}
+	for _, d := range o.FromDomains {
+		if strings.EqualFold(d, author) {
+			return "From domain " + author + " in local allowlist"
+		}
+	}
+	return ""
+}
+
+// trustedForwarder reports why a configured forwarder applies, or "".
+func (ev *evaluation) trustedForwarder() string {
+	o := ev.e.cfg.DMARC.TrustedForwarders
+	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
+		return "trusted forwarder network " + p.String()
+	}
+	for _, s := range ev.v.DKIM {
+		if s.Result != DKIMPass {
+			continue
+		}
+		for _, d := range o.DKIMDomains {
+			if s.Domain == strings.ToLower(d) || strings.HasSuffix(s.Domain, "."+strings.ToLower(d)) {
+				return "trusted forwarder signature d=" + s.Domain
+			}
+		}
+	}
+	return ""
+}
+
+func inNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
+	if ip == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	for _, p := range nets {
+		if p.Contains(a) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// mailingList reports the evidence that the message came through a
+// mailing list that vouches for it, or "": a List-Id or List-Post header
+// (RFC 2919, RFC 2369) naming a list whose Organizational Domain also
+// authenticated the message, by an SPF pass for the MAIL FROM or a DKIM
+// pass. The headers alone prove nothing: anyone can write them.
+func (ev *evaluation) mailingList(author string) string {
+	cfg := ev.e.cfg.DMARC.MailingLists
+	if !cfg.Enabled {
+		return ""
+	}
+	for _, ld := range listDomains(ev.h) {
+		lorg, err := ev.d.OrgDomain(ev.ctx, ld)
+		if err != nil || lorg == "" {
+			continue
+		}
+		if len(cfg.Domains) > 0 && !domainListed(ld, lorg, cfg.Domains) {
+			continue
+		}
+		if lorg == author {
+			continue // the author's own domain cannot vouch for itself here
+		}
+		if ev.v.SPF.Result == SPFPass {
+			if o, err := ev.d.OrgDomain(ev.ctx, strings.ToLower(ev.v.SPF.Domain)); err == nil && o == lorg {
+				return "list " + ld + " authenticated by SPF for " + ev.v.SPF.Domain
+			}
+		}
+		for _, s := range ev.v.DKIM {
+			if s.Result != DKIMPass {
+				continue
+			}
+			if o, err := ev.d.OrgDomain(ev.ctx, s.Domain); err == nil && o == lorg {
+				return "list " + ld + " authenticated by DKIM d=" + s.Domain
+			}
+		}
+	}
+	return ""
+}
+
+func domainListed(ld, lorg string, domains []string) bool {
+	for _, d := range domains {
+		d = strings.ToLower(d)
+		if ld == d || lorg == d || strings.HasSuffix(ld, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// listDomains returns the domains named by List-Id (the list-id without
+// its first label, RFC 2919 2) and List-Post (mailto: domains, RFC 2369).
+func listDomains(h Header) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(d string) {
+		d, err := ToASCII(d)
+		if err == nil && strings.Contains(d, ".") && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	for _, v := range h.Values("List-Id") {
+		id := v
+		if i := strings.LastIndexByte(v, '<'); i >= 0 {
+			if j := strings.IndexByte(v[i:], '>'); j > 0 {
+				id = v[i+1 : i+j]
+			}
+		}
+		id = strings.TrimSpace(id)
+		if _, rest, ok := strings.Cut(id, "."); ok {
+			add(rest)
+		}
+	}
+	for _, v := range h.Values("List-Post") {
+		for _, part := range strings.Split(v, ",") {
+			part = strings.Trim(strings.TrimSpace(part), "<>")
+			if !strings.HasPrefix(strings.ToLower(part), "mailto:") {
+				continue
+			}
+			addr := part[len("mailto:"):]
+			if i := strings.IndexByte(addr, '?'); i >= 0 {
+				addr = addr[:i]
+			}
+			if _, d, ok := cutAt(addr); ok {
+				add(d)
+			}
+		}
+	}
+	return out
+}
+
+// finish sets the action, the reply and the A-R header.
+func (v *Verdict) finish(authservID string) {
+	switch {
+	case v.Reply != nil && v.Reply.Temporary():
+		v.Action = ActionTempfail
+	case v.Reply != nil:
+		v.Action = ActionReject
+	case v.DMARC.Disposition == PolicyQuarantine:
+		v.Action = ActionQuarantine
+	default:
+		v.Action = ActionAccept
+	}
+	if v.Reply != nil {
+		v.SMTPReply = v.Reply.String()
+	}
+	v.Results = v.authResults()
+	v.AuthenticationResults = authres.Format(authservID, v.Results)
+}
+
+// authResults builds the A-R results: iprev, auth, spf, dkim, dmarc.
+func (v *Verdict) authResults() []authres.Result {
+	var rs []authres.Result
+	if v.IPRev.Result != IPRevNone && v.IPRev.Result != "" {
+		r := authres.Result{Method: "iprev", Value: v.IPRev.Result}
+		if v.IPRev.Result != IPRevPass {
+			r.Reason = v.IPRev.Error
+		}
+		ipProp := authres.Prop{Type: "policy", Property: "iprev", Value: v.IPRev.IP}
+		if v.IPRev.Name != "" {
+			ipProp.Comment = v.IPRev.Name
+		}
+		r.Props = append(r.Props, ipProp)
+		rs = append(rs, r)
+	}
+	if v.Auth.Result == "pass" {
+		rs = append(rs, authres.Result{Method: "auth", Value: "pass",
+			Props: []authres.Prop{{Type: "smtp", Property: "auth", Value: v.Auth.User}}})
+	}
+	spf := authres.Result{Method: "spf", Value: v.SPF.Result}
+	switch {
+	case v.SPF.Result == SPFFail && v.SPF.Explanation != "":
+		spf.Comment = v.SPF.Explanation
+	case v.SPF.Error != "":
+		spf.Reason = v.SPF.Error
+	case v.SPF.Detail != "":
+		spf.Comment = v.SPF.Detail
+	}
+	if v.SPF.Identity != "" {
+		spf.Props = append(spf.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Identity})
+	} else if v.SPF.Domain != "" {
+		spf.Props = append(spf.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Domain})
+	}
+	rs = append(rs, spf)
+	if h := v.HeloSPF; h != nil {
+		r := authres.Result{Method: "spf", Value: h.Result, Reason: h.Error,
+			Props: []authres.Prop{{Type: "smtp", Property: "helo", Value: h.Domain}}}
+		rs = append(rs, r)
+	}
+	if len(v.DKIM) == 0 {
+		rs = append(rs, authres.Result{Method: "dkim", Value: DKIMNone, Comment: "no signatures"})
+	}
+	for _, s := range v.DKIM {
+		r := authres.Result{Method: "dkim", Value: s.Result, Reason: s.Error}
+		if s.KeyBits > 0 {
+			r.Comment = fmt.Sprintf("%d-bit key", s.KeyBits)
+		}
+		for _, p := range []struct{ k, v string }{{"d", s.Domain}, {"i", s.Identifier}, {"s", s.Selector}, {"a", s.Algorithm}, {"b", s.B}} {
+			if p.v != "" {
+				r.Props = append(r.Props, authres.Prop{Type: "header", Property: p.k, Value: p.v})
+			}
+		}
+		rs = append(rs, r)
+	}
+	for _, d := range v.AllDMARC {
+		r := authres.Result{Method: "dmarc", Value: d.Result}
+		var c []string
+		if d.Policy != "" {
+			c = append(c, d.PolicyTag+"="+d.Policy)
+			c = append(c, "applied "+d.Disposition)
+		}
+		if len(d.Overrides) > 0 {
+			c = append(c, "overrides "+strings.Join(d.Overrides, " "))
+		}
+		if len(d.RefusalEvidence) > 0 && d.Disposition == PolicyReject {
+			c = append(c, "evidence "+strings.Join(d.RefusalEvidence, " "))
+		}
+		if d.Reason != "" {
+			c = append(c, d.Reason)
+		}
+		r.Comment = strings.Join(c, ", ")
+		if d.FromDomain != "" {
+			r.Props = append(r.Props, authres.Prop{Type: "header", Property: "from", Value: d.FromDomain})
+		}
+		if d.Policy != "" {
+			r.Props = append(r.Props, authres.Prop{Type: "policy", Property: "dmarc", Value: d.Disposition})
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// budget caps the DNS lookups of one message. Past the cap, lookups fail
+// as temporary errors: never a permanent verdict from an attacker's
+// expensive message.
+type budget struct {
+	Resolver
+	max  int
+	left atomic.Int64
+}
+
+func (b *budget) take(name string) error {
+	if b.left.Add(-1) < 0 {
+		return &net.DNSError{Err: fmt.Sprintf("DNS budget of %d lookups for this message exhausted", b.max), Name: name, IsTemporary: true}
+	}
+	return nil
+}
+
+func (b *budget) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if err := b.take(name); err != nil {
+		return nil, err
+	}
+	return b.Resolver.LookupTXT(ctx, name)
+}
+
+func (b *budget) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	if err := b.take(name); err != nil {
+		return nil, err
+	}
+	return b.Resolver.LookupMX(ctx, name)
+}
+
+func (b *budget) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+	if err := b.take(host); err != nil {
+		return nil, err
+	}
+	return b.Resolver.LookupIPAddr(ctx, host)
+}
+
+func (b *budget) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	if err := b.take(addr); err != nil {
+		return nil, err
+	}
+	return b.Resolver.LookupAddr(ctx, addr)
+}
+
+func (b *budget) Exists(ctx context.Context, name string) (bool, error) {
+	if err := b.take(name); err != nil {
+		return false, err
+	}
+	return b.Resolver.Exists(ctx, name)
+}
