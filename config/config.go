@@ -14,8 +14,8 @@ import (
 	"io/fs"
 	"net/netip"
 	"net/url"
-	"reflect"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
