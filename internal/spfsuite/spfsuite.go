@@ -206,7 +206,7 @@ func records(owner string, it zoneItem, hasTXT bool) ([]dns.RR, error) {
 	case "TXT", "SPF":
 		var txt []string
 		for _, s := range it.strings {
-			txt = append(txt, chunk(escape(s))...)
+			txt = append(txt, dnstest.TXTStrings(s)...)
 		}
 		if it.typ == "SPF" {
 			out := []dns.RR{&dns.SPF{Hdr: hdr(dns.TypeSPF), Txt: txt}}
@@ -241,36 +241,6 @@ func records(owner string, it zoneItem, hasTXT bool) ([]dns.RR, error) {
 		return []dns.RR{&dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: dns.Fqdn(it.strings[0])}}, nil
 	}
 	return nil, fmt.Errorf("unknown record type %q", it.typ)
-}
-
-// escape puts a raw string into the presentation form miekg/dns packs.
-func escape(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
-}
-
-// chunk splits a TXT string into character-strings of at most 255 bytes
-// (counting an escape sequence as one byte).
-func chunk(s string) []string {
-	var out []string
-	var cur strings.Builder
-	n := 0
-	for i := 0; i < len(s); i++ {
-		cur.WriteByte(s[i])
-		if s[i] == '\\' && i+1 < len(s) {
-			i++
-			cur.WriteByte(s[i])
-		}
-		n++
-		if n == 255 {
-			out = append(out, cur.String())
-			cur.Reset()
-			n = 0
-		}
-	}
-	if cur.Len() > 0 || len(out) == 0 {
-		out = append(out, cur.String())
-	}
-	return out
 }
 
 // Outcome is the result of running one test.

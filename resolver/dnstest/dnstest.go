@@ -159,6 +159,41 @@ func (s *Server) Remove(name string, qtype uint16) {
 	}
 }
 
+// AddTXT serves one TXT record at name holding value, split into
+// character-strings of at most 255 bytes; value is raw text (quotes,
+// backslashes and non-ASCII bytes are served as they are).
+func (s *Server) AddTXT(name, value string) {
+	s.Add(&dns.TXT{
+		Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300},
+		Txt: TXTStrings(value),
+	})
+}
+
+// TXTStrings splits raw text into the character-strings of a TXT record,
+// in the escaped form miekg/dns packs.
+func TXTStrings(value string) []string {
+	var out []string
+	var cur strings.Builder
+	n := 0
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if c == '\\' || c == '"' {
+			cur.WriteByte('\\')
+		}
+		cur.WriteByte(c)
+		n++
+		if n == 255 {
+			out = append(out, cur.String())
+			cur.Reset()
+			n = 0
+		}
+	}
+	if cur.Len() > 0 || len(out) == 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
 // ServFail makes every query for name answer SERVFAIL.
 func (s *Server) ServFail(name string) {
 	s.mu.Lock()
