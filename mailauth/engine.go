@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -524,7 +525,7 @@ func (ev *evaluation) boosters(org string) []string {
 			out = append(out, EvidenceAuthorSPFFail)
 		}
 	}
-	if inOrg && spf.Result == SPFFail && spfDomain != org {
+	if inOrg && spf.Result == SPFFail && spf.Scope == ScopeMailFrom {
 		out = append(out, EvidenceMailFromSPFFail)
 	}
 	if ev.v.IPRev.Result == IPRevFail {
@@ -545,7 +546,9 @@ func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
 		case EvidenceAuthorSPFFail:
 			why = append(why, "its SPF record does not permit "+ip)
 		case EvidenceMailFromSPFFail:
-			why = append(why, "the envelope sender "+ev.v.SPF.Domain+" fails SPF for "+ip)
+			if !strings.EqualFold(ev.v.SPF.Domain, r.OrgDomain) || !slices.Contains(evidence, EvidenceAuthorSPFFail) {
+				why = append(why, "the envelope sender domain "+ev.v.SPF.Domain+" fails SPF for "+ip)
+			}
 		case EvidenceIPRevFail:
 			why = append(why, ip+" has no matching reverse DNS")
 		}
