@@ -81,7 +81,10 @@ func TestDKIMRFC8463(t *testing.T) {
 	}
 	res, _ := testResolver(t, readDNSLines(t, string(dnsText)))
 	rs := runDKIM(t, res, crlf(msg), 5)
-	want := []struct{ a, s string; bits int }{{"ed25519-sha256", "brisbane", 256}, {"rsa-sha256", "test", 1024}}
+	want := []struct {
+		a, s string
+		bits int
+	}{{"ed25519-sha256", "brisbane", 256}, {"rsa-sha256", "test", 1024}}
 	if len(rs) != len(want) {
 		t.Fatalf("%d results, want %d: %+v", len(rs), len(want), rs)
 	}

@@ -220,7 +220,9 @@ func TestOverrides(t *testing.T) {
 		overrides   string
 	}{
 		{"none: the spoof is refused", nil, "203.0.113.5", "x@evil.example", bankMsg, "reject", ""},
-		{"local_policy network", func(c *Config) { c.DMARC.LocalPolicy.Networks = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")} },
+		{"local_policy network", func(c *Config) {
+			c.DMARC.LocalPolicy.Networks = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+		},
 			"203.0.113.5", "x@evil.example", bankMsg, "none", "local_policy"},
 		{"local_policy From domain", func(c *Config) { c.DMARC.LocalPolicy.FromDomains = []string{"bank.example"} },
 			"203.0.113.5", "x@evil.example", bankMsg, "none", "local_policy"},
@@ -228,7 +230,9 @@ func TestOverrides(t *testing.T) {
 			c.DMARC.LocalPolicy.FromDomains = []string{"bank.example"}
 			c.DMARC.LocalPolicy.Disposition = PolicyQuarantine
 		}, "203.0.113.5", "x@evil.example", bankMsg, "quarantine", "local_policy"},
-		{"trusted_forwarder network", func(c *Config) { c.DMARC.TrustedForwarders.Networks = []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")} },
+		{"trusted_forwarder network", func(c *Config) {
+			c.DMARC.TrustedForwarders.Networks = []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}
+		},
 			"192.0.2.2", "x@fwd.example", bankMsg, "none", "trusted_forwarder"},
 		{"trusted_forwarder DKIM domain", func(c *Config) { c.DMARC.TrustedForwarders.DKIMDomains = []string{"fwd.example"} },
 			"192.0.2.2", "x@fwd.example", sign(t, bankMsg, "fwd.example", "sel", ek), "none", "trusted_forwarder"},
