@@ -34,6 +34,9 @@ bench:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f wehr

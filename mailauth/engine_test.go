@@ -62,7 +62,6 @@ _dmarc.multi.example.     300 IN TXT "v=DMARC1; p=reject"
 type world struct {
 	srv *dnstest.Server
 	res *resolver.Resolver
-	ek  any
 }
 
 func newWorld(t *testing.T) *world {

@@ -123,7 +123,7 @@ The exit status is 0 whatever the verdict.`,
 					return usagef("--ip %q is not an IP address", ipStr)
 				}
 			}
-			var in io.Reader = os.Stdin
+			in := g.stdin
 			name := "standard input"
 			if len(args) == 1 && args[0] != "-" {
 				f, err := os.Open(args[0])

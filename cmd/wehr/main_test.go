@@ -17,8 +17,14 @@ import (
 // wehr runs one command line in-process.
 func wehr(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return wehrStdin(t, "", args...)
+}
+
+// wehrStdin runs one command line with stdin.
+func wehrStdin(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code = run(context.Background(), args, &out, &errb)
+	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()
 }
 

@@ -66,12 +66,13 @@ type globals struct {
 	configPath string
 	resolver   string
 	json       bool
+	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "wehr",
 		Short: "Mail authentication beside Postfix and Dovecot: SPF, DKIM, DMARC, spam defence",
