@@ -167,3 +167,32 @@ _dmarc.example.org. 300 IN TXT "v=DMARC1; p=quarantine"
 		t.Fatalf("PSL org domain %q", org)
 	}
 }
+
+// RFC 9989 Appendix B.1: identifier alignment examples (SPF and DKIM
+// alike: the identifier is the MAIL FROM domain or d=).
+func TestAlignmentAppendixB1(t *testing.T) {
+	d, _ := walkDNS(t, `_dmarc.example.com. 300 IN TXT "v=DMARC1; p=none"`)
+	ctx := context.Background()
+	tests := []struct {
+		name            string
+		author, id      string
+		strict, relaxed bool
+	}{
+		{"B.1.1 ex. 1 / B.1.2 ex. 1: identical", "example.com", "example.com", true, true},
+		{"B.1.1 ex. 2: MAIL FROM a child of the author", "example.com", "child.example.com", false, true},
+		{"B.1.1 ex. 3: unrelated", "child.example.com", "example.net", false, false},
+		{"B.1.2 ex. 2: d= a parent of the author", "child.example.com", "example.com", false, true},
+		{"B.1.2 ex. 3: unrelated d=", "child.example.com", "example.net", false, false},
+		{"case does not matter", "example.com", "EXAMPLE.com", true, true},
+	}
+	for _, tc := range tests {
+		s, err := d.aligned(ctx, 's', tc.author, tc.id)
+		if err != nil || s != tc.strict {
+			t.Errorf("%s: strict %v %v", tc.name, s, err)
+		}
+		r, err := d.aligned(ctx, 'r', tc.author, tc.id)
+		if err != nil || r != tc.relaxed {
+			t.Errorf("%s: relaxed %v %v", tc.name, r, err)
+		}
+	}
+}
