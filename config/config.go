@@ -16,10 +16,12 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/resolver"
 )
 
@@ -41,6 +43,24 @@ type Config struct {
 	DKIM     DKIM   `yaml:"dkim"`
 	DMARC    DMARC  `yaml:"dmarc"`
 	Limits   Limits `yaml:"limits"`
+	Milter   Milter `yaml:"milter"`
+}
+
+// Milter configures the Postfix milter.
+type Milter struct {
+	Listen              string        `yaml:"listen"`
+	AllowRemote         bool          `yaml:"allow_remote"`
+	SocketMode          string        `yaml:"socket_mode"`
+	SocketOwner         string        `yaml:"socket_owner"`
+	SocketGroup         string        `yaml:"socket_group"`
+	TrustedNetworks     []string      `yaml:"trusted_networks"`
+	OutboundDaemonNames []string      `yaml:"outbound_daemon_names"`
+	ExtraAuthservIDs    []string      `yaml:"extra_authserv_ids"`
+	Quarantine          string        `yaml:"quarantine"`
+	QuarantineHeader    string        `yaml:"quarantine_header"`
+	BodyMemory          int           `yaml:"body_memory"`
+	TempDir             string        `yaml:"temp_dir"`
+	Timeout             time.Duration `yaml:"timeout"`
 }
 
 // DKIM configures DKIM verification.
@@ -144,6 +164,16 @@ func Default() *Config {
 			MailingLists:        MailingLists{Enabled: true},
 		},
 		Limits: Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
+		Milter: Milter{
+			Listen:              "inet:127.0.0.1:8895",
+			SocketMode:          "0660",
+			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
+			OutboundDaemonNames: []string{"ORIGINATING"},
+			Quarantine:          "header",
+			QuarantineHeader:    "X-Wehr-Quarantine",
+			BodyMemory:          1 << 20,
+			Timeout:             30 * time.Second,
+		},
 	}
 }
 
@@ -367,7 +397,97 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		bad("limits.header_bytes", "must be at least 16384, got %d", c.Limits.HeaderBytes)
 	}
 	positive("limits.deadline", c.Limits.Deadline)
+
+	m := c.Milter
+	if _, err := milter.ParseAddress(m.Listen, m.AllowRemote); err != nil {
+		bad("milter.listen", "%v", err)
+	}
+	if _, err := c.SocketMode(); err != nil {
+		bad("milter.socket_mode", "%v", err)
+	}
+	if m.SocketOwner != "" || m.SocketGroup != "" {
+		if err := milter.CheckOwner(m.SocketOwner, m.SocketGroup); err != nil {
+			bad("milter.socket_owner", "%v", err)
+		}
+	}
+	for i, n := range m.TrustedNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			bad(fmt.Sprintf("milter.trusted_networks[%d]", i), "%v", err)
+		}
+	}
+	for i, id := range m.ExtraAuthservIDs {
+		if err := checkAuthservID(id); err != nil {
+			bad(fmt.Sprintf("milter.extra_authserv_ids[%d]", i), "%v", err)
+		}
+	}
+	oneOf("milter.quarantine", m.Quarantine, "header", "hold")
+	if !validFieldName(m.QuarantineHeader) {
+		bad("milter.quarantine_header", "%q is not a header field name", m.QuarantineHeader)
+	}
+	if m.BodyMemory < 0 {
+		bad("milter.body_memory", "must not be negative")
+	}
+	if m.TempDir != "" {
+		if fi, err := os.Stat(m.TempDir); err != nil || !fi.IsDir() {
+			bad("milter.temp_dir", "%q is not a directory", m.TempDir)
+		}
+	}
+	positive("milter.timeout", m.Timeout)
+	if m.Timeout <= c.Limits.Deadline {
+		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
+	}
 	return ps
+}
+
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// SocketMode is milter.socket_mode as a file mode.
+func (c *Config) SocketMode() (fs.FileMode, error) {
+	v, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", c.Milter.SocketMode)
+	}
+	return fs.FileMode(v), nil
+}
+
+// MilterServer returns the milter's configuration.
+func (c *Config) MilterServer() milter.Config {
+	m := c.Milter
+	return milter.Config{
+		AuthservID:           c.AuthservID,
+		ExtraAuthservIDs:     m.ExtraAuthservIDs,
+		TrustedNetworks:      networks(m.TrustedNetworks),
+		OutboundDaemons:      m.OutboundDaemonNames,
+		Quarantine:           m.Quarantine,
+		QuarantineHeaderName: m.QuarantineHeader,
+		BodyMemory:           m.BodyMemory,
+		TempDir:              m.TempDir,
+		Timeout:              m.Timeout,
+	}
+}
+
+// MilterListen returns the listen address and socket permissions; listen,
+// if not empty, replaces milter.listen (the --listen flags).
+func (c *Config) MilterListen(listen string) (milter.Address, milter.SocketPerms, error) {
+	if listen == "" {
+		listen = c.Milter.Listen
+	}
+	a, err := milter.ParseAddress(listen, c.Milter.AllowRemote)
+	if err != nil {
+		return a, milter.SocketPerms{}, err
+	}
+	mode, _ := c.SocketMode()
+	return a, milter.SocketPerms{Mode: mode, Owner: c.Milter.SocketOwner, Group: c.Milter.SocketGroup}, nil
 }
 
 // nilEmptySlices makes every empty list nil, so that "key: []" and an

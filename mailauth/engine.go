@@ -240,6 +240,11 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				v.SPF = SPFResult{Result: SPFTempError, Scope: ScopeMailFrom, Error: fmt.Sprintf("internal error: %v", r)}
+			}
+		}()
 		if env.ClientIP == nil {
 			_, d := MailFromIdentity(env.MailFrom, env.Helo)
 			v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom, Domain: d, Detail: "no client IP given"}
@@ -253,6 +258,11 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	}()
 	go func() {
 		defer wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				v.IPRev = IPRevResult{Result: IPRevTempError, Error: fmt.Sprintf("internal error: %v", r)}
+			}
+		}()
 		v.IPRev = CheckIPRev(ctx, b, env.ClientIP)
 	}()
 	// DKIM reads msg; nothing else does from here on.

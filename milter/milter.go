@@ -1,0 +1,480 @@
+// Package milter is wehr's Postfix milter (github.com/d--j/go-milter, raw
+// API). Inbound, it buffers each message, runs the verdict engine at end
+// of message, removes Authentication-Results headers that claim our
+// authserv-id, adds ours at the very top, and refuses, quarantines or
+// accepts as the verdict says. Mail from trusted networks, authenticated
+// users and outbound smtpd instances is not verified as inbound mail.
+//
+// The milter never discards a message: every refusal is an SMTP reply.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/mailauth"
+)
+
+// Quarantine modes.
+const (
+	QuarantineHeader = "header" // add a marker header (Dovecot Sieve files it into Junk)
+	QuarantineHold   = "hold"   // Postfix HOLD queue, through the milter quarantine action
+)
+
+// Config configures the milter.
+type Config struct {
+	AuthservID string
+	// ExtraAuthservIDs are further ids whose A-R headers are removed
+	// from inbound mail (e.g. the names of other nodes of the cluster).
+	ExtraAuthservIDs []string
+	// TrustedNetworks send outbound mail, not verified as inbound.
+	TrustedNetworks []netip.Prefix
+	// OutboundDaemons are {daemon_name} values (milter_macro_daemon_name)
+	// of smtpd instances that take outbound mail, e.g. ORIGINATING.
+	OutboundDaemons []string
+	// Quarantine is QuarantineHeader or QuarantineHold.
+	Quarantine string
+	// QuarantineHeader is the marker's field name.
+	QuarantineHeaderName string
+	// BodyMemory is how much of a message is kept in memory before it
+	// spills to a temp file in TempDir.
+	BodyMemory int
+	TempDir    string
+	// Timeout bounds one message's verification; past it the message
+	// gets a 451.
+	Timeout time.Duration
+}
+
+// Server is the milter server.
+type Server struct {
+	cfg    Config
+	engine *mailauth.Engine
+	log    *slog.Logger
+	ids    map[string]bool // lower-case authserv-ids whose headers we remove
+	srv    *milter.Server
+}
+
+// libraryLog routes go-milter's package-level warning hook (a global of
+// the library; we set it once) to slog.
+var libraryLog sync.Once
+
+// New makes a milter server.
+func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
+	if cfg.Quarantine == "" {
+		cfg.Quarantine = QuarantineHeader
+	}
+	if cfg.QuarantineHeaderName == "" {
+		cfg.QuarantineHeaderName = "X-Wehr-Quarantine"
+	}
+	if cfg.BodyMemory <= 0 {
+		cfg.BodyMemory = 1 << 20
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	s := &Server{cfg: cfg, engine: engine, log: log, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
+	for _, id := range cfg.ExtraAuthservIDs {
+		s.ids[strings.ToLower(id)] = true
+	}
+	libraryLog.Do(func() {
+		milter.LogWarning = func(format string, v ...any) {
+			log.Warn("milter library: " + fmt.Sprintf(format, v...))
+		}
+	})
+	actions := milter.OptAddHeader | milter.OptChangeHeader
+	if cfg.Quarantine == QuarantineHold {
+		actions |= milter.OptQuarantine
+	}
+	s.srv = milter.NewServer(
+		milter.WithMilter(func() milter.Milter { return &session{s: s} }),
+		milter.WithActions(actions),
+		// We decide only at end of message, so every earlier stage is
+		// negotiated as no-reply (a reply there would be dropped
+		// anyway); header values come with their leading space.
+		milter.WithProtocols(milter.OptNoUnknown|milter.OptNoConnReply|milter.OptNoHeloReply|milter.OptNoMailReply|
+			milter.OptNoRcptReply|milter.OptNoDataReply|milter.OptNoHeaderReply|milter.OptNoEOHReply|milter.OptNoBodyReply|
+			milter.OptHeaderLeadingSpace),
+		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroMTAFQDN}),
+		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroQueueId}),
+		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
+	)
+	return s
+}
+
+// Serve answers Postfix on ln until ctx is done, then lets sessions in
+// progress finish (up to 10 s) and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("milter: serve %s: %w", ln.Addr(), err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("milter: shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// Sessions is the number of MTA connections served so far.
+func (s *Server) Sessions() uint64 { return s.srv.MilterCount() }
+
+// session is one MTA connection. go-milter calls its methods one at a
+// time, from the connection's goroutine.
+type session struct {
+	milter.NoOpMilter
+	s  *Server
+	id uint64
+
+	client   net.IP
+	host     string
+	helo     string
+	outbound string // why the connection is outbound, "" for inbound
+	// connFailed and failed make every message of the connection, or
+	// the current one, get a 451: a callback panicked or spooling failed.
+	connFailed error
+	failed     error
+
+	// per message
+	mailFrom string
+	rcpts    []string
+	authUser string
+	counts   map[string]int // header name (lower case) → occurrences so far
+	remove   []removal      // headers to delete at end of message
+	spool    *spool
+	start    time.Time
+}
+
+// removal is a header to delete: Postfix's change-header index counts
+// headers of the same name, from 1, as they were sent to us.
+type removal struct {
+	name  string
+	index int
+	why   string
+}
+
+// guard turns a panic in a callback into a temporary failure of the
+// message, with a log line; go-milter itself does not recover.
+func (ss *session) guard(stage string, resp **milter.Response, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if stage == "connect" || stage == "helo" {
+		ss.connFailed = fmt.Errorf("panic in %s: %v", stage, r)
+	} else {
+		ss.failed = fmt.Errorf("panic in %s: %v", stage, r)
+	}
+	ss.s.log.Error("milter: panic", "session", ss.id, "stage", stage, "panic", r, "stack", string(debug.Stack()))
+	if resp != nil {
+		*resp, *err = tempfail("4.3.0 Internal error in the mail filter; please try again later")
+	}
+}
+
+func tempfail(text string) (*milter.Response, error) {
+	return milter.RejectWithCodeAndReason(451, text)
+}
+
+func (ss *session) NewConnection(m milter.Modifier) error {
+	ss.id = m.MilterId()
+	return nil
+}
+
+func (ss *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("connect", &resp, &err)
+	ss.host = host
+	ss.client = net.ParseIP(addr)
+	switch {
+	case family == "unix" || family == "unknown" || ss.client == nil:
+		ss.outbound = "local connection"
+	default:
+		if p, ok := inNetworks(ss.client, ss.s.cfg.TrustedNetworks); ok {
+			ss.outbound = "trusted network " + p.String()
+		}
+	}
+	if d := m.Get(milter.MacroDaemonName); d != "" {
+		for _, o := range ss.s.cfg.OutboundDaemons {
+			if d == o {
+				ss.outbound = "outbound smtpd " + d
+			}
+		}
+	}
+	return milter.RespContinue, nil
+}
+
+func inNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	for _, p := range nets {
+		if p.Contains(a) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+func (ss *session) Helo(name string, _ milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("helo", &resp, &err)
+	ss.helo = name
+	return milter.RespContinue, nil
+}
+
+func (ss *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("mail", &resp, &err)
+	ss.reset()
+	ss.start = time.Now()
+	ss.mailFrom = from
+	ss.authUser = m.Get(milter.MacroAuthAuthen)
+	ss.counts = map[string]int{}
+	ss.spool = newSpool(ss.s.cfg.BodyMemory, ss.s.cfg.TempDir)
+	return milter.RespContinue, nil
+}
+
+func (ss *session) RcptTo(rcpt, _ string, _ milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("rcpt", &resp, &err)
+	ss.rcpts = append(ss.rcpts, rcpt)
+	return milter.RespContinue, nil
+}
+
+func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("header", &resp, &err)
+	if ss.spool == nil {
+		return milter.RespContinue, nil
+	}
+	lname := strings.ToLower(name)
+	ss.counts[lname]++
+	switch {
+	case lname == "authentication-results" || lname == "x-authentication-results":
+		// Never trust results we did not compute (CVE-2019-20790): a
+		// header carrying our authserv-id came from outside.
+		id, perr := authres.AuthservID(value)
+		if perr != nil || ss.s.ids[strings.ToLower(id)] {
+			why := "forged authserv-id " + id
+			if perr != nil {
+				why = "unparsable: " + perr.Error()
+			}
+			// An unparsable one goes only if it might be ours.
+			if perr == nil || ss.mentionsOurID(value) {
+				ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: why})
+			}
+		}
+	case lname == strings.ToLower(ss.s.cfg.QuarantineHeaderName):
+		ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "inbound copy of our quarantine marker"})
+	}
+	// With leading-space negotiation the value is exactly what followed
+	// the colon; continuation lines are LF-separated.
+	if _, err := fmt.Fprintf(ss.spool, "%s:%s\r\n", name, strings.ReplaceAll(value, "\n", "\r\n")); err != nil {
+		ss.failed = err
+	}
+	return milter.RespContinue, nil
+}
+
+func (ss *session) mentionsOurID(v string) bool {
+	lv := strings.ToLower(v)
+	for id := range ss.s.ids {
+		if strings.Contains(lv, id) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ss *session) Headers(_ milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("end of headers", &resp, &err)
+	if ss.spool != nil {
+		if _, err := ss.spool.Write([]byte("\r\n")); err != nil {
+			ss.failed = err
+		}
+	}
+	return milter.RespContinue, nil
+}
+
+func (ss *session) BodyChunk(chunk []byte, _ milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("body", &resp, &err)
+	if ss.spool != nil && ss.failed == nil {
+		if _, err := ss.spool.Write(chunk); err != nil {
+			ss.failed = err
+		}
+	}
+	return milter.RespContinue, nil
+}
+
+func (ss *session) Abort(_ milter.Modifier) (err error) {
+	defer ss.guard("abort", nil, nil)
+	ss.reset()
+	return nil
+}
+
+func (ss *session) Cleanup(_ milter.Modifier) {
+	defer ss.guard("cleanup", nil, nil)
+	ss.reset()
+}
+
+// reset forgets the message, keeping the connection.
+func (ss *session) reset() {
+	if ss.spool != nil {
+		ss.spool.Close()
+	}
+	ss.spool, ss.mailFrom, ss.rcpts, ss.authUser, ss.counts, ss.remove, ss.failed = nil, "", nil, "", nil, nil, nil
+}
+
+func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
+	defer ss.guard("end of message", &resp, &err)
+	qid := m.Get(milter.MacroQueueId)
+	log := ss.s.log.With("queue_id", qid, "session", ss.id, "client", ss.clientString(), "helo", ss.helo, "mail_from", ss.mailFrom)
+	defer ss.reset()
+
+	if ss.failed == nil {
+		ss.failed = ss.connFailed
+	}
+	if ss.failed != nil {
+		log.Error("milter: message not verified, answered 451", "error", ss.failed)
+		return tempfail("4.3.0 Mail filter error; please try again later")
+	}
+	if ss.spool == nil {
+		log.Error("milter: end of message without MAIL FROM; answered 451")
+		return tempfail("4.5.0 Mail filter saw no MAIL FROM; please try again")
+	}
+	outbound := ss.outbound
+	if outbound == "" && ss.authUser != "" {
+		outbound = "authenticated as " + ss.authUser
+	}
+	if outbound != "" {
+		log.Info("milter: outbound, not verified", "why", outbound, "duration_ms", time.Since(ss.start).Milliseconds())
+		return milter.RespAccept, nil
+	}
+
+	v, err := ss.verify(m)
+	if err != nil {
+		log.Error("milter: verification failed, answered 451", "error", err, "duration_ms", time.Since(ss.start).Milliseconds())
+		return tempfail("4.3.0 Could not check this message; please try again later")
+	}
+	attrs := []any{"action", v.Action, "spf", v.SPF.Result, "dkim", dkimSummary(v.DKIM), "dmarc", v.DMARC.Result,
+		"from_domain", v.DMARC.FromDomain, "policy", v.DMARC.Policy, "disposition", v.DMARC.Disposition,
+		"overrides", strings.Join(v.DMARC.Overrides, ","), "evidence", strings.Join(v.DMARC.RefusalEvidence, ","),
+		"iprev", v.IPRev.Result, "dns_queries", v.DNSQueries, "removed_headers", len(ss.remove),
+		"size", ss.spool.size, "duration_ms", time.Since(ss.start).Milliseconds()}
+
+	if v.Reply != nil {
+		log.Info("milter: refused", append(attrs, "reply", v.Reply.String(), "check", v.Reply.Check)...)
+		return milter.RejectWithCodeAndReason(uint16(v.Reply.Code), v.Reply.Enhanced+" "+v.Reply.Text)
+	}
+	if err := ss.modify(m, v); err != nil {
+		log.Error("milter: changing the headers failed, answered 451", append(attrs, "error", err)...)
+		return tempfail("4.3.0 Mail filter could not add its header; please try again later")
+	}
+	log.Info("milter: "+v.Action, attrs...)
+	return milter.RespAccept, nil
+}
+
+func (ss *session) clientString() string {
+	if ss.client == nil {
+		return ss.host
+	}
+	return ss.client.String()
+}
+
+func dkimSummary(ds []mailauth.DKIMResult) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, d := range ds {
+		parts = append(parts, d.Result+":"+d.Domain)
+	}
+	return strings.Join(parts, ",")
+}
+
+// verify runs the engine in a goroutine and tells Postfix we are alive
+// every second meanwhile (Modifier calls stay on this goroutine: the
+// library's writes are not locked).
+func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
+	rd, err := ss.spool.Reader()
+	if err != nil {
+		return nil, err
+	}
+	env := mailauth.Envelope{ClientIP: ss.client, Helo: ss.helo, MailFrom: ss.mailFrom, RcptTo: ss.rcpts}
+	ctx, cancel := context.WithTimeout(context.Background(), ss.s.cfg.Timeout)
+	defer cancel()
+	type result struct {
+		v   *mailauth.Verdict
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				ss.s.log.Error("milter: panic in the engine", "session", ss.id, "panic", r, "stack", string(debug.Stack()))
+				done <- result{err: fmt.Errorf("panic in the engine: %v", r)}
+			}
+		}()
+		v, err := ss.s.engine.Verify(ctx, env, rd)
+		done <- result{v, err}
+	}()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-tick.C:
+			if err := m.Progress(); err != nil {
+				return nil, fmt.Errorf("progress: %w", err)
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("verification exceeded %v", ss.s.cfg.Timeout)
+		}
+	}
+}
+
+// modify removes forged headers and adds ours. Deletes come first, from
+// the highest index down (Postfix renumbers after each; OpenDKIM #185),
+// and before our insert (Postfix counts inserted headers in the indexes).
+func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
+	for i := len(ss.remove) - 1; i >= 0; i-- {
+		r := ss.remove[i]
+		if err := m.ChangeHeader(r.index, r.name, ""); err != nil {
+			return fmt.Errorf("delete %s #%d: %w", r.name, r.index, err)
+		}
+	}
+	if v.Action == mailauth.ActionQuarantine {
+		reason := "DMARC " + v.DMARC.FromDomain + " " + v.DMARC.PolicyTag + "=" + v.DMARC.Policy
+		if len(v.DMARC.Overrides) > 0 {
+			reason += ", " + strings.Join(v.DMARC.Overrides, " ")
+		}
+		if ss.s.cfg.Quarantine == QuarantineHold {
+			if err := m.Quarantine(reason); err != nil {
+				return fmt.Errorf("quarantine: %w", err)
+			}
+		} else if err := m.InsertHeader(0, ss.s.cfg.QuarantineHeaderName, " yes ("+reason+")"); err != nil {
+			return fmt.Errorf("insert %s: %w", ss.s.cfg.QuarantineHeaderName, err)
+		}
+	}
+	// A leading space, as we negotiated leading-space handling.
+	value := " " + authres.Fold(ss.s.cfg.AuthservID, v.Results, "\n")
+	if err := m.InsertHeader(0, "Authentication-Results", value); err != nil {
+		return fmt.Errorf("insert Authentication-Results: %w", err)
+	}
+	return nil
+}

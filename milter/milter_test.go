@@ -1,0 +1,325 @@
+package milter
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/resolver"
+	"github.com/wehr/wehr/resolver/dnstest"
+)
+
+const zone = `
+_dmarc.bank.example.     300 IN TXT "v=DMARC1; p=reject"
+bank.example.            300 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"
+_dmarc.softbank.example. 300 IN TXT "v=DMARC1; p=reject"
+softbank.example.        300 IN TXT "v=spf1 ip4:198.51.100.0/24 ~all"
+evil.example.            300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
+5.113.0.203.in-addr.arpa. 300 IN PTR mail.evil.example.
+mail.evil.example.       300 IN A 203.0.113.5
+_dmarc.none.example.     300 IN TXT "v=DMARC1; p=none"
+`
+
+// start runs a milter server on loopback and returns a client for it.
+func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) *milter.Client {
+	t.Helper()
+	if engine == nil {
+		srv := dnstest.New(t, zone)
+		res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		engine = mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test"})
+	}
+	cfg := Config{AuthservID: "mx.test", TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, OutboundDaemons: []string{"ORIGINATING"}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s := New(engine, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ln, err := Listen(Address{Network: "tcp", Address: "127.0.0.1:0"}, SocketPerms{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return milter.NewClient("tcp", ln.Addr().String(), milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second))
+}
+
+type msg struct {
+	ip, helo, from string
+	macros         map[milter.MacroName]string
+	headers        [][2]string // name, value as Postfix sends it with leading space
+	body           string
+}
+
+// send runs one message through the milter as Postfix would.
+func send(t *testing.T, c *milter.Client, m msg) ([]milter.ModifyAction, *milter.Action) {
+	t.Helper()
+	mac := milter.NewMacroBag()
+	for k, v := range m.macros {
+		mac.Set(k, v)
+	}
+	s, err := c.Session(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.ProtocolOption(milter.OptHeaderLeadingSpace) {
+		t.Fatal("leading-space handling not negotiated")
+	}
+	if _, err := s.Conn(m.helo, milter.FamilyInet, 40000, m.ip); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Helo(m.helo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Mail(m.from, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rcpt("user@mx.test", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DataStart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range m.headers {
+		if _, err := s.HeaderField(h[0], h[1], nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.HeaderEnd(); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.ReplaceAll(m.body, "\n", "\r\n")
+	for len(body) > 0 {
+		n := min(len(body), 60000)
+		if _, err := s.BodyChunk([]byte(body[:n])); err != nil {
+			t.Fatal(err)
+		}
+		body = body[n:]
+	}
+	mods, act, err := s.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mods, act
+}
+
+func TestForgedHeadersRemoved(t *testing.T) {
+	c := start(t, nil, nil)
+	mods, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{
+			{"Authentication-Results", " mx.test; spf=pass smtp.mailfrom=ceo@bank.example"},
+			{"Received", " from somewhere"},
+			{"Authentication-Results", " other.example; dkim=pass header.d=x.example"},
+			{"From", " a@none.example"},
+			{"Authentication-Results", " mx.test (forged; with semicolon);\n\tdmarc=pass header.from=bank.example"},
+			{"X-Wehr-Quarantine", " no"},
+			{"Subject", " hello"},
+			{"X-Authentication-Results", " MX.TEST; dkim=pass"},
+			{"Authentication-Results", " (leading comment) mx.test; none"},
+		}, body: "hi\n"})
+	if act.Type != milter.ActionAccept {
+		t.Fatalf("action %v", act)
+	}
+	var got []string
+	for _, m := range mods {
+		switch m.Type {
+		case milter.ActionChangeHeader:
+			if m.HeaderValue != "" {
+				t.Errorf("change with a value: %+v", m)
+			}
+			got = append(got, m.HeaderName+"#"+itoa(int(m.HeaderIndex)))
+		case milter.ActionInsertHeader:
+			got = append(got, "insert "+m.HeaderName+"@"+itoa(int(m.HeaderIndex)))
+			if m.HeaderName == "Authentication-Results" {
+				if !strings.HasPrefix(m.HeaderValue, " mx.test;") {
+					t.Errorf("our A-R value %q: want a leading space and our id", m.HeaderValue)
+				}
+				if _, _, err := authres.Parse(m.HeaderValue); err != nil {
+					t.Errorf("our A-R does not parse: %v", err)
+				}
+			}
+		default:
+			t.Errorf("unexpected modification %+v", m)
+		}
+	}
+	// Deletes from the highest index down, before our insert at the top.
+	want := "Authentication-Results#4 X-Authentication-Results#1 X-Wehr-Quarantine#1 Authentication-Results#3 Authentication-Results#1 insert Authentication-Results@0"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("modifications\n%s\nwant\n%s", strings.Join(got, " "), want)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestRejectAndQuarantine(t *testing.T) {
+	c := start(t, nil, nil)
+	_, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " CEO <ceo@bank.example>"}, {"Subject", " pay"}}, body: "Pay now.\n"})
+	if act.Type != milter.ActionRejectWithCode || act.SMTPCode != 550 ||
+		!strings.HasPrefix(act.SMTPReply, "550 5.7.1 Message rejected: bank.example publishes DMARC policy reject") {
+		t.Fatalf("spoof: %+v", act)
+	}
+
+	mods, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " ceo@softbank.example"}, {"Subject", " pay"}}, body: "Pay now.\n"})
+	if act.Type != milter.ActionAccept || len(mods) != 2 || mods[0].HeaderName != "X-Wehr-Quarantine" || mods[1].HeaderName != "Authentication-Results" ||
+		mods[0].HeaderIndex != 0 || mods[1].HeaderIndex != 0 {
+		t.Fatalf("quarantine: %+v %+v", act, mods)
+	}
+	if !strings.Contains(mods[0].HeaderValue, "softbank.example") {
+		t.Errorf("marker %q", mods[0].HeaderValue)
+	}
+
+	// With hold, Postfix's quarantine action instead of the marker.
+	c2 := start(t, func(c *Config) { c.Quarantine = QuarantineHold }, nil)
+	mods, _ = send(t, c2, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " ceo@softbank.example"}}, body: "x\n"})
+	if len(mods) != 2 || mods[0].Type != milter.ActionQuarantine {
+		t.Fatalf("hold: %+v", mods)
+	}
+}
+
+func TestOutboundNotVerified(t *testing.T) {
+	c := start(t, nil, nil)
+	spoof := msg{helo: "web.local", from: "x@evil.example", headers: [][2]string{{"From", " ceo@bank.example"}}, body: "x\n"}
+	for name, m := range map[string]msg{
+		"trusted network": func() msg { m := spoof; m.ip = "127.0.0.1"; return m }(),
+		"authenticated": func() msg {
+			m := spoof
+			m.ip = "203.0.113.5"
+			m.macros = map[milter.MacroName]string{milter.MacroAuthAuthen: "alice"}
+			return m
+		}(),
+		"outbound smtpd": func() msg {
+			m := spoof
+			m.ip = "203.0.113.5"
+			m.macros = map[milter.MacroName]string{milter.MacroDaemonName: "ORIGINATING"}
+			return m
+		}(),
+	} {
+		mods, act := send(t, c, m)
+		if act.Type != milter.ActionAccept || len(mods) != 0 {
+			t.Errorf("%s: %+v %+v", name, act, mods)
+		}
+	}
+}
+
+func TestPanicBecomesTempfail(t *testing.T) {
+	c := start(t, nil, &mailauth.Engine{}) // a zero engine panics on use
+	_, act := send(t, c, msg{ip: "203.0.113.5", helo: "h.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " a@none.example"}}, body: "x\n"})
+	if act.Type != milter.ActionRejectWithCode || act.SMTPCode != 451 || !strings.HasPrefix(act.SMTPReply, "451 4.") {
+		t.Fatalf("panic: %+v", act)
+	}
+	// The daemon is still serving.
+	_, act = send(t, c, msg{ip: "203.0.113.5", helo: "h.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " a@none.example"}}, body: "x\n"})
+	if act.SMTPCode != 451 {
+		t.Fatalf("second message: %+v", act)
+	}
+}
+
+func TestLargeBodySpills(t *testing.T) {
+	dir := t.TempDir()
+	c := start(t, func(c *Config) { c.BodyMemory = 1000; c.TempDir = dir }, nil)
+	mods, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " a@none.example"}}, body: strings.Repeat("line of text\n", 20000)})
+	if act.Type != milter.ActionAccept || len(mods) != 1 {
+		t.Fatalf("%+v %+v", act, mods)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Fatalf("temp files left: %v", left)
+	}
+}
+
+func TestParseAddress(t *testing.T) {
+	tests := []struct {
+		in, want string
+		remote   bool
+		err      string
+	}{
+		{"inet:127.0.0.1:8895", "inet:127.0.0.1:8895", false, ""},
+		{"inet:8895@127.0.0.1", "inet:127.0.0.1:8895", false, ""},
+		{"inet:8895@localhost", "inet:127.0.0.1:8895", false, ""},
+		{"inet:[::1]:8895", "inet:[::1]:8895", false, ""},
+		{"unix:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", false, ""},
+		{"local:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", false, ""},
+		{"unix:run/milter.sock", "", false, "absolute"},
+		{"inet:192.0.2.1:8895", "", false, "not on loopback"},
+		{"inet:192.0.2.1:8895", "inet:192.0.2.1:8895", true, ""},
+		{"inet:mx.example:8895", "", false, "IP address"},
+		{"inet:127.0.0.1:0", "", false, "bad port"},
+		{"127.0.0.1:8895", "", false, "unknown kind"},
+		{"tcp", "", false, "want inet"},
+	}
+	for _, tc := range tests {
+		a, err := ParseAddress(tc.in, tc.remote)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: %v, want error with %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || a.String() != tc.want {
+			t.Errorf("%s: %v %v, want %s", tc.in, a, err, tc.want)
+		}
+	}
+}
+
+func TestUnixSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "m.sock")
+	a := Address{Network: "unix", Address: path}
+	// A stale socket file (nobody listening) is replaced.
+	stale, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	ln, err := Listen(a, SocketPerms{Mode: 0o600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v %v", fi.Mode(), err)
+	}
+	// A socket in use is not taken over.
+	if _, err := Listen(a, SocketPerms{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second listener: %v", err)
+	}
+	ln.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file left after close: %v", err)
+	}
+	// A regular file is never removed.
+	os.WriteFile(path, []byte("x"), 0o600) //nolint:errcheck
+	if _, err := Listen(a, SocketPerms{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("regular file: %v", err)
+	}
+}

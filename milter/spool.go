@@ -1,0 +1,65 @@
+package milter
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+)
+
+// spool holds one message: in memory up to a limit, then in a temp file,
+// so that a large message costs disk, not memory.
+type spool struct {
+	max  int
+	dir  string
+	buf  bytes.Buffer
+	file *os.File
+	size int64
+}
+
+func newSpool(max int, dir string) *spool { return &spool{max: max, dir: dir} }
+
+func (s *spool) Write(p []byte) (int, error) {
+	s.size += int64(len(p))
+	if s.file == nil && s.buf.Len()+len(p) <= s.max {
+		return s.buf.Write(p)
+	}
+	if s.file == nil {
+		f, err := os.CreateTemp(s.dir, "wehr-msg-*")
+		if err != nil {
+			return 0, fmt.Errorf("spool to disk: %w", err)
+		}
+		// Unlinked at once: the file goes away with us, whatever happens.
+		os.Remove(f.Name())
+		if _, err := f.Write(s.buf.Bytes()); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("spool to disk: %w", err)
+		}
+		s.buf = bytes.Buffer{}
+		s.file = f
+	}
+	return s.file.Write(p)
+}
+
+// Reader returns the whole message from the start.
+func (s *spool) Reader() (io.ReadSeeker, error) {
+	if s.file == nil {
+		return bytes.NewReader(s.buf.Bytes()), nil
+	}
+	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return s.file, nil
+}
+
+// OnDisk reports whether the message spilled to a file.
+func (s *spool) OnDisk() bool { return s.file != nil }
+
+func (s *spool) Close() {
+	if s.file != nil {
+		s.file.Close()
+		s.file = nil
+	}
+	s.buf = bytes.Buffer{}
+	s.size = 0
+}
