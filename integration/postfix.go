@@ -1,0 +1,166 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Postfix is a private Postfix instance: its own main.cf, master.cf,
+// queue and data directories, logging to a file.
+type Postfix struct {
+	Dir      string // $P: etc/, queue/, data/, maillog
+	Hostname string
+	SMTPPort int
+}
+
+// PostfixConfig is what a test chooses about an instance.
+type PostfixConfig struct {
+	Hostname   string
+	SMTPPort   int
+	MilterAddr string // inet:127.0.0.1:PORT; "" for no milter
+	LMTPPort   int    // Dovecot's LMTP
+	Domain     string // the virtual mailbox domain
+	Users      []string
+	// Extra main.cf lines.
+	Extra string
+}
+
+// StartPostfix writes an instance's configuration under dir and starts it.
+func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
+	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort}
+	for _, d := range []string{"etc", "queue", "data"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// The data directory must belong to postfix, or master cannot take
+	// its lock.
+	if out, err := exec.Command("chown", "postfix:postfix", filepath.Join(dir, "data")).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("chown data: %v: %s", err, out)
+	}
+	var maps []string
+	for _, u := range c.Users {
+		maps = append(maps, "{"+u+"@"+c.Domain+"=ok}")
+	}
+	milters := ""
+	if c.MilterAddr != "" {
+		milters = "smtpd_milters = " + c.MilterAddr + "\nnon_smtpd_milters = $smtpd_milters\n"
+	}
+	main := fmt.Sprintf(`compatibility_level = 3.6
+queue_directory = %[1]s/queue
+data_directory = %[1]s/data
+syslog_name = postfix-%[2]s
+maillog_file = %[1]s/maillog
+maillog_file_prefixes = %[1]s
+myhostname = %[2]s
+mydomain = %[2]s
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+smtpd_peername_lookup = no
+smtpd_client_restrictions =
+smtpd_helo_restrictions =
+smtpd_sender_restrictions =
+smtpd_tls_security_level = none
+smtp_tls_security_level = none
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+virtual_mailbox_domains = %[3]s
+virtual_mailbox_maps = inline:{ %[4]s }
+virtual_transport = lmtp:inet:127.0.0.1:%[5]d
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = reject_unlisted_recipient
+%[6]smilter_protocol = 6
+milter_default_action = tempfail
+milter_connect_timeout = 5s
+milter_command_timeout = 10s
+milter_content_timeout = 60s
+delay_warning_time = 0
+%[7]s
+`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra)
+	master := fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`, c.SMTPPort)
+	if err := writeFile(filepath.Join(dir, "etc", "main.cf"), main, 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, "etc", "master.cf"), master, 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := p.command("start"); err != nil {
+		return nil, fmt.Errorf("postfix start: %v: %s\nmaillog:\n%s", err, out, Tail(p.Maillog(), 20))
+	}
+	if err := WaitListening(c.SMTPPort, 10*time.Second); err != nil {
+		return nil, fmt.Errorf("postfix: %w\nmaillog:\n%s", err, Tail(p.Maillog(), 20))
+	}
+	return p, nil
+}
+
+func (p *Postfix) command(args ...string) ([]byte, error) {
+	cmd := exec.Command(programs["postfix"], append([]string{"-c", filepath.Join(p.Dir, "etc")}, args...)...)
+	return cmd.CombinedOutput()
+}
+
+// Maillog is the instance's log file.
+func (p *Postfix) Maillog() string { return filepath.Join(p.Dir, "maillog") }
+
+// Stop stops the instance.
+func (p *Postfix) Stop() {
+	if _, err := p.command("stop"); err != nil {
+		killPIDFile(filepath.Join(p.Dir, "queue", "pid", "master.pid"), 5*time.Second)
+	}
+	WaitClosed(p.SMTPPort, 5*time.Second) //nolint:errcheck
+}
+
+// LogContains reports whether the maillog has a line with all the parts.
+func (p *Postfix) LogContains(parts ...string) bool {
+	b, err := os.ReadFile(p.Maillog())
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		all := true
+		for _, s := range parts {
+			if !strings.Contains(line, s) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,87 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// BuildWehr builds the wehr binary into dir from the module's cmd/wehr.
+func BuildWehr(dir string) (string, error) {
+	bin := filepath.Join(dir, "wehr")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/wehr/wehr/cmd/wehr")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Wehr is a running `wehr serve`.
+type Wehr struct {
+	Bin        string
+	Config     string
+	Resolver   string
+	MilterPort int
+	Log        string
+	cmd        *exec.Cmd
+	done       chan struct{}
+}
+
+// StartWehr writes the config into dir and starts `wehr serve`.
+func StartWehr(bin, dir, config, resolver string, milterPort int) (*Wehr, error) {
+	w := &Wehr{Bin: bin, Config: filepath.Join(dir, "wehr.yaml"), Resolver: resolver, MilterPort: milterPort, Log: filepath.Join(dir, "wehr.log")}
+	if err := writeFile(w.Config, config, 0o644); err != nil {
+		return nil, err
+	}
+	return w, w.Start()
+}
+
+// Start starts the process (again).
+func (w *Wehr) Start() error {
+	logf, err := os.OpenFile(w.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(w.Bin, "--config", w.Config, "--resolver", w.Resolver, "serve")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	logf.Close()
+	w.cmd = cmd
+	w.done = make(chan struct{})
+	go func() { cmd.Wait(); close(w.done) }() //nolint:errcheck
+	if err := WaitListening(w.MilterPort, 10*time.Second); err != nil {
+		w.Kill()
+		return fmt.Errorf("wehr: %w\n%s", err, Tail(w.Log, 20))
+	}
+	return nil
+}
+
+// Kill ends the process at once, as a crash would.
+func (w *Wehr) Kill() {
+	if w.cmd == nil {
+		return
+	}
+	w.cmd.Process.Signal(syscall.SIGKILL) //nolint:errcheck
+	<-w.done
+	w.cmd = nil
+}
+
+// Stop asks the process to stop and waits.
+func (w *Wehr) Stop() {
+	if w.cmd == nil {
+		return
+	}
+	w.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck
+	select {
+	case <-w.done:
+	case <-time.After(15 * time.Second):
+		w.Kill()
+	}
+	w.cmd = nil
+}
