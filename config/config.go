@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"os"
 	"reflect"
 	"strconv"
@@ -23,6 +24,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/resolver"
+	"github.com/wehr/wehr/sendermap"
 )
 
 // DefaultPath is where wehr looks for its config when --config is not
@@ -63,9 +65,14 @@ type Milter struct {
 	Timeout             time.Duration `yaml:"timeout"`
 }
 
-// DKIM configures DKIM verification.
+// DKIM configures DKIM verification and signing.
 type DKIM struct {
-	MaxSignatures int `yaml:"max_signatures"`
+	MaxSignatures      int           `yaml:"max_signatures"`
+	KeysDir            string        `yaml:"keys_dir"`
+	SenderMap          string        `yaml:"sender_map"`
+	UnauthorizedSender string        `yaml:"unauthorized_sender"`
+	RotationOverlap    time.Duration `yaml:"rotation_overlap"`
+	RotationCheck      time.Duration `yaml:"rotation_check"`
 }
 
 // DMARC configures DMARC evaluation and enforcement.
@@ -151,7 +158,7 @@ func Default() *Config {
 			Timeout:            10 * time.Second,
 			DefaultExplanation: mailauth.DefaultSPFExplanation,
 		},
-		DKIM: DKIM{MaxSignatures: 5},
+		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
 		DMARC: DMARC{
 			Discovery:           mailauth.DiscoveryTreeWalk,
 			LegacyPct0IsTesting: true,
@@ -270,6 +277,14 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	bad := func(key, format string, args ...any) {
 		ps = append(ps, Problem{Line: lines[key], Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
+	oneOf := func(key, v string, allowed ...string) {
+		for _, a := range allowed {
+			if v == a {
+				return
+			}
+		}
+		bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -336,14 +351,21 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	if c.DKIM.MaxSignatures < 1 || c.DKIM.MaxSignatures > 50 {
 		bad("dkim.max_signatures", "must be 1 to 50, got %d", c.DKIM.MaxSignatures)
 	}
-	oneOf := func(key, v string, allowed ...string) {
-		for _, a := range allowed {
-			if v == a {
-				return
-			}
+	if d := c.DKIM.KeysDir; d != "" {
+		if !filepath.IsAbs(d) {
+			bad("dkim.keys_dir", "%q must be an absolute path", d)
+		} else if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			bad("dkim.keys_dir", "%q is not a directory (create it with mode 0700, owned by the user wehr runs as)", d)
 		}
-		bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
 	}
+	if p := c.DKIM.SenderMap; p != "" {
+		if _, err := sendermap.Load(p); err != nil {
+			bad("dkim.sender_map", "%v", err)
+		}
+	}
+	oneOf("dkim.unauthorized_sender", c.DKIM.UnauthorizedSender, "unsigned", "refuse")
+	positive("dkim.rotation_overlap", c.DKIM.RotationOverlap)
+	positive("dkim.rotation_check", c.DKIM.RotationCheck)
 	oneOf("dmarc.discovery", c.DMARC.Discovery, mailauth.DiscoveryTreeWalk, mailauth.DiscoveryPSL)
 	oneOf("dmarc.refusal", c.DMARC.Refusal, mailauth.RefuseEvidence, mailauth.RefuseHonor, mailauth.RefuseQuarantine)
 	oneOf("dmarc.on_temperror", c.DMARC.OnTempError, "accept", "tempfail")
@@ -473,6 +495,7 @@ func (c *Config) MilterServer() milter.Config {
 		BodyMemory:           m.BodyMemory,
 		TempDir:              m.TempDir,
 		Timeout:              m.Timeout,
+		RefuseUnauthorized:   c.DKIM.UnauthorizedSender == "refuse",
 	}
 }
 

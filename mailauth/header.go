@@ -160,6 +160,37 @@ func AuthorDomains(h Header) (domains []string, why string) {
 	return domains, ""
 }
 
+// AuthorAddresses returns the addresses of the message's From fields,
+// with lower-case A-label domains; why says what was wrong when there are
+// none.
+func AuthorAddresses(h Header) (addrs []string, why string) {
+	froms := h.Values("From")
+	if len(froms) == 0 {
+		return nil, "no From header field"
+	}
+	for _, v := range froms {
+		list, err := fromAddresses(v)
+		if err != nil {
+			return nil, fmt.Sprintf("From header field %q: %v", truncate(v, 80), err)
+		}
+		for _, a := range list {
+			local, d, ok := cutAt(a)
+			if !ok || d == "" {
+				return nil, fmt.Sprintf("From address %q has no domain", a)
+			}
+			ad, err := ToASCII(d)
+			if err != nil {
+				return nil, fmt.Sprintf("From domain %q: %v", d, err)
+			}
+			addrs = append(addrs, local+"@"+ad)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, "From header field holds no address"
+	}
+	return addrs, ""
+}
+
 // fromAddresses parses the addresses of a From value, leniently: groups
 // are flattened, and if the list does not parse as RFC 5322, the
 // angle-bracketed or bare addr-specs are taken.

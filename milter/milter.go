@@ -18,12 +18,15 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/d--j/go-milter"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/sendermap"
 )
 
 // Quarantine modes.
@@ -54,6 +57,16 @@ type Config struct {
 	// Timeout bounds one message's verification; past it the message
 	// gets a 451.
 	Timeout time.Duration
+
+	// Keys are the DKIM keys outbound mail is signed with (nil: no
+	// signing); SetKeys replaces them at run time.
+	Keys *dkimkeys.Set
+	// Senders says which From addresses a sender may sign for; without
+	// it nothing is signed.
+	Senders *sendermap.Holder
+	// RefuseUnauthorized answers 553 5.7.1 to outbound mail whose From
+	// the sender may not use, instead of sending it unsigned.
+	RefuseUnauthorized bool
 }
 
 // Server is the milter server.
@@ -63,7 +76,12 @@ type Server struct {
 	log    *slog.Logger
 	ids    map[string]bool // lower-case authserv-ids whose headers we remove
 	srv    *milter.Server
+	keys   atomic.Pointer[dkimkeys.Set]
 }
+
+// SetKeys replaces the signing keys (after a reload or a rotation step);
+// messages in progress keep the keys they started with.
+func (s *Server) SetKeys(k *dkimkeys.Set) { s.keys.Store(k) }
 
 // libraryLog routes go-milter's package-level warning hook (a global of
 // the library; we set it once) to slog.
@@ -84,6 +102,9 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 		cfg.Timeout = 30 * time.Second
 	}
 	s := &Server{cfg: cfg, engine: engine, log: log, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
+	if cfg.Keys != nil {
+		s.keys.Store(cfg.Keys)
+	}
 	for _, id := range cfg.ExtraAuthservIDs {
 		s.ids[strings.ToLower(id)] = true
 	}
@@ -361,8 +382,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		outbound = "authenticated as " + ss.authUser
 	}
 	if outbound != "" {
-		log.Info("milter: outbound, not verified", "why", outbound, "duration_ms", time.Since(ss.start).Milliseconds())
-		return milter.RespAccept, nil
+		return ss.outboundMessage(m, log.With("outbound", outbound))
 	}
 
 	v, err := ss.verify(m)

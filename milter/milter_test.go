@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,8 +33,18 @@ mail.evil.example.       300 IN A 203.0.113.5
 _dmarc.none.example.     300 IN TXT "v=DMARC1; p=none"
 `
 
-// start runs a milter server on loopback and returns a client for it.
-func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) *milter.Client {
+// logBuffer collects log output safely across goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuffer) String() string             { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// start runs a milter server on loopback and returns a client for it and
+// the server's log.
+func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) (*milter.Client, *logBuffer) {
 	t.Helper()
 	if engine == nil {
 		srv := dnstest.New(t, zone)
@@ -46,7 +58,8 @@ func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) *milter.Cli
 	if mod != nil {
 		mod(&cfg)
 	}
-	s := New(engine, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	logs := &logBuffer{}
+	s := New(engine, cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	ln, err := Listen(Address{Network: "tcp", Address: "127.0.0.1:0"}, SocketPerms{})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +73,7 @@ func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) *milter.Cli
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return milter.NewClient("tcp", ln.Addr().String(), milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second))
+	return milter.NewClient("tcp", ln.Addr().String(), milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second)), logs
 }
 
 type msg struct {
@@ -124,7 +137,7 @@ func send(t *testing.T, c *milter.Client, m msg) ([]milter.ModifyAction, *milter
 }
 
 func TestForgedHeadersRemoved(t *testing.T) {
-	c := start(t, nil, nil)
+	c, _ := start(t, nil, nil)
 	mods, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
 		headers: [][2]string{
 			{"Authentication-Results", " mx.test; spf=pass smtp.mailfrom=ceo@bank.example"},
@@ -172,7 +185,7 @@ func TestForgedHeadersRemoved(t *testing.T) {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestRejectAndQuarantine(t *testing.T) {
-	c := start(t, nil, nil)
+	c, _ := start(t, nil, nil)
 	_, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
 		headers: [][2]string{{"From", " CEO <ceo@bank.example>"}, {"Subject", " pay"}}, body: "Pay now.\n"})
 	if act.Type != milter.ActionRejectWithCode || act.SMTPCode != 550 ||
@@ -191,7 +204,7 @@ func TestRejectAndQuarantine(t *testing.T) {
 	}
 
 	// With hold, Postfix's quarantine action instead of the marker.
-	c2 := start(t, func(c *Config) { c.Quarantine = QuarantineHold }, nil)
+	c2, _ := start(t, func(c *Config) { c.Quarantine = QuarantineHold }, nil)
 	mods, _ = send(t, c2, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
 		headers: [][2]string{{"From", " ceo@softbank.example"}}, body: "x\n"})
 	if len(mods) != 2 || mods[0].Type != milter.ActionQuarantine {
@@ -200,7 +213,7 @@ func TestRejectAndQuarantine(t *testing.T) {
 }
 
 func TestOutboundNotVerified(t *testing.T) {
-	c := start(t, nil, nil)
+	c, _ := start(t, nil, nil)
 	spoof := msg{helo: "web.local", from: "x@evil.example", headers: [][2]string{{"From", " ceo@bank.example"}}, body: "x\n"}
 	for name, m := range map[string]msg{
 		"trusted network": func() msg { m := spoof; m.ip = "127.0.0.1"; return m }(),
@@ -225,7 +238,7 @@ func TestOutboundNotVerified(t *testing.T) {
 }
 
 func TestPanicBecomesTempfail(t *testing.T) {
-	c := start(t, nil, &mailauth.Engine{}) // a zero engine panics on use
+	c, logs := start(t, nil, &mailauth.Engine{}) // a zero engine panics on use
 	_, act := send(t, c, msg{ip: "203.0.113.5", helo: "h.example", from: "x@evil.example",
 		headers: [][2]string{{"From", " a@none.example"}}, body: "x\n"})
 	if act.Type != milter.ActionRejectWithCode || act.SMTPCode != 451 || !strings.HasPrefix(act.SMTPReply, "451 4.") {
@@ -237,11 +250,14 @@ func TestPanicBecomesTempfail(t *testing.T) {
 	if act.SMTPCode != 451 {
 		t.Fatalf("second message: %+v", act)
 	}
+	if !strings.Contains(logs.String(), "milter: panic in the engine") || !strings.Contains(logs.String(), "answered 451") {
+		t.Fatalf("no log line for the panic:\n%s", logs)
+	}
 }
 
 func TestLargeBodySpills(t *testing.T) {
 	dir := t.TempDir()
-	c := start(t, func(c *Config) { c.BodyMemory = 1000; c.TempDir = dir }, nil)
+	c, _ := start(t, func(c *Config) { c.BodyMemory = 1000; c.TempDir = dir }, nil)
 	mods, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
 		headers: [][2]string{{"From", " a@none.example"}}, body: strings.Repeat("line of text\n", 20000)})
 	if act.Type != milter.ActionAccept || len(mods) != 1 {

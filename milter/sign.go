@@ -1,0 +1,86 @@
+package milter
+
+import (
+	"bufio"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/mailauth"
+)
+
+// outboundMessage signs outbound mail with the From domain's keys, when
+// the sender may use that From address.
+func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
+	done := func(msg string, args ...any) (*milter.Response, error) {
+		log.Info("milter: "+msg, append(args, "duration_ms", time.Since(ss.start).Milliseconds())...)
+		return milter.RespAccept, nil
+	}
+	keys := ss.s.keys.Load()
+	if keys == nil {
+		return done("outbound, not signed: no DKIM keys configured")
+	}
+	rd, err := ss.spool.Reader()
+	if err != nil {
+		return nil, err
+	}
+	h, err := mailauth.ReadHeader(bufio.NewReader(rd), 0)
+	if err != nil {
+		return done("outbound, not signed", "why", err.Error())
+	}
+	addrs, why := mailauth.AuthorAddresses(h)
+	if len(addrs) == 0 {
+		return done("outbound, not signed", "why", why)
+	}
+	domain := ""
+	for _, a := range addrs {
+		d := a[strings.LastIndexByte(a, '@')+1:]
+		if domain != "" && d != domain {
+			return done("outbound, not signed: From addresses in several domains", "from", strings.Join(addrs, ","))
+		}
+		domain = d
+	}
+	if ss.s.cfg.Senders == nil {
+		return done("outbound, not signed: no sender map configured (dkim.sender_map)", "from", addrs[0])
+	}
+	sm := ss.s.cfg.Senders.Map()
+	for _, a := range addrs {
+		if ok, why := sm.Allowed(ss.authUser, ss.client, a); !ok {
+			if ss.s.cfg.RefuseUnauthorized {
+				log.Info("milter: refused: sender may not use the From address", "from", a, "user", ss.authUser, "why", why,
+					"reply", "553 5.7.1", "check", "sender_map")
+				who := "user " + ss.authUser
+				if ss.authUser == "" {
+					who = "client " + ss.clientString()
+				}
+				return milter.RejectWithCodeAndReason(553, fmt.Sprintf("5.7.1 %s may not send as <%s>; use an address of your own", who, a))
+			}
+			return done("outbound, not signed: sender may not use the From address", "from", a, "user", ss.authUser, "why", why)
+		}
+	}
+	signDomain, ks := keys.Signing(domain)
+	if len(ks) == 0 {
+		return done("outbound, not signed: no DKIM key for the From domain or its parents", "from_domain", domain)
+	}
+	sigs, err := dkimkeys.Sign(rd, signDomain, ks)
+	if err != nil {
+		log.Error("milter: signing failed, answered 451", "error", err)
+		return tempfail("4.3.0 Could not sign this message; please try again later")
+	}
+	// The first key's signature goes on top: insert in reverse.
+	for i := len(sigs) - 1; i >= 0; i-- {
+		if err := m.InsertHeader(0, "DKIM-Signature", sigs[i]); err != nil {
+			log.Error("milter: adding the signature failed, answered 451", "error", err)
+			return tempfail("4.3.0 Could not sign this message; please try again later")
+		}
+	}
+	var sels []string
+	for _, k := range ks {
+		sels = append(sels, k.Selector+"/"+k.Algorithm)
+	}
+	return done("outbound, signed", "d", signDomain, "selectors", strings.Join(sels, ","), "from", addrs[0], "user", ss.authUser)
+}
