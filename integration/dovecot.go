@@ -76,6 +76,13 @@ service lmtp {
     port = %[2]d
   }
 }
+service auth {
+  unix_listener auth-postfix {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
 service anvil {
   unix_listener anvil-auth-penalty {
     mode = 0
@@ -117,6 +124,9 @@ protocol lmtp {
 func (d *Dovecot) Stop() {
 	killPIDFile(filepath.Join(d.Dir, "run", "master.pid"), 5*time.Second)
 }
+
+// SASLPath is the socket Postfix authenticates through.
+func (d *Dovecot) SASLPath() string { return filepath.Join(d.Dir, "run", "auth-postfix") }
 
 // Log is Dovecot's log file.
 func (d *Dovecot) Log() string { return filepath.Join(d.Dir, "dovecot.log") }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/resolver/dnstest"
 )
 
@@ -57,6 +58,7 @@ mx.fwd.example.            300 IN A   192.0.2.20
 lists.example.net.         300 IN TXT "v=spf1 ip4:192.0.2.30 -all"
 30.2.0.192.in-addr.arpa.   300 IN PTR mail.lists.example.net.
 mail.lists.example.net.    300 IN A   192.0.2.30
+_dmarc.example.test.       300 IN TXT "v=DMARC1; p=reject"
 example.                   300 IN SOA ns.example. h.example. 1 3600 600 86400 60
 `
 
@@ -110,8 +112,24 @@ func setup() (*world, error) {
 	wo.keys["ed.good.example"] = ed
 	wo.dns.AddTXT("ed._domainkey.good.example", "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(ed.Public().(ed25519.PublicKey)))
 
+	// wehr's own signing keys, for the customers' domain example.test,
+	// published in the test DNS.
+	keysDir := filepath.Join(dir, "dkim")
+	store := &dkimkeys.Store{Dir: keysDir}
+	for sel, a := range map[string]string{"2026a-rsa": dkimkeys.RSA, "2026a-ed": dkimkeys.Ed25519} {
+		k, err := store.Generate("example.test", sel, a, dkimkeys.Active, time.Now())
+		if err != nil {
+			return wo, err
+		}
+		wo.dns.AddTXT(k.RecordName(), k.Record())
+	}
+	senderMap := filepath.Join(dir, "senders")
+	if err := os.WriteFile(senderMap, []byte("alice@example.test  alice@example.test\n"), 0o644); err != nil {
+		return wo, err
+	}
+
 	ports := map[string]int{}
-	for _, p := range []string{"smtp", "lmtp", "milter"} {
+	for _, p := range []string{"smtp", "submission", "lmtp", "milter"} {
 		if ports[p], err = FreePort(); err != nil {
 			return wo, err
 		}
@@ -138,7 +156,10 @@ dns:
   attempts: 1
 milter:
   listen: inet:127.0.0.1:%d
-`, authservID, authservID, ports["milter"])
+dkim:
+  keys_dir: %s
+  sender_map: %s
+`, authservID, authservID, ports["milter"], keysDir, senderMap)
 	wo.wehr, err = StartWehr(bin, dir, config, wo.dns.Addr(), ports["milter"])
 	if err != nil {
 		return wo, err
@@ -146,6 +167,7 @@ milter:
 	wo.postfix, err = StartPostfix(filepath.Join(dir, "mx1"), PostfixConfig{
 		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["milter"]),
 		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob"},
+		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
 	})
 	if err != nil {
 		return wo, err
@@ -180,6 +202,10 @@ func (wo *world) teardown() {
 }
 
 func (wo *world) smtpAddr() string { return fmt.Sprintf("127.0.0.1:%d", wo.postfix.SMTPPort) }
+
+func (wo *world) submissionAddr() string {
+	return fmt.Sprintf("127.0.0.1:%d", wo.postfix.SubmissionPort)
+}
 
 // message builds a message with a unique marker in its Subject.
 func message(t *testing.T, from, extra, body string) (data, marker string) {

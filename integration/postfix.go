@@ -12,9 +12,10 @@ import (
 // Postfix is a private Postfix instance: its own main.cf, master.cf,
 // queue and data directories, logging to a file.
 type Postfix struct {
-	Dir      string // $P: etc/, queue/, data/, maillog
-	Hostname string
-	SMTPPort int
+	Dir            string // $P: etc/, queue/, data/, maillog
+	Hostname       string
+	SMTPPort       int
+	SubmissionPort int
 }
 
 // PostfixConfig is what a test chooses about an instance.
@@ -25,13 +26,18 @@ type PostfixConfig struct {
 	LMTPPort   int    // Dovecot's LMTP
 	Domain     string // the virtual mailbox domain
 	Users      []string
+	// SubmissionPort, if set, adds a submission service with SMTP AUTH
+	// through Dovecot's socket at SASLPath, marked as outbound with
+	// milter_macro_daemon_name=ORIGINATING.
+	SubmissionPort int
+	SASLPath       string
 	// Extra main.cf lines.
 	Extra string
 }
 
 // StartPostfix writes an instance's configuration under dir and starts it.
 func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
-	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort}
+	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort, SubmissionPort: c.SubmissionPort}
 	for _, d := range []string{"etc", "queue", "data"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
@@ -89,10 +95,23 @@ milter_connect_timeout = 5s
 milter_command_timeout = 10s
 milter_content_timeout = 60s
 delay_warning_time = 0
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = %[8]s
+smtpd_sasl_auth_enable = no
 %[7]s
-`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra)
+`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, c.SASLPath)
+	submission := ""
+	if c.SubmissionPort != 0 {
+		submission = fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
+  -o syslog_name=postfix-%s/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+  -o milter_macro_daemon_name=ORIGINATING
+`, c.SubmissionPort, c.Hostname)
+	}
 	master := fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
+%spickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
@@ -112,7 +131,7 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-`, c.SMTPPort)
+`, c.SMTPPort, submission)
 	if err := writeFile(filepath.Join(dir, "etc", "main.cf"), main, 0o644); err != nil {
 		return nil, err
 	}
@@ -122,8 +141,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 	if out, err := p.command("start"); err != nil {
 		return nil, fmt.Errorf("postfix start: %v: %s\nmaillog:\n%s", err, out, Tail(p.Maillog(), 20))
 	}
-	if err := WaitListening(c.SMTPPort, 10*time.Second); err != nil {
-		return nil, fmt.Errorf("postfix: %w\nmaillog:\n%s", err, Tail(p.Maillog(), 20))
+	for _, port := range []int{c.SMTPPort, c.SubmissionPort} {
+		if port == 0 {
+			continue
+		}
+		if err := WaitListening(port, 10*time.Second); err != nil {
+			return nil, fmt.Errorf("postfix: %w\nmaillog:\n%s", err, Tail(p.Maillog(), 20))
+		}
 	}
 	return p, nil
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/textproto"
@@ -14,6 +15,8 @@ type Client struct {
 	IP   string // "" for the real (loopback) address
 	Name string // client host name; "" for [UNAVAILABLE]
 	Helo string
+	// AuthUser and AuthPass log in with AUTH PLAIN (submission).
+	AuthUser, AuthPass string
 }
 
 // Reply is the server's answer that ended a transaction.
@@ -81,6 +84,12 @@ func Send(addr string, c Client, from string, to []string, data string) (Reply, 
 	// An EHLO after XCLIENT sets the HELO name for the milter too.
 	if r, ok, err := cmd("EHLO", 250, "EHLO %s", c.Helo); err != nil || !ok {
 		return r, err
+	}
+	if c.AuthUser != "" {
+		cred := base64.StdEncoding.EncodeToString([]byte("\x00" + c.AuthUser + "\x00" + c.AuthPass))
+		if r, ok, err := cmd("AUTH", 235, "AUTH PLAIN %s", cred); err != nil || !ok {
+			return r, err
+		}
 	}
 	if r, ok, err := cmd("MAIL", 250, "MAIL FROM:<%s>", from); err != nil || !ok {
 		return r, err

@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/resolver"
+)
+
+// pythonVerifier checks every DKIM signature of a message with dkimpy
+// (Debian's python3-dkim; python3-nacl for Ed25519), against the TXT
+// records given in a JSON file, and prints a JSON list of results.
+const pythonVerifier = `import sys, json, re, dkim
+records = json.load(open(sys.argv[1]))
+msg = open(sys.argv[2], 'rb').read().replace(b'\r\n', b'\n').replace(b'\n', b'\r\n')
+def dnsfunc(name, timeout=5):
+    v = records.get(name.decode().rstrip('.').lower())
+    return v.encode() if v else None
+head = msg.split(b'\r\n\r\n', 1)[0]
+n = len(re.findall(rb'(?im)^dkim-signature:', head))
+d = dkim.DKIM(msg)
+print(json.dumps([bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(n)]))
+`
+
+func TestSubmissionSigned(t *testing.T) {
+	data, marker := message(t, "Alice <alice@example.test>", "", "Hello Bob, signed by wehr.\r\n")
+	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
+	client := Client{IP: "198.51.100.77", Name: "[UNAVAILABLE]", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
+	r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data)
+	if err != nil || !r.OK() {
+		t.Fatalf("submission: %v %v", r, err)
+	}
+	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := header(m.Data, "DKIM-Signature")
+	if len(sigs) != 2 || !strings.Contains(sigs[0], "a=rsa-sha256") || !strings.Contains(sigs[1], "a=ed25519-sha256") ||
+		!strings.Contains(sigs[0], "d=example.test") {
+		t.Fatalf("signatures %q", sigs)
+	}
+	// Outbound mail is not verified as inbound: no A-R of ours.
+	if len(ours(header(m.Data, "Authentication-Results"))) != 0 {
+		t.Error("outbound mail got an inbound A-R")
+	}
+
+	// Our own engine verifies both.
+	res, err := resolver.New(resolver.Config{Servers: []string{w.dns.Addr()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := mailauth.NewEngine(res, mailauth.Config{AuthservID: "check"}).Verify(context.Background(), mailauth.Envelope{}, bytes.NewReader([]byte(m.Data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.DKIM) != 2 || v.DKIM[0].Result != "pass" || v.DKIM[1].Result != "pass" || v.DMARC.Result != "pass" || !v.DMARC.DKIMAligned {
+		t.Fatalf("our verifier: %+v", v.DKIM)
+	}
+
+	// And so does an independent one.
+	records := map[string]string{}
+	for _, sel := range []string{"2026a-rsa", "2026a-ed"} {
+		name := sel + "._domainkey.example.test"
+		if txt, err := res.LookupTXT(context.Background(), name); err == nil {
+			records[name] = txt[0]
+		}
+	}
+	if len(records) != 2 {
+		t.Fatalf("key records %v", records)
+	}
+	got := runPython(t, records, m.Data)
+	if got != "[true, true]" {
+		t.Fatalf("dkimpy says %s", got)
+	}
+	// It would notice a change: the same message with its Subject edited.
+	if got := runPython(t, records, strings.Replace(m.Data, "Subject: "+marker, "Subject: changed", 1)); got != "[false, false]" {
+		t.Fatalf("dkimpy on a tampered copy says %s", got)
+	}
+}
+
+func runPython(t *testing.T, records map[string]string, msg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	script, recs, msgPath := filepath.Join(dir, "v.py"), filepath.Join(dir, "r.json"), filepath.Join(dir, "m.eml")
+	b, _ := json.Marshal(records)
+	for p, c := range map[string]string{script: pythonVerifier, recs: string(b), msgPath: msg} {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command("/usr/bin/python3", script, recs, msgPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3-dkim: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestSubmissionForeignFromNotSigned(t *testing.T) {
+	data, marker := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
+	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
+	client := Client{IP: "198.51.100.77", Name: "[UNAVAILABLE]", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
+	r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data)
+	if err != nil || !r.OK() {
+		t.Fatalf("submission: %v %v", r, err)
+	}
+	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigs := header(m.Data, "DKIM-Signature"); len(sigs) != 0 {
+		t.Fatalf("signed a From alice may not use: %q", sigs)
+	}
+	if !strings.Contains(readFile(w.wehr.Log), "sender may not use the From address") {
+		t.Error("no log line for the unsigned message")
+	}
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
