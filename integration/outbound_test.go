@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/resolver"
 )
@@ -126,4 +128,58 @@ func TestSubmissionForeignFromNotSigned(t *testing.T) {
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
+}
+
+// A rotation through the running daemon: the new key signs only once
+// DNS serves its record and wehr has been told (SIGHUP) or has checked.
+func TestKeyRotationWithSIGHUP(t *testing.T) {
+	store := &dkimkeys.Store{Dir: filepath.Join(w.dir, "dkim")}
+	keys, err := store.Rotate("example.test", []string{dkimkeys.RSA}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSel := keys[0].Selector
+	sendSigned := func() string {
+		t.Helper()
+		data, marker := message(t, "Alice <alice@example.test>", "", "Rotation.\r\n")
+		data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
+		client := Client{IP: "198.51.100.77", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
+		if r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data); err != nil || !r.OK() {
+			t.Fatalf("submission: %v %v", r, err)
+		}
+		m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(header(m.Data, "DKIM-Signature"), "\n")
+	}
+	// Pending, not in DNS: the old key signs, even after a SIGHUP.
+	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, "SIGHUP: reloading", 1)
+	if sigs := sendSigned(); !strings.Contains(sigs, "s=2026a-rsa") || strings.Contains(sigs, "s="+newSel) {
+		t.Fatalf("before publication: %s", sigs)
+	}
+	// Published: after a SIGHUP the new key signs, the old RSA key retires.
+	w.dns.AddTXT(keys[0].RecordName(), keys[0].Record())
+	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, "to=active", 1)
+	if sigs := sendSigned(); !strings.Contains(sigs, "s="+newSel) || strings.Contains(sigs, "s=2026a-rsa;") || !strings.Contains(sigs, "s=2026a-ed") {
+		t.Fatalf("after publication: %s", sigs)
+	}
+}
+
+// waitLog waits until wehr's log has n lines containing s.
+func waitLog(t *testing.T, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(readFile(w.wehr.Log), s) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("wehr did not log %q", s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -72,6 +72,14 @@ func (w *Wehr) Kill() {
 	w.cmd = nil
 }
 
+// Signal sends the process a signal.
+func (w *Wehr) Signal(sig os.Signal) error {
+	if w.cmd == nil {
+		return fmt.Errorf("wehr is not running")
+	}
+	return w.cmd.Process.Signal(sig)
+}
+
 // Stop asks the process to stop and waits.
 func (w *Wehr) Stop() {
 	if w.cmd == nil {
