@@ -39,7 +39,10 @@ type Server struct {
 // Start starts a server on 127.0.0.1 with an ephemeral port, serving the
 // records in zone (master-file text; the default origin is the root, so
 // names should be fully qualified; blank zone is allowed).
-func Start(zone string) (*Server, error) {
+func Start(zone string) (*Server, error) { return StartAt("127.0.0.1:0", zone) }
+
+// StartAt starts a server on a given address (UDP and TCP).
+func StartAt(addr, zone string) (*Server, error) {
 	s := &Server{
 		rrs:      map[string][]dns.RR{},
 		servfail: map[string]bool{},
@@ -51,7 +54,7 @@ func Start(zone string) (*Server, error) {
 	if err := s.AddZone(zone); err != nil {
 		return nil, err
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dnstest: listen udp: %w", err)
 	}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wehr/wehr/milterbench"
+	"github.com/wehr/wehr/resolver/dnstest"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Load-test milters: generate a corpus, serve its DNS, replay it",
+		Long: `Load-test wehr (or any milter) as Postfix drives it:
+
+  wehr bench corpus --out /tmp/corpus --count 700
+  wehr bench dns --zone /tmp/corpus/zone.txt --listen 127.0.0.1:5300 &
+  wehr --resolver 127.0.0.1:5300 milter --listen inet:127.0.0.1:8895 &
+  wehr bench milter --addr inet:127.0.0.1:8895 --corpus /tmp/corpus --concurrency 8 --duration 30s`,
+	}
+	var out string
+	var count int
+	corpus := &cobra.Command{
+		Use:   "corpus --out DIR [--count N]",
+		Short: "Write a corpus: RSA, Ed25519, dual-signed, forwarded, broken, spoofed and list messages, a manifest and a DNS zone",
+		Args:  exactArgs(0),
+		RunE: func(*cobra.Command, []string) error {
+			if out == "" {
+				return usagef("--out is required")
+			}
+			if err := milterbench.Generate(out, count); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "wrote %d messages, manifest.json and zone.txt to %s\n", count, out)
+			return nil
+		},
+	}
+	corpus.Flags().StringVar(&out, "out", "", "directory to write")
+	corpus.Flags().IntVar(&count, "count", 700, "number of messages")
+
+	var zone, listen string
+	dnsCmd := &cobra.Command{
+		Use:   "dns --zone FILE --listen IP:PORT",
+		Short: "Serve a zone file over UDP and TCP until interrupted (the corpus's test DNS)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			text, err := os.ReadFile(zone)
+			if err != nil {
+				return usageError{err}
+			}
+			srv, err := dnstest.StartAt(listen, string(text))
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			fmt.Fprintf(g.stdout, "serving %s on %s\n", zone, srv.Addr())
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+			select {
+			case <-sig:
+			case <-cmd.Context().Done():
+			}
+			return nil
+		},
+	}
+	dnsCmd.Flags().StringVar(&zone, "zone", "", "zone file (master-file syntax)")
+	dnsCmd.Flags().StringVar(&listen, "listen", "127.0.0.1:5300", "address to serve on")
+
+	var o milterbench.Options
+	var labels []string
+	mcmd := &cobra.Command{
+		Use:   "milter --addr ADDR [--addr ADDR2 ...] --corpus DIR [--concurrency N] [--duration D]",
+		Short: "Replay a corpus against a milter or a chain of milters and report throughput, latency and agreement",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(o.Addrs) == 0 || o.Corpus == "" {
+				return usagef("--addr and --corpus are required")
+			}
+			rep, err := milterbench.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			label := fmt.Sprint(o.Addrs)
+			if len(labels) > 0 {
+				label = labels[0]
+			}
+			rep.Print(g.stdout, label)
+			if rep.Errors > 0 {
+				return fmt.Errorf("%d messages failed", rep.Errors)
+			}
+			return nil
+		},
+	}
+	mcmd.Flags().StringArrayVar(&o.Addrs, "addr", nil, "milter address, inet:HOST:PORT or unix:/path (repeat for a chain)")
+	mcmd.Flags().StringVar(&o.Corpus, "corpus", "", "corpus directory (from wehr bench corpus)")
+	mcmd.Flags().IntVar(&o.Concurrency, "concurrency", 4, "messages in flight")
+	mcmd.Flags().DurationVar(&o.Duration, "duration", 0, "how long to run (default: one pass over the corpus)")
+	mcmd.Flags().StringArrayVar(&labels, "label", nil, "name for the report line")
+	mcmd.Flags().StringVar(&o.QuarantineHeader, "quarantine-header", "X-Wehr-Quarantine", "header that marks quarantine")
+	cmd.AddCommand(corpus, dnsCmd, mcmd)
+	return cmd
+}
