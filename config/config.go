@@ -443,7 +443,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		}
 	}
 	oneOf("milter.quarantine", m.Quarantine, "header", "hold")
-	if !validFieldName(m.QuarantineHeader) {
+	if !mailauth.ValidFieldName(m.QuarantineHeader) {
 		bad("milter.quarantine_header", "%q is not a header field name", m.QuarantineHeader)
 	}
 	if m.BodyMemory < 0 {
@@ -459,18 +459,6 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
 	}
 	return ps
-}
-
-func validFieldName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
-			return false
-		}
-	}
-	return true
 }
 
 // SocketMode is milter.socket_mode as a file mode.

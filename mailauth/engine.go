@@ -583,7 +583,7 @@ func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
 // localPolicy reports why the local allowlist applies, or "".
 func (ev *evaluation) localPolicy(author string) string {
 	o := ev.e.cfg.DMARC.LocalPolicy
-	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
+	if p, ok := InNetworks(ev.env.ClientIP, o.Networks); ok {
 		return "client in local allowlist " + p.String()
 	}
 	for _, d := range o.FromDomains {
@@ -597,7 +597,7 @@ func (ev *evaluation) localPolicy(author string) string {
 // trustedForwarder reports why a configured forwarder applies, or "".
 func (ev *evaluation) trustedForwarder() string {
 	o := ev.e.cfg.DMARC.TrustedForwarders
-	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
+	if p, ok := InNetworks(ev.env.ClientIP, o.Networks); ok {
 		return "trusted forwarder network " + p.String()
 	}
 	for _, s := range ev.v.DKIM {
@@ -613,7 +613,8 @@ func (ev *evaluation) trustedForwarder() string {
 	return ""
 }
 
-func inNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
+// InNetworks returns the first of nets that contains ip.
+func InNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
 	if ip == nil {
 		return netip.Prefix{}, false
 	}

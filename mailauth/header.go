@@ -68,7 +68,7 @@ func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 			// colon; "From :" (space before the colon) is obsolete
 			// syntax (RFC 5322 4.5.8) that mailers still accept.
 			name = strings.TrimRight(name, " \t")
-			if !ok || !validFieldName(name) {
+			if !ok || !ValidFieldName(name) {
 				h.Malformed++
 			} else {
 				h.Fields = append(h.Fields, Field{Name: name, Raw: raw})
@@ -80,7 +80,9 @@ func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 	}
 }
 
-func validFieldName(s string) bool {
+// ValidFieldName reports whether s may be a header field name (RFC 5322
+// 2.2: printable ASCII except colon).
+func ValidFieldName(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -97,7 +97,7 @@ func FuzzReadHeader(f *testing.F) {
 			t.Fatalf("size %d > input %d", h.Size, len(data))
 		}
 		for _, fl := range h.Fields {
-			if !validFieldName(fl.Name) {
+			if !ValidFieldName(fl.Name) {
 				t.Fatalf("invalid field name %q", fl.Name)
 			}
 		}

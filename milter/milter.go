@@ -227,7 +227,7 @@ func (ss *session) Connect(host, family string, port uint16, addr string, m milt
 	case family == "unix" || family == "unknown" || ss.client == nil:
 		ss.outbound = "local connection"
 	default:
-		if p, ok := inNetworks(ss.client, ss.s.cfg.TrustedNetworks); ok {
+		if p, ok := mailauth.InNetworks(ss.client, ss.s.cfg.TrustedNetworks); ok {
 			ss.outbound = "trusted network " + p.String()
 		}
 	}
@@ -239,20 +239,6 @@ func (ss *session) Connect(host, family string, port uint16, addr string, m milt
 		}
 	}
 	return milter.RespContinue, nil
-}
-
-func inNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	a = a.Unmap()
-	for _, p := range nets {
-		if p.Contains(a) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
 }
 
 func (ss *session) Helo(name string, _ milter.Modifier) (resp *milter.Response, err error) {
