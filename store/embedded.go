@@ -1,0 +1,302 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Embedded is the store of a single node: a bbolt file that only one
+// process can open. Counters and greylist entries may lose the last
+// second on a crash (the file is synced every second); Sync makes
+// everything written so far durable.
+type Embedded struct {
+	db   *bolt.DB
+	path string
+	stop chan struct{}
+	done sync.WaitGroup
+	now  func() time.Time // real time, for TTLs only
+}
+
+var bucketKV = []byte("kv")
+
+// OpenEmbedded opens (or creates) the store file. If another process
+// holds it, it gives up after a second with an error that says so.
+func OpenEmbedded(path string) (*Embedded, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is in use by another process (wehr serve owns the embedded store; ops commands reach it through its admin socket, separate daemons need Redis)", path)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketKV)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %s: %w", path, err)
+	}
+	e := &Embedded{db: db, path: path, stop: make(chan struct{}), now: time.Now}
+	e.done.Add(1)
+	go e.background()
+	return e, nil
+}
+
+// background syncs every second and collects expired keys every minute.
+func (e *Embedded) background() {
+	defer e.done.Done()
+	syncTick := time.NewTicker(time.Second)
+	defer syncTick.Stop()
+	gcTick := time.NewTicker(time.Minute)
+	defer gcTick.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-syncTick.C:
+			e.db.Sync() //nolint:errcheck // retried next second
+		case <-gcTick.C:
+			e.collect()
+		}
+	}
+}
+
+// collect deletes expired keys.
+func (e *Embedded) collect() {
+	now := e.now().UnixNano()
+	e.db.Update(func(tx *bolt.Tx) error { //nolint:errcheck
+		b := tx.Bucket(bucketKV)
+		var dead [][]byte
+		b.ForEach(func(k, v []byte) error { //nolint:errcheck
+			if exp := expiry(v); exp != 0 && exp <= now {
+				dead = append(dead, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		for _, k := range dead {
+			b.Delete(k) //nolint:errcheck
+		}
+		return nil
+	})
+}
+
+// Records are an 8-byte expiry (unix ns, 0 = none) and the value.
+func encode(value []byte, exp int64) []byte {
+	out := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(out, uint64(exp))
+	copy(out[8:], value)
+	return out
+}
+
+func expiry(rec []byte) int64 {
+	if len(rec) < 8 {
+		return 1 // malformed: expired
+	}
+	return int64(binary.BigEndian.Uint64(rec))
+}
+
+func (e *Embedded) expires(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return e.now().Add(ttl).UnixNano()
+}
+
+// get reads a live record inside a transaction.
+func (e *Embedded) get(b *bolt.Bucket, key string) ([]byte, bool) {
+	rec := b.Get([]byte(key))
+	if rec == nil {
+		return nil, false
+	}
+	if exp := expiry(rec); exp != 0 && exp <= e.now().UnixNano() {
+		return nil, false
+	}
+	return append([]byte(nil), rec[8:]...), true
+}
+
+func (e *Embedded) update(fn func(b *bolt.Bucket) error) error {
+	if err := e.db.Update(func(tx *bolt.Tx) error { return fn(tx.Bucket(bucketKV)) }); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// Get implements Store.
+func (e *Embedded) Get(_ context.Context, key string) (v []byte, ok bool, err error) {
+	err = e.db.View(func(tx *bolt.Tx) error {
+		v, ok = e.get(tx.Bucket(bucketKV), key)
+		return nil
+	})
+	return v, ok, err
+}
+
+// Set implements Store.
+func (e *Embedded) Set(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	return e.update(func(b *bolt.Bucket) error { return b.Put([]byte(key), encode(value, e.expires(ttl))) })
+}
+
+// Delete implements Store.
+func (e *Embedded) Delete(_ context.Context, key string) error {
+	return e.update(func(b *bolt.Bucket) error { return b.Delete([]byte(key)) })
+}
+
+// Incr implements Store.
+func (e *Embedded) Incr(_ context.Context, key string, delta int64, ttl time.Duration) (n int64, err error) {
+	err = e.update(func(b *bolt.Bucket) error {
+		if v, ok := e.get(b, key); ok {
+			n, _ = strconv.ParseInt(string(v), 10, 64)
+		}
+		n += delta
+		return b.Put([]byte(key), encode([]byte(strconv.FormatInt(n, 10)), e.expires(ttl)))
+	})
+	return n, err
+}
+
+// Window implements Store.
+func (e *Embedded) Window(_ context.Context, key string, now time.Time, win time.Duration, n int64) (count int64, err error) {
+	idx, frac := bucket(now, win)
+	cur, prev := fmt.Sprintf("%s\x00b%d", key, idx), fmt.Sprintf("%s\x00b%d", key, idx-1)
+	err = e.update(func(b *bolt.Bucket) error {
+		var c, p int64
+		if v, ok := e.get(b, cur); ok {
+			c, _ = strconv.ParseInt(string(v), 10, 64)
+		}
+		if v, ok := e.get(b, prev); ok {
+			p, _ = strconv.ParseInt(string(v), 10, 64)
+		}
+		c += n
+		count = windowCount(p, c, frac)
+		return b.Put([]byte(cur), encode([]byte(strconv.FormatInt(c, 10)), e.expires(2*win)))
+	})
+	return count, err
+}
+
+type greyRecord struct {
+	First, Last int64 // unix ns
+	Passed      bool
+	Count       int64
+}
+
+// Greylist implements Store.
+func (e *Embedded) Greylist(_ context.Context, key string, now time.Time, p GreylistPolicy) (out GreylistEntry, err error) {
+	err = e.update(func(b *bolt.Bucket) error {
+		var cur GreylistEntry
+		v, exists := e.get(b, key)
+		if exists {
+			var r greyRecord
+			if json.Unmarshal(v, &r) != nil {
+				exists = false
+			} else {
+				cur = GreylistEntry{First: time.Unix(0, r.First), Last: time.Unix(0, r.Last), Passed: r.Passed, Count: r.Count}
+			}
+		}
+		out = decideGreylist(cur, exists, now, p)
+		rec, _ := json.Marshal(greyRecord{First: out.First.UnixNano(), Last: out.Last.UnixNano(), Passed: out.Passed, Count: out.Count})
+		ttl := p.Window
+		if out.Passed {
+			ttl = p.Keep
+		}
+		return b.Put([]byte(key), encode(rec, e.expires(ttl)))
+	})
+	return out, err
+}
+
+type lockRecord struct {
+	Owner string
+	Until int64 // unix ns, from the caller's clock
+	Token int64
+}
+
+// Lock implements Store.
+func (e *Embedded) Lock(_ context.Context, name, owner string, now time.Time, lease time.Duration) (token int64, ok bool, err error) {
+	key := "\x00lock\x00" + name
+	err = e.update(func(b *bolt.Bucket) error {
+		var r lockRecord
+		if v := b.Get([]byte(key)); v != nil {
+			json.Unmarshal(v[8:], &r) //nolint:errcheck
+		}
+		if r.Owner != "" && r.Owner != owner && r.Until > now.UnixNano() {
+			token = r.Token
+			return nil
+		}
+		if r.Owner != owner {
+			r.Token++
+		}
+		r.Owner, r.Until = owner, now.Add(lease).UnixNano()
+		token, ok = r.Token, true
+		v, _ := json.Marshal(r)
+		return b.Put([]byte(key), encode(v, 0)) // the token must outlive the lease
+	})
+	return token, ok, err
+}
+
+// Unlock implements Store.
+func (e *Embedded) Unlock(_ context.Context, name, owner string) error {
+	key := "\x00lock\x00" + name
+	return e.update(func(b *bolt.Bucket) error {
+		v := b.Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		var r lockRecord
+		json.Unmarshal(v[8:], &r) //nolint:errcheck
+		if r.Owner != owner {
+			return nil
+		}
+		r.Owner, r.Until = "", 0
+		nv, _ := json.Marshal(r)
+		return b.Put([]byte(key), encode(nv, 0))
+	})
+}
+
+// Scan implements Store.
+func (e *Embedded) Scan(_ context.Context, prefix string, limit int) ([]string, error) {
+	var out []string
+	err := e.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKV).Cursor()
+		now := e.now().UnixNano()
+		for k, v := c.Seek([]byte(prefix)); k != nil && bytes.HasPrefix(k, []byte(prefix)); k, v = c.Next() {
+			if bytes.IndexByte(k, 0) >= 0 {
+				continue // window buckets and locks are internal
+			}
+			if exp := expiry(v); exp != 0 && exp <= now {
+				continue
+			}
+			out = append(out, string(k))
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Ping implements Store.
+func (e *Embedded) Ping(context.Context) error { return nil }
+
+// Sync makes everything written so far durable.
+func (e *Embedded) Sync() error { return e.db.Sync() }
+
+// Close syncs and closes the file.
+func (e *Embedded) Close() error {
+	close(e.stop)
+	e.done.Wait()
+	e.db.Sync() //nolint:errcheck
+	return e.db.Close()
+}

@@ -1,0 +1,263 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Redis modes: chosen explicitly, because go-redis builds a Cluster client
+// from any two addresses if left to guess.
+const (
+	ModeSingle   = "single"
+	ModeSentinel = "sentinel"
+	ModeCluster  = "cluster"
+)
+
+// RedisConfig configures the Redis store.
+type RedisConfig struct {
+	Mode       string
+	Addrs      []string // the server; the Sentinels; the Cluster seed nodes
+	MasterName string   // Sentinel
+	Username   string
+	Password   string
+	// SentinelPassword authenticates to the Sentinels, if they need it.
+	SentinelPassword string
+	DB               int
+	// Timeout bounds one command (dial, read, write); default 300ms.
+	// Redis down must cost a mail path a fraction of a second, not the
+	// library's default of seconds.
+	Timeout time.Duration
+	// Prefix starts every key, so several systems can share a server.
+	Prefix string
+}
+
+// Redis is the shared store of a cluster.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	mode   string
+}
+
+var redisLoggerOnce sync.Once
+
+// OpenRedis connects to Redis (lazily: a server that is down now is
+// tried again at every command).
+func OpenRedis(cfg RedisConfig) (*Redis, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, fmt.Errorf("store: redis: no address")
+	}
+	t := cfg.Timeout
+	if t <= 0 {
+		t = 300 * time.Millisecond
+	}
+	redisLoggerOnce.Do(func() { redis.SetLogger(quietLogger{}) })
+	maint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	var c redis.UniversalClient
+	switch cfg.Mode {
+	case ModeSingle, "":
+		if len(cfg.Addrs) != 1 {
+			return nil, fmt.Errorf("store: redis mode single takes one address, got %d (use mode sentinel or cluster)", len(cfg.Addrs))
+		}
+		c = redis.NewClient(&redis.Options{Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
+			MaxRetries: 1, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint})
+	case ModeSentinel:
+		if cfg.MasterName == "" {
+			return nil, fmt.Errorf("store: redis mode sentinel needs master_name")
+		}
+		c = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.Addrs,
+			SentinelPassword: cfg.SentinelPassword, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
+			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
+			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true})
+	case ModeCluster:
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, Username: cfg.Username, Password: cfg.Password,
+			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
+			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint})
+	default:
+		return nil, fmt.Errorf("store: redis mode %q: want single, sentinel or cluster", cfg.Mode)
+	}
+	return &Redis{c: c, prefix: cfg.Prefix, mode: cfg.Mode}, nil
+}
+
+// quietLogger drops go-redis's internal log lines: every failure reaches
+// us as an error, which callers log with context.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// k makes the Redis key of a logical key. The logical key is the hash
+// tag, so everything derived from it (window buckets, lock tokens) lives
+// in one Cluster slot and one Lua script may touch it all.
+func (r *Redis) k(key string) string {
+	key = strings.NewReplacer("{", "(", "}", ")").Replace(key)
+	return r.prefix + "{" + key + "}"
+}
+
+// wrap classifies errors: anything but "no such key" means the store did
+// not answer.
+func wrap(err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}
+
+// Get implements Store.
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	v, err := r.c.Get(ctx, r.k(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, wrap(err)
+	}
+	return v, true, nil
+}
+
+// Set implements Store.
+func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return wrap(r.c.Set(ctx, r.k(key), value, max(ttl, 0)).Err())
+}
+
+// Delete implements Store.
+func (r *Redis) Delete(ctx context.Context, key string) error {
+	return wrap(r.c.Del(ctx, r.k(key)).Err())
+}
+
+var incrScript = redis.NewScript(`
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n`)
+
+// Incr implements Store.
+func (r *Redis) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
+	n, err := incrScript.Run(ctx, r.c, []string{r.k(key)}, delta, ttl.Milliseconds()).Int64()
+	return n, wrap(err)
+}
+
+var windowScript = redis.NewScript(`
+local c = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local p = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {c, p}`)
+
+// Window implements Store.
+func (r *Redis) Window(ctx context.Context, key string, now time.Time, win time.Duration, n int64) (int64, error) {
+	idx, frac := bucket(now, win)
+	base := r.k(key)
+	res, err := windowScript.Run(ctx, r.c, []string{base + ":b" + strconv.FormatInt(idx, 10), base + ":b" + strconv.FormatInt(idx-1, 10)},
+		n, (2 * win).Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, wrap(err)
+	}
+	return windowCount(res[1], res[0], frac), nil
+}
+
+// greylistScript applies decideGreylist atomically; times in ms.
+var greylistScript = redis.NewScript(`
+local now, delay, window, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local v = redis.call('HMGET', KEYS[1], 'first', 'passed', 'count')
+local first, passed, count = tonumber(v[1]), v[2] == '1', tonumber(v[3] or '0')
+if first == nil or (not passed and now - first > window) then
+  first, passed, count = now, false, 0
+else
+  if not passed and now - first >= delay then passed = true end
+  if passed then count = count + 1 end
+end
+redis.call('HSET', KEYS[1], 'first', first, 'last', now, 'passed', passed and '1' or '0', 'count', count)
+if passed then redis.call('PEXPIRE', KEYS[1], keep) else redis.call('PEXPIRE', KEYS[1], window) end
+return {first, passed and 1 or 0, count}`)
+
+// Greylist implements Store.
+func (r *Redis) Greylist(ctx context.Context, key string, now time.Time, p GreylistPolicy) (GreylistEntry, error) {
+	res, err := greylistScript.Run(ctx, r.c, []string{r.k(key)}, now.UnixMilli(), p.Delay.Milliseconds(),
+		p.Window.Milliseconds(), p.Keep.Milliseconds()).Int64Slice()
+	if err != nil {
+		return GreylistEntry{}, wrap(err)
+	}
+	return GreylistEntry{First: time.UnixMilli(res[0]), Last: now, Passed: res[1] == 1, Count: res[2]}, nil
+}
+
+// lockScript: KEYS[1] the lock (owner, until), KEYS[2] its token, which
+// outlives every lease so tokens only grow.
+var lockScript = redis.NewScript(`
+local now, lease = tonumber(ARGV[2]), tonumber(ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'owner', 'until')
+local owner, untl = v[1], tonumber(v[2] or '0')
+if owner and owner ~= '' and owner ~= ARGV[1] and untl > now then
+  return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+local token
+if owner ~= ARGV[1] then token = redis.call('INCR', KEYS[2]) else token = tonumber(redis.call('GET', KEYS[2]) or '0') end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'until', now + lease)
+redis.call('PEXPIRE', KEYS[1], lease * 2)
+return {1, token}`)
+
+var unlockScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// Lock implements Store.
+func (r *Redis) Lock(ctx context.Context, name, owner string, now time.Time, lease time.Duration) (int64, bool, error) {
+	base := r.k("lock:" + name)
+	res, err := lockScript.Run(ctx, r.c, []string{base, base + ":token"}, owner, now.UnixMilli(), lease.Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, false, wrap(err)
+	}
+	return res[1], res[0] == 1, nil
+}
+
+// Unlock implements Store.
+func (r *Redis) Unlock(ctx context.Context, name, owner string) error {
+	return wrap(unlockScript.Run(ctx, r.c, []string{r.k("lock:" + name)}, owner).Err())
+}
+
+// Scan implements Store; on a Cluster it asks every master.
+func (r *Redis) Scan(ctx context.Context, prefix string, limit int) ([]string, error) {
+	pattern := r.prefix + "{" + escapeGlob(prefix) + "*"
+	var mu sync.Mutex
+	var out []string
+	scan := func(ctx context.Context, c redis.UniversalClient) error {
+		it := c.Scan(ctx, 0, pattern, 200).Iterator()
+		for it.Next(ctx) {
+			k := it.Val()
+			if !strings.HasSuffix(k, "}") {
+				continue // window buckets, lock tokens
+			}
+			mu.Lock()
+			if limit <= 0 || len(out) < limit {
+				out = append(out, strings.TrimSuffix(strings.TrimPrefix(k, r.prefix+"{"), "}"))
+			}
+			mu.Unlock()
+		}
+		return it.Err()
+	}
+	var err error
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.c)
+	}
+	return out, wrap(err)
+}
+
+func escapeGlob(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "*", `\*`, "?", `\?`, "[", `\[`, "{", "(", "}", ")").Replace(s)
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error { return wrap(r.c.Ping(ctx).Err()) }
+
+// Close implements Store.
+func (r *Redis) Close() error { return r.c.Close() }
+
+// Mode is the configured mode.
+func (r *Redis) Mode() string { return r.mode }

@@ -1,0 +1,116 @@
+// Package store is the one interface to everything stateful in wehr:
+// greylist entries, counters and sliding windows, reputation, pass
+// history, locks, and later DMARC report rows. Two implementations pass
+// the same contract tests: Redis (single, Sentinel or Cluster), shared by
+// every node of a cluster, and an embedded bbolt file for a single node.
+//
+// Time is an argument: windows, greylist ages and lock leases are decided
+// from timestamps stored with the data, never from the server's clock.
+// TTLs only collect garbage, relative to real time.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrUnavailable is wrapped by every error that means "the store did not
+// answer" (Redis down, a failover in progress, a timeout): callers fall
+// back to their configured default and try again next time.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Store is the interface every stateful part of wehr uses. All methods are
+// safe for concurrent use; every one is atomic on its own.
+type Store interface {
+	// Get returns a value, and whether it exists.
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	// Set stores a value; it is collected ttl after this write (0: kept).
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// Delete removes a key; a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// Incr adds delta to a counter and returns the new value; the
+	// counter is collected ttl after its last change.
+	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+	// Window adds n events at now to the sliding window key of length
+	// win and returns the events counted in (now-win, now]. The window is
+	// the weighted sum of two fixed buckets, as rate limiters do: exact at
+	// bucket edges, linear in between.
+	Window(ctx context.Context, key string, now time.Time, win time.Duration, n int64) (int64, error)
+	// Greylist records a delivery attempt for a greylist key at now and
+	// says whether it may pass (see Greylist).
+	Greylist(ctx context.Context, key string, now time.Time, p GreylistPolicy) (GreylistEntry, error)
+	// Lock takes or renews the lock name for owner until now+lease, if
+	// it is free, expired or already owner's. The fencing token grows by
+	// one each time the lock changes hands; work done under a lock must
+	// be idempotent, since after a Redis failover two holders are
+	// possible.
+	Lock(ctx context.Context, name, owner string, now time.Time, lease time.Duration) (token int64, ok bool, err error)
+	// Unlock releases the lock if owner holds it.
+	Unlock(ctx context.Context, name, owner string) error
+	// Scan lists the keys that start with prefix (for ops commands; not
+	// for the mail path), at most limit.
+	Scan(ctx context.Context, prefix string, limit int) ([]string, error)
+	// Ping checks the store answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// GreylistPolicy says how greylisting treats a key.
+type GreylistPolicy struct {
+	// Delay is how long a first attempt must wait before a retry passes.
+	Delay time.Duration
+	// Window is how long after the first attempt a retry still counts;
+	// later, the triplet starts over.
+	Window time.Duration
+	// Keep is how long a passed triplet is remembered after its last use.
+	Keep time.Duration
+}
+
+// GreylistEntry is the state of a greylist key after an attempt.
+type GreylistEntry struct {
+	First  time.Time // first attempt of the current round
+	Last   time.Time // this attempt
+	Passed bool      // the retry came in time: deliveries pass from now on
+	// Count is the number of attempts that passed.
+	Count int64
+}
+
+// Wait is how long the client must still wait, at now.
+func (g GreylistEntry) Wait(now time.Time, p GreylistPolicy) time.Duration {
+	if g.Passed {
+		return 0
+	}
+	return max(p.Delay-now.Sub(g.First), 0)
+}
+
+// decideGreylist is the greylisting rule both implementations apply
+// atomically: an entry passes once an attempt comes at least Delay and at
+// most Window after the first; past the Window, it starts over.
+func decideGreylist(e GreylistEntry, exists bool, now time.Time, p GreylistPolicy) GreylistEntry {
+	if !exists || (!e.Passed && now.Sub(e.First) > p.Window) {
+		return GreylistEntry{First: now, Last: now}
+	}
+	e.Last = now
+	if !e.Passed && now.Sub(e.First) >= p.Delay {
+		e.Passed = true
+	}
+	if e.Passed {
+		e.Count++
+	}
+	return e
+}
+
+// bucket returns the fixed bucket of now for a window of length win, and
+// how far into it now is (0..1).
+func bucket(now time.Time, win time.Duration) (idx int64, frac float64) {
+	n := now.UnixNano()
+	w := int64(win)
+	idx = n / w
+	return idx, float64(n%w) / float64(w)
+}
+
+// windowCount combines the previous and current buckets.
+func windowCount(prev, cur int64, frac float64) int64 {
+	return int64(float64(prev)*(1-frac)+0.5) + cur
+}

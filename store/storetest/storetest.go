@@ -1,0 +1,353 @@
+// Package storetest is the contract every store implementation passes,
+// and a helper that runs a real redis-server for tests. The store package
+// runs the contract against the embedded store and a single Redis; the
+// integration tests run it against Sentinel and Cluster.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wehr/wehr/store"
+)
+
+// base is a time aligned to every window length the contract uses.
+var base = time.Unix(1_700_000_000, 0)
+
+// Run runs the contract against fresh stores from open; each subtest gets
+// its own key prefix, so open may return the same backend every time.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("ct%d:", time.Now().UnixNano())
+
+	t.Run("get set delete", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "kv"
+		if _, ok, err := s.Get(ctx, k); ok || err != nil {
+			t.Fatalf("missing key: %v %v", ok, err)
+		}
+		if err := s.Set(ctx, k, []byte("v1"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok, err := s.Get(ctx, k); !ok || err != nil || string(v) != "v1" {
+			t.Fatalf("get: %q %v %v", v, ok, err)
+		}
+		if err := s.Set(ctx, k, []byte("v2"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if v, _, _ := s.Get(ctx, k); string(v) != "v2" {
+			t.Fatalf("overwrite: %q", v)
+		}
+		if err := s.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Get(ctx, k); ok {
+			t.Fatal("deleted key still there")
+		}
+		if err := s.Delete(ctx, k); err != nil {
+			t.Fatalf("deleting a missing key: %v", err)
+		}
+	})
+
+	t.Run("ttl collects garbage", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "ttl"
+		if err := s.Set(ctx, k, []byte("x"), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Incr(ctx, k+"c", 1, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Set(ctx, k+"keep", []byte("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1300 * time.Millisecond)
+		for _, key := range []string{k, k + "c"} {
+			if _, ok, _ := s.Get(ctx, key); ok {
+				t.Errorf("%s outlived its 1 s TTL", key)
+			}
+		}
+		if _, ok, _ := s.Get(ctx, k+"keep"); !ok {
+			t.Error("a key without TTL expired")
+		}
+	})
+
+	t.Run("incr is atomic", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "incr"
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 25 {
+					if _, err := s.Incr(ctx, k, 2, time.Hour); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if n, err := s.Incr(ctx, k, 0, time.Hour); err != nil || n != 1000 {
+			t.Fatalf("20×25×2 increments = %d, %v", n, err)
+		}
+		if n, _ := s.Incr(ctx, k, -1000, time.Hour); n != 0 {
+			t.Fatalf("decrement: %d", n)
+		}
+	})
+
+	t.Run("sliding window", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "win"
+		win := 10 * time.Second
+		steps := []struct {
+			at   time.Duration
+			n    int64
+			want int64
+		}{
+			{0, 5, 5},
+			{5 * time.Second, 5, 10},
+			{10 * time.Second, 1, 11}, // new bucket: all of the previous one, plus 1
+			{15 * time.Second, 0, 6},  // half of the previous bucket (5) + 1
+			{19 * time.Second, 0, 2},  // a tenth of 10 rounds to 1, + 1
+			{25 * time.Second, 0, 1},  // half of 1 rounds to 1
+			{40 * time.Second, 3, 3},  // everything older has gone
+			{40 * time.Second, -3, 0}, // n may be negative (undo)
+		}
+		for _, st := range steps {
+			got, err := s.Window(ctx, k, base.Add(st.at), win, st.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != st.want {
+				t.Errorf("at +%v adding %d: %d, want %d", st.at, st.n, got, st.want)
+			}
+		}
+	})
+
+	t.Run("greylist", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "grey"
+		p := store.GreylistPolicy{Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 30 * 24 * time.Hour}
+		steps := []struct {
+			at     time.Duration
+			passed bool
+			first  time.Duration
+			count  int64
+		}{
+			{0, false, 0, 0},
+			{time.Minute, false, 0, 0},        // too early: still waiting, first kept
+			{6 * time.Minute, true, 0, 1},     // a retry after the delay passes
+			{7 * time.Minute, true, 0, 2},     // and stays passed
+			{30 * 24 * time.Hour, true, 0, 3}, // long after: still passed while kept
+		}
+		for _, st := range steps {
+			e, err := s.Greylist(ctx, k, base.Add(st.at), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Passed != st.passed || !e.First.Equal(base.Add(st.first)) || e.Count != st.count {
+				t.Errorf("at +%v: %+v, want passed=%v first=+%v count=%d", st.at, e, st.passed, st.first, st.count)
+			}
+		}
+		if e, _ := s.Greylist(ctx, k+"w", base, p); e.Wait(base.Add(time.Minute), p) != 4*time.Minute {
+			t.Errorf("wait %v", e.Wait(base.Add(time.Minute), p))
+		}
+		// A retry after the window starts over.
+		e, _ := s.Greylist(ctx, k+"late", base, p)
+		e, _ = s.Greylist(ctx, k+"late", base.Add(5*time.Hour), p)
+		if e.Passed || !e.First.Equal(base.Add(5*time.Hour)) {
+			t.Errorf("late retry: %+v", e)
+		}
+		// Many first attempts at once agree on one first time.
+		var wg sync.WaitGroup
+		firsts := make(chan time.Time, 10)
+		for i := range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e, err := s.Greylist(ctx, k+"race", base.Add(time.Duration(i)*time.Millisecond), p)
+				if err == nil {
+					firsts <- e.First
+				}
+			}()
+		}
+		wg.Wait()
+		close(firsts)
+		seen := map[int64]bool{}
+		for f := range firsts {
+			seen[f.UnixMilli()] = true
+		}
+		if len(seen) != 1 {
+			t.Errorf("concurrent first attempts recorded %d first times", len(seen))
+		}
+	})
+
+	t.Run("lock with lease and fencing token", func(t *testing.T) {
+		s := open(t)
+		name := prefix + "lock"
+		lease := time.Minute
+		tok, ok, err := s.Lock(ctx, name, "a", base, lease)
+		if err != nil || !ok {
+			t.Fatalf("a takes: %v %v", ok, err)
+		}
+		if _, ok, _ := s.Lock(ctx, name, "b", base.Add(time.Second), lease); ok {
+			t.Fatal("b took a held lock")
+		}
+		if t2, ok, _ := s.Lock(ctx, name, "a", base.Add(30*time.Second), lease); !ok || t2 != tok {
+			t.Fatalf("a renews: %v token %d, want %d", ok, t2, tok)
+		}
+		// a's lease (renewed at +30s) ends at +90s.
+		if _, ok, _ := s.Lock(ctx, name, "b", base.Add(89*time.Second), lease); ok {
+			t.Fatal("b took the lock before the lease ended")
+		}
+		tb, ok, _ := s.Lock(ctx, name, "b", base.Add(91*time.Second), lease)
+		if !ok || tb <= tok {
+			t.Fatalf("b after the lease: %v token %d (a had %d)", ok, tb, tok)
+		}
+		if _, ok, _ := s.Lock(ctx, name, "a", base.Add(92*time.Second), lease); ok {
+			t.Fatal("a took b's lock")
+		}
+		if err := s.Unlock(ctx, name, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := s.Lock(ctx, name, "a", base.Add(93*time.Second), lease); ok {
+			t.Fatal("a's unlock released b's lock")
+		}
+		if err := s.Unlock(ctx, name, "b"); err != nil {
+			t.Fatal(err)
+		}
+		ta, ok, _ := s.Lock(ctx, name, "a", base.Add(94*time.Second), lease)
+		if !ok || ta <= tb {
+			t.Fatalf("a after b unlocked: %v token %d (b had %d)", ok, ta, tb)
+		}
+	})
+
+	t.Run("scan", func(t *testing.T) {
+		s := open(t)
+		for _, k := range []string{"scan:a", "scan:b", "other:c"} {
+			if err := s.Set(ctx, prefix+k, []byte("1"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Window(ctx, prefix+"scan:w", base, time.Minute, 1) //nolint:errcheck
+		keys, err := s.Scan(ctx, prefix+"scan:", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(sorted(keys), " ")
+		if got != prefix+"scan:a "+prefix+"scan:b" {
+			t.Fatalf("scan: %s", got)
+		}
+		if err := s.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// Redis is a redis-server run for a test.
+type Redis struct {
+	Addr string
+	Dir  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	conf string
+}
+
+// StartRedis starts redis-server on a free loopback port with extra
+// config lines. A missing redis-server fails the test: CI must install it.
+func StartRedis(t testing.TB, extra string) *Redis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found: run scripts/install-test-deps (make test does): %v", err)
+	}
+	r, err := startRedis(bin, t.TempDir(), extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+func startRedis(bin, dir, extra string) (*Redis, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, conf: filepath.Join(dir, "redis.conf")}
+	conf := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsave \"\"\nappendonly no\nlogfile %s/redis.log\n%s\n", port, dir, dir, extra)
+	if err := os.WriteFile(r.conf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	return r, r.start(bin)
+}
+
+func (r *Redis) start(bin string) error {
+	r.cmd = exec.Command(bin, r.conf)
+	if err := r.cmd.Start(); err != nil {
+		return err
+	}
+	r.done = make(chan struct{})
+	go func() { r.cmd.Wait(); close(r.done) }() //nolint:errcheck
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", r.Addr, 100*time.Millisecond); err == nil {
+			c.Write([]byte("PING\r\n")) //nolint:errcheck
+			buf := make([]byte, 7)
+			c.SetReadDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+			n, _ := c.Read(buf)
+			c.Close()
+			if strings.HasPrefix(string(buf[:n]), "+PONG") {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.Stop()
+	b, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
+	return errors.New("redis-server did not answer: " + string(b))
+}
+
+// Stop kills the server.
+func (r *Redis) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	r.cmd.Process.Kill() //nolint:errcheck
+	<-r.done
+	r.cmd = nil
+}
+
+// Restart starts the server again on the same port.
+func (r *Redis) Restart() error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return err
+	}
+	return r.start(bin)
+}
