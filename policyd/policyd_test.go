@@ -1,0 +1,392 @@
+package policyd
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wehr/wehr/resolver"
+	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/store"
+)
+
+func TestReadRequest(t *testing.T) {
+	good := "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\nsender=a=b@example.org\n\n"
+	req, err := ReadRequest(bufio.NewReader(strings.NewReader(good + good)))
+	if err != nil || req.Get("client_address") != "192.0.2.1" || req.Get("sender") != "a=b@example.org" {
+		t.Fatalf("%v %v", req, err)
+	}
+	bad := []struct{ name, in string }{
+		{"no equals", "request=smtpd_access_policy\ngarbage\n\n"},
+		{"empty request", "\n"},
+		{"cut short", "request=smtpd_access_policy\n"},
+		{"long line", "x=" + strings.Repeat("a", maxLine+10) + "\n\n"},
+		{"too big", strings.Repeat("name=value-with-some-length-to-it\n", maxRequest/30) + "\n"},
+		{"too many", func() string {
+			var b strings.Builder
+			for i := range maxAttributes + 1 {
+				fmt.Fprintf(&b, "a%d=1\n", i)
+			}
+			return b.String() + "\n"
+		}()},
+		{"empty name", "=value\n\n"},
+	}
+	for _, tc := range bad {
+		if _, err := ReadRequest(bufio.NewReader(strings.NewReader(tc.in))); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+	if _, err := ReadRequest(bufio.NewReader(strings.NewReader(""))); err != io.EOF {
+		t.Errorf("clean close: %v", err)
+	}
+}
+
+func TestNormalizeSender(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"Alice@Example.ORG", "alice@example.org"},
+		{"prvs=1234abcd=bounce@example.org", "bounce@example.org"},
+		{"SRS0=HHH=TT=orig.example=alice@forwarder.example", "alice@orig.example"},
+		{"bounce-12345-67@lists.example.net", "bounce-#-#@lists.example.net"},
+		{"", ""},
+	}
+	for _, tc := range tests {
+		if got := NormalizeSender(tc.in); got != tc.want {
+			t.Errorf("NormalizeSender(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestDNSBLName(t *testing.T) {
+	if got := dnsblName(netip.MustParseAddr("192.0.2.1"), "zen.example"); got != "1.2.0.192.zen.example" {
+		t.Error(got)
+	}
+	if got := dnsblName(netip.MustParseAddr("2001:db8::1"), "l.example"); !strings.HasPrefix(got, "1.0.0.0.") || !strings.HasSuffix(got, ".8.b.d.0.1.0.0.2.l.example") {
+		t.Error(got)
+	}
+}
+
+func TestLooksDynamic(t *testing.T) {
+	for name, want := range map[string]bool{
+		"dyn-192-0-2-1.isp.example":     true,
+		"192-0-2-1.dsl.isp.example":     true,
+		"host-1.2.3.4.pool.isp.example": true,
+		"ppp123.isp.example":            true,
+		"cpe-1-2-3-4.cable.example":     true,
+		"mail.example.org":              false,
+		"mx1.provider.example":          false,
+		"static-1-2-3-4.isp.example":    false,
+		"smtp-out.bigsender.example":    false,
+		"web01.hosting.example":         false,
+	} {
+		if got := looksDynamic(name); got != want {
+			t.Errorf("looksDynamic(%s) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// The world of the pipeline tests, in the test DNS:
+//
+//	192.0.2.10   mail.good.example, confirmed: clean
+//	192.0.2.20   listed on bl.test (127.0.0.2)
+//	192.0.2.21   bl.test answers 127.255.255.254 (an error code)
+//	192.0.2.22   bl.test answers 10.0.0.1 (outside 127/8)
+//	192.0.2.30   no reverse DNS: suspicious
+//	192.0.2.40   dyn-192-0-2-40.isp.example, confirmed: suspicious
+//	192.0.2.50   on the allowlist wl.test, no reverse DNS
+const zone = `
+10.2.0.192.in-addr.arpa.  300 IN PTR mail.good.example.
+mail.good.example.        300 IN A   192.0.2.10
+20.2.0.192.bl.test.       300 IN A   127.0.0.2
+21.2.0.192.bl.test.       300 IN A   127.255.255.254
+22.2.0.192.bl.test.       300 IN A   10.0.0.1
+40.2.0.192.in-addr.arpa.  300 IN PTR dyn-192-0-2-40.isp.example.
+dyn-192-0-2-40.isp.example. 300 IN A 192.0.2.40
+50.2.0.192.wl.test.       300 IN A   127.0.0.2
+bigsender.example.        300 IN TXT "v=spf1 ip4:192.0.2.30 -all"
+`
+
+type fixture struct {
+	p   *Pipeline
+	st  store.Store
+	now time.Time
+	srv *dnstest.Server
+}
+
+func newFixture(t *testing.T, mod func(*Config)) *fixture {
+	t.Helper()
+	srv := dnstest.New(t, zone)
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: 500 * time.Millisecond, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := Config{
+		Hostname: "mx1.example.test", LocalDomains: []string{"example.test"},
+		Lists:   []List{{Zone: "bl.test", Weight: 5}, {Zone: "wl.test", Weight: -5}},
+		Weights: Weights{HeloInvalid: 1, HeloClaimsUs: 4, NoFCrDNS: 1, Dynamic: 1, BadReputation: 1},
+		Greylist: Greylisting{Enabled: true, Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 30 * 24 * time.Hour, AllowlistAfter: 3,
+			SPFDomains: []string{"bigsender.example"}},
+		ReferenceURL: "https://mx.example.test/refused",
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	f := &fixture{st: st, now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC), srv: srv}
+	f.p = NewPipeline(cfg, res, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f.p.now = func() time.Time { return f.now }
+	return f
+}
+
+func rcptReq(ip, helo, sender, rcpt string) Request {
+	return Request{"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": ip, "helo_name": helo,
+		"sender": sender, "recipient": rcpt, "instance": "1a2b.3c"}
+}
+
+func TestPipeline(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		req    Request
+		action string // prefix
+		check  string
+	}{
+		{"clean client", rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "alice@example.test"), "DUNNO", ""},
+		{"listed", rcptReq("192.0.2.20", "mail.x.example", "a@x.example", "alice@example.test"),
+			"554 5.7.1 Service unavailable; client [192.0.2.20] is listed on bl.test (127.0.0.2); see https://mx.example.test/refused", "dnsbl"},
+		{"error code is no listing", rcptReq("192.0.2.21", "mail.x.example", "a@x.example", "alice@example.test"), "450 4.7.1 Greylisted", "greylist"},
+		{"answer outside 127/8 is no listing", rcptReq("192.0.2.22", "mail.x.example", "a@x.example", "alice@example.test"), "450 4.7.1 Greylisted", "greylist"},
+		{"no rDNS: greylisted", rcptReq("192.0.2.30", "mail.x.example", "a@x.example", "alice@example.test"), "450 4.7.1 Greylisted: please retry in 300 seconds", "greylist"},
+		{"dynamic name: greylisted", rcptReq("192.0.2.40", "home.example", "a@x.example", "alice@example.test"), "450 4.7.1 Greylisted", "greylist"},
+		{"allowlisted outweighs", rcptReq("192.0.2.50", "mail.y.example", "a@y.example", "alice@example.test"), "DUNNO", ""},
+		{"HELO claims to be us, no rDNS: refused", rcptReq("192.0.2.30", "mx1.example.test", "a@x.example", "bob@example.test"), "554 5.7.1 Service unavailable; client [192.0.2.30] is refused: HELO claims", "score"},
+		{"postmaster is exempt", rcptReq("192.0.2.20", "x", "a@x.example", "postmaster@example.test"), "DUNNO", ""},
+		{"submission is not checked", func() Request {
+			r := rcptReq("192.0.2.20", "x", "a@x.example", "bob@example.org")
+			r["sasl_username"] = "alice"
+			return r
+		}(), "DUNNO", ""},
+		{"policy_context mx checks even with SASL", func() Request {
+			r := rcptReq("192.0.2.20", "x", "a@x.example", "bob@example.test")
+			r["sasl_username"], r["policy_context"] = "alice", "mx"
+			return r
+		}(), "554 5.7.1", "dnsbl"},
+		{"SPF-allowlisted sender domain not greylisted", rcptReq("192.0.2.30", "mta.bigsender.example", "bounce@bigsender.example", "alice@example.test"), "DUNNO", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := f.p.Evaluate(ctx, tc.req)
+			if !strings.HasPrefix(d.Action, tc.action) || d.Check != tc.check {
+				t.Fatalf("%q (check %q), want %q (check %q); %+v", d.Action, d.Check, tc.action, tc.check, d.Contributions)
+			}
+			if d.Reply != nil && d.Reply.Valid() != nil {
+				t.Fatalf("invalid reply %+v", d.Reply)
+			}
+		})
+	}
+}
+
+func TestGreylistFlow(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	req := rcptReq("192.0.2.30", "mail.x.example", "prvs=1111aaaa=bounce@x.example", "alice@example.test")
+	if d := f.p.Evaluate(ctx, req); !strings.HasPrefix(d.Action, "450 4.7.1 Greylisted: please retry in 300 seconds") {
+		t.Fatalf("first: %s", d.Action)
+	}
+	f.now = f.now.Add(2 * time.Minute)
+	if d := f.p.Evaluate(ctx, req); d.Action != "450 4.7.1 Greylisted: please retry in 180 seconds" {
+		t.Fatalf("early retry: %s", d.Action)
+	}
+	// The retry comes with another BATV tag and from another address of
+	// the same /24: the same triplet.
+	f.now = f.now.Add(4 * time.Minute)
+	req2 := rcptReq("192.0.2.31", "mail.x.example", "prvs=2222bbbb=bounce@x.example", "alice@example.test")
+	if d := f.p.Evaluate(ctx, req2); d.Action != "DUNNO" {
+		t.Fatalf("retry after the delay: %s %+v", d.Action, d.Contributions)
+	}
+	// After three passes the network is allowlisted.
+	for i, rcpt := range []string{"bob@example.test", "carol@example.test"} {
+		r := rcptReq("192.0.2.30", "mail.x.example", "bounce@x.example", rcpt)
+		f.p.Evaluate(ctx, r)
+		f.now = f.now.Add(6 * time.Minute)
+		if d := f.p.Evaluate(ctx, r); d.Action != "DUNNO" {
+			t.Fatalf("pass %d: %s", i+2, d.Action)
+		}
+	}
+	if d := f.p.Evaluate(ctx, rcptReq("192.0.2.30", "mail.x.example", "new@x.example", "dave@example.test")); d.Action != "DUNNO" {
+		t.Fatalf("allowlisted network greylisted again: %s", d.Action)
+	}
+}
+
+func TestRates(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.RatePerIP = 3; c.RateWindow = time.Minute })
+	ctx := context.Background()
+	for i := range 3 {
+		if d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", fmt.Sprintf("u%d@example.test", i))); d.Action != "DUNNO" {
+			t.Fatalf("%d: %s", i, d.Action)
+		}
+	}
+	d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u9@example.test"))
+	if d.Action != "450 4.7.1 Too many messages from [192.0.2.10]; please retry in 60 seconds" || d.Check != "rate" {
+		t.Fatalf("over the limit: %s", d.Action)
+	}
+	f.now = f.now.Add(2 * time.Minute)
+	if d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u9@example.test")); d.Action != "DUNNO" {
+		t.Fatalf("after the window: %s", d.Action)
+	}
+}
+
+// brokenStore fails every call, like Redis during a failover.
+type brokenStore struct{ store.Store }
+
+func (brokenStore) err() error                                          { return fmt.Errorf("%w: test", store.ErrUnavailable) }
+func (b brokenStore) Get(context.Context, string) ([]byte, bool, error) { return nil, false, b.err() }
+func (b brokenStore) Window(context.Context, string, time.Time, time.Duration, int64) (int64, error) {
+	return 0, b.err()
+}
+func (b brokenStore) Greylist(context.Context, string, time.Time, store.GreylistPolicy) (store.GreylistEntry, error) {
+	return store.GreylistEntry{}, b.err()
+}
+func (b brokenStore) Set(context.Context, string, []byte, time.Duration) error { return b.err() }
+func (b brokenStore) Incr(context.Context, string, int64, time.Duration) (int64, error) {
+	return 0, b.err()
+}
+
+func TestStoreUnavailable(t *testing.T) {
+	for _, tempfail := range []bool{false, true} {
+		f := newFixture(t, func(c *Config) { c.TempfailOnStoreError = tempfail; c.RatePerIP = 10 })
+		f.p.st = brokenStore{}
+		ctx := context.Background()
+		d := f.p.Evaluate(ctx, rcptReq("192.0.2.30", "mail.x.example", "a@x.example", "alice@example.test"))
+		want := "DUNNO"
+		if tempfail {
+			want = "451 4.3.0 Temporary local problem; please try again later"
+		}
+		if d.Action != want || d.Check != "store" {
+			t.Fatalf("tempfail=%v: %s (%s)", tempfail, d.Action, d.Check)
+		}
+		// DNS lists still work without the store.
+		if d := f.p.Evaluate(ctx, rcptReq("192.0.2.20", "x.example", "a@x.example", "alice@example.test")); !strings.HasPrefix(d.Action, "554 ") {
+			t.Fatalf("listed client with the store down: %s", d.Action)
+		}
+		if f.p.StoreErrors() == 0 {
+			t.Fatal("store errors not counted")
+		}
+	}
+}
+
+func TestZoneSkippedAfterFailures(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Lists = append(c.Lists, List{Zone: "dead.test", Weight: 5}) })
+	f.srv.ServFail("10.2.0.192.dead.test")
+	ctx := context.Background()
+	for range listFailLimit {
+		f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "alice@example.test"))
+	}
+	before := f.srv.QueryCount("10.2.0.192.dead.test", 1)
+	d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "alice@example.test"))
+	if f.srv.QueryCount("10.2.0.192.dead.test", 1) != before || d.Action != "DUNNO" {
+		t.Fatalf("failing zone still queried (%d→%d) or decided %s", before, f.srv.QueryCount("10.2.0.192.dead.test", 1), d.Action)
+	}
+	found := false
+	for _, c := range d.Contributions {
+		found = found || strings.Contains(c.Note, "skipped")
+	}
+	if !found {
+		t.Fatalf("skip not reported: %+v", d.Contributions)
+	}
+}
+
+func TestServer(t *testing.T) {
+	f := newFixture(t, nil)
+	s := NewServer(f.p, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	ask := func(c net.Conn, br *bufio.Reader, req string) string {
+		t.Helper()
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if blank, _ := br.ReadString('\n'); blank != "\n" {
+			t.Fatalf("answer not ended by an empty line: %q", blank)
+		}
+		return strings.TrimSpace(line)
+	}
+	clean := "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\nhelo_name=mail.good.example\nsender=a@good.example\nrecipient=alice@example.test\n\n"
+	listed := strings.Replace(clean, "192.0.2.10", "192.0.2.20", 1)
+
+	// Many requests on one connection, many connections at once.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for range 5 {
+				if a := ask(c, br, clean); a != "action=DUNNO" {
+					t.Errorf("clean: %s", a)
+				}
+				if a := ask(c, br, listed); !strings.HasPrefix(a, "action=554 5.7.1 ") {
+					t.Errorf("listed: %s", a)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Garbage: the connection is closed, the server goes on.
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	io.WriteString(c, "\x00\x01garbage without equals\n\n") //nolint:errcheck
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))      //nolint:errcheck
+	if n, err := c.Read(make([]byte, 10)); err == nil || n != 0 {
+		t.Fatalf("garbage got an answer")
+	}
+	c.Close()
+	// Half-closed mid-request.
+	c, _ = net.Dial("tcp", ln.Addr().String())
+	io.WriteString(c, "request=smtpd_access_policy\n") //nolint:errcheck
+	c.(*net.TCPConn).CloseWrite()                      //nolint:errcheck
+	c.SetReadDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
+	if n, _ := c.Read(make([]byte, 10)); n != 0 {
+		t.Fatal("half request answered")
+	}
+	c.Close()
+	c, _ = net.Dial("tcp", ln.Addr().String())
+	defer c.Close()
+	if a := ask(c, bufio.NewReader(c), clean); a != "action=DUNNO" {
+		t.Fatalf("after garbage: %s", a)
+	}
+}

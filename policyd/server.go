@@ -1,0 +1,137 @@
+package policyd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Server answers Postfix's policy requests on one listener: many
+// connections at once, many requests per connection.
+type Server struct {
+	p    *Pipeline
+	log  *slog.Logger
+	idle time.Duration
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// NewServer makes a server; idle is how long a connection may sit between
+// requests (above Postfix's smtpd_policy_service_max_idle, 300s, so that
+// Postfix is the one to close idle connections).
+func NewServer(p *Pipeline, log *slog.Logger, idle time.Duration) *Server {
+	if idle <= 0 {
+		idle = 330 * time.Second
+	}
+	return &Server{p: p, log: log, idle: idle, conns: map[net.Conn]struct{}{}}
+}
+
+// Serve accepts connections until ctx ends, then closes them and waits.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			s.wg.Wait()
+			return fmt.Errorf("policyd: accept: %w", err)
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			s.handle(ctx, c)
+		}()
+	}
+}
+
+// handle serves one connection until the client closes it or sends
+// something we cannot read.
+func (s *Server) handle(ctx context.Context, c net.Conn) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("policyd: panic; connection closed", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	br := bufio.NewReaderSize(c, 4096)
+	for {
+		c.SetReadDeadline(time.Now().Add(s.idle)) //nolint:errcheck
+		req, err := ReadRequest(br)
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+				// Postfix closes idle connections: normal.
+			case errors.As(err, &ne) && ne.Timeout():
+				s.log.Info("policyd: idle connection closed", "remote", c.RemoteAddr().String(), "idle", s.idle)
+			default:
+				s.log.Warn("policyd: bad request; connection closed", "remote", c.RemoteAddr().String(), "error", err)
+			}
+			return
+		}
+		start := time.Now()
+		d := s.p.Evaluate(ctx, req)
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+		if err := WriteAction(c, d.Action); err != nil {
+			s.log.Warn("policyd: writing the answer failed", "error", err)
+			return
+		}
+		s.logDecision(req, d, time.Since(start))
+	}
+}
+
+func (s *Server) logDecision(req Request, d Decision, took time.Duration) {
+	var notes []string
+	for _, c := range d.Contributions {
+		n := c.Check
+		if c.Score != 0 {
+			n += fmt.Sprintf("%+g", c.Score)
+		}
+		if c.Note != "" {
+			n += ": " + c.Note
+		}
+		notes = append(notes, n)
+	}
+	qid := req.Get("queue_id")
+	attrs := []any{"instance", req.Get("instance"), "client", req.Get("client_address"), "helo", req.Get("helo_name"),
+		"sender", req.Get("sender"), "recipient", req.Get("recipient"), "context", d.Context,
+		"action", d.Action, "check", d.Check, "score", d.Score, "checks", strings.Join(notes, "; "), "duration_ms", took.Milliseconds()}
+	if qid != "" {
+		attrs = append([]any{"queue_id", qid}, attrs...)
+	}
+	s.log.Info("policyd: "+strings.SplitN(d.Action, " ", 2)[0], attrs...)
+}
