@@ -11,7 +11,9 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"github.com/wehr/wehr/listener"
 	"io/fs"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -23,8 +25,10 @@ import (
 
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
+	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/store"
 )
 
 // DefaultPath is where wehr looks for its config when --config is not
@@ -38,14 +42,88 @@ type Config struct {
 	AuthservID string `yaml:"authserv_id"`
 	// Hostname is this host's name, e.g. for SPF's %{r} macro. Empty: the
 	// host name as the system reports it.
-	Hostname string `yaml:"hostname"`
-	Log      Log    `yaml:"log"`
-	DNS      DNS    `yaml:"dns"`
-	SPF      SPF    `yaml:"spf"`
-	DKIM     DKIM   `yaml:"dkim"`
-	DMARC    DMARC  `yaml:"dmarc"`
-	Limits   Limits `yaml:"limits"`
-	Milter   Milter `yaml:"milter"`
+	Hostname string  `yaml:"hostname"`
+	Log      Log     `yaml:"log"`
+	DNS      DNS     `yaml:"dns"`
+	SPF      SPF     `yaml:"spf"`
+	DKIM     DKIM    `yaml:"dkim"`
+	DMARC    DMARC   `yaml:"dmarc"`
+	Limits   Limits  `yaml:"limits"`
+	Milter   Milter  `yaml:"milter"`
+	Store    Store   `yaml:"store"`
+	Policyd  Policyd `yaml:"policyd"`
+}
+
+// Store configures the shared state.
+type Store struct {
+	Backend     string `yaml:"backend"`
+	Path        string `yaml:"path"`
+	AdminSocket string `yaml:"admin_socket"`
+	Redis       Redis  `yaml:"redis"`
+}
+
+// Redis configures the Redis store.
+type Redis struct {
+	Mode             string        `yaml:"mode"`
+	Addrs            []string      `yaml:"addrs"`
+	MasterName       string        `yaml:"master_name"`
+	Username         string        `yaml:"username"`
+	Password         string        `yaml:"password"`
+	SentinelPassword string        `yaml:"sentinel_password"`
+	DB               int           `yaml:"db"`
+	Timeout          time.Duration `yaml:"timeout"`
+	Prefix           string        `yaml:"prefix"`
+}
+
+// Policyd configures the policy daemon.
+type Policyd struct {
+	Listen           string        `yaml:"listen"`
+	AllowRemote      bool          `yaml:"allow_remote"`
+	RequestTimeout   time.Duration `yaml:"request_timeout"`
+	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	LocalDomains     []string      `yaml:"local_domains"`
+	ExemptRecipients []string      `yaml:"exempt_recipients"`
+	ReferenceURL     string        `yaml:"reference_url"`
+	RejectScore      float64       `yaml:"reject_score"`
+	SuspiciousScore  float64       `yaml:"suspicious_score"`
+	OnStoreError     string        `yaml:"on_store_error"`
+	DNSLists         []DNSList     `yaml:"dns_lists"`
+	Weights          Weights       `yaml:"weights"`
+	Rates            Rates         `yaml:"rates"`
+	Greylist         Greylist      `yaml:"greylist"`
+}
+
+// DNSList is a DNS block- or allowlist.
+type DNSList struct {
+	Zone   string   `yaml:"zone"`
+	Weight float64  `yaml:"weight"`
+	Codes  []string `yaml:"codes"`
+}
+
+// Weights are the scores of the behaviour checks.
+type Weights struct {
+	HeloInvalid   float64 `yaml:"helo_invalid"`
+	HeloClaimsUs  float64 `yaml:"helo_claims_us"`
+	NoFCrDNS      float64 `yaml:"no_fcrdns"`
+	Dynamic       float64 `yaml:"dynamic_name"`
+	BadReputation float64 `yaml:"bad_reputation"`
+}
+
+// Rates caps recipients per client.
+type Rates struct {
+	PerIP     int64         `yaml:"per_ip"`
+	PerSubnet int64         `yaml:"per_subnet"`
+	Window    time.Duration `yaml:"window"`
+}
+
+// Greylist configures greylisting.
+type Greylist struct {
+	Enabled        bool          `yaml:"enabled"`
+	Delay          time.Duration `yaml:"delay"`
+	Window         time.Duration `yaml:"window"`
+	Keep           time.Duration `yaml:"keep"`
+	AllowlistAfter int64         `yaml:"allowlist_after"`
+	SPFDomains     []string      `yaml:"spf_domains"`
 }
 
 // Milter configures the Postfix milter.
@@ -180,6 +258,24 @@ func Default() *Config {
 			QuarantineHeader:    "X-Wehr-Quarantine",
 			BodyMemory:          1 << 20,
 			Timeout:             30 * time.Second,
+		},
+		Store: Store{
+			Backend:     "embedded",
+			Path:        "/var/lib/wehr/wehr.db",
+			AdminSocket: "/run/wehr/admin.sock",
+			Redis:       Redis{Mode: "single", Timeout: 300 * time.Millisecond, Prefix: "wehr:"},
+		},
+		Policyd: Policyd{
+			Listen:          "inet:127.0.0.1:10045",
+			RequestTimeout:  10 * time.Second,
+			IdleTimeout:     330 * time.Second,
+			RejectScore:     5,
+			SuspiciousScore: 1,
+			OnStoreError:    "dunno",
+			Weights:         Weights{HeloInvalid: 1, HeloClaimsUs: 4, NoFCrDNS: 1, Dynamic: 1, BadReputation: 1},
+			Rates:           Rates{Window: time.Minute},
+			Greylist: Greylist{Enabled: true, Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 35 * 24 * time.Hour,
+				AllowlistAfter: 5, SPFDomains: []string{"outlook.com", "amazonses.com", "sendgrid.net", "google.com", "mailchimpapp.net"}},
 		},
 	}
 }
@@ -421,14 +517,14 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	positive("limits.deadline", c.Limits.Deadline)
 
 	m := c.Milter
-	if _, err := milter.ParseAddress(m.Listen, m.AllowRemote); err != nil {
+	if _, err := listener.ParseAddress(m.Listen, m.AllowRemote); err != nil {
 		bad("milter.listen", "%v", err)
 	}
 	if _, err := c.SocketMode(); err != nil {
 		bad("milter.socket_mode", "%v", err)
 	}
 	if m.SocketOwner != "" || m.SocketGroup != "" {
-		if err := milter.CheckOwner(m.SocketOwner, m.SocketGroup); err != nil {
+		if err := listener.CheckOwner(m.SocketOwner, m.SocketGroup); err != nil {
 			bad("milter.socket_owner", "%v", err)
 		}
 	}
@@ -455,6 +551,80 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		}
 	}
 	positive("milter.timeout", m.Timeout)
+
+	st := c.Store
+	oneOf("store.backend", st.Backend, "embedded", "redis")
+	if st.Backend == "embedded" {
+		if !filepath.IsAbs(st.Path) {
+			bad("store.path", "%q must be an absolute path", st.Path)
+		}
+		if !filepath.IsAbs(st.AdminSocket) {
+			bad("store.admin_socket", "%q must be an absolute path", st.AdminSocket)
+		}
+	}
+	if st.Backend == "redis" {
+		r := st.Redis
+		oneOf("store.redis.mode", r.Mode, "single", "sentinel", "cluster")
+		if len(r.Addrs) == 0 {
+			bad("store.redis.addrs", "no address: list the server (single), the Sentinels (sentinel) or seed nodes (cluster)")
+		}
+		if r.Mode == "single" && len(r.Addrs) > 1 {
+			bad("store.redis.addrs", "mode single takes one address; for several, say mode sentinel or cluster")
+		}
+		if r.Mode == "sentinel" && r.MasterName == "" {
+			bad("store.redis.master_name", "mode sentinel needs the master's name (sentinel monitor <name> ...)")
+		}
+		for i, a := range r.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				bad(fmt.Sprintf("store.redis.addrs[%d]", i), "%q: want HOST:PORT", a)
+			}
+		}
+		positive("store.redis.timeout", r.Timeout)
+	}
+
+	pd := c.Policyd
+	if _, err := listener.ParseAddress(pd.Listen, pd.AllowRemote); err != nil {
+		bad("policyd.listen", "%v", err)
+	}
+	positive("policyd.request_timeout", pd.RequestTimeout)
+	if pd.RequestTimeout > 60*time.Second {
+		bad("policyd.request_timeout", "%v: keep it well under Postfix's smtpd_policy_service_timeout (100s)", pd.RequestTimeout)
+	}
+	positive("policyd.idle_timeout", pd.IdleTimeout)
+	if pd.RejectScore <= 0 || pd.SuspiciousScore <= 0 || pd.SuspiciousScore > pd.RejectScore {
+		bad("policyd.suspicious_score", "want 0 < suspicious_score (%g) <= reject_score (%g)", pd.SuspiciousScore, pd.RejectScore)
+	}
+	oneOf("policyd.on_store_error", pd.OnStoreError, "dunno", "tempfail")
+	for i, l := range pd.DNSLists {
+		key := fmt.Sprintf("policyd.dns_lists[%d]", i)
+		if !strings.Contains(l.Zone, ".") {
+			bad(key+".zone", "%q is not a DNS zone", l.Zone)
+		}
+		if l.Weight == 0 {
+			bad(key+".weight", "0: give a listing a positive weight (blocklist) or a negative one (allowlist)")
+		}
+		for j, code := range l.Codes {
+			if _, err := parseNetwork(code); err != nil {
+				bad(fmt.Sprintf("%s.codes[%d]", key, j), "%v", err)
+			}
+		}
+	}
+	for i, d := range pd.LocalDomains {
+		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
+			bad(fmt.Sprintf("policyd.local_domains[%d]", i), "%q is not a domain name", d)
+		}
+	}
+	if pd.Rates.PerIP < 0 || pd.Rates.PerSubnet < 0 {
+		bad("policyd.rates", "limits must not be negative")
+	}
+	positive("policyd.rates.window", pd.Rates.Window)
+	if g := pd.Greylist; g.Enabled {
+		positive("policyd.greylist.delay", g.Delay)
+		if g.Window <= g.Delay {
+			bad("policyd.greylist.window", "%v must be longer than the delay %v", g.Window, g.Delay)
+		}
+		positive("policyd.greylist.keep", g.Keep)
+	}
 	if m.Timeout <= c.Limits.Deadline {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
 	}
@@ -489,16 +659,16 @@ func (c *Config) MilterServer() milter.Config {
 
 // MilterListen returns the listen address and socket permissions; listen,
 // if not empty, replaces milter.listen (the --listen flags).
-func (c *Config) MilterListen(listen string) (milter.Address, milter.SocketPerms, error) {
+func (c *Config) MilterListen(listen string) (listener.Address, listener.SocketPerms, error) {
 	if listen == "" {
 		listen = c.Milter.Listen
 	}
-	a, err := milter.ParseAddress(listen, c.Milter.AllowRemote)
+	a, err := listener.ParseAddress(listen, c.Milter.AllowRemote)
 	if err != nil {
-		return a, milter.SocketPerms{}, err
+		return a, listener.SocketPerms{}, err
 	}
 	mode, _ := c.SocketMode()
-	return a, milter.SocketPerms{Mode: mode, Owner: c.Milter.SocketOwner, Group: c.Milter.SocketGroup}, nil
+	return a, listener.SocketPerms{Mode: mode, Owner: c.Milter.SocketOwner, Group: c.Milter.SocketGroup}, nil
 }
 
 // nilEmptySlices makes every empty list nil, so that "key: []" and an
@@ -617,4 +787,41 @@ func CheckServer(s string) error {
 		return fmt.Errorf("--resolver %q: want IP:PORT, e.g. 127.0.0.1:53", s)
 	}
 	return nil
+}
+
+// PolicydPipeline returns the policy pipeline's configuration.
+func (c *Config) PolicydPipeline() policyd.Config {
+	pd := c.Policyd
+	var lists []policyd.List
+	for _, l := range pd.DNSLists {
+		lists = append(lists, policyd.List{Zone: strings.ToLower(l.Zone), Weight: l.Weight, Codes: networks(l.Codes)})
+	}
+	return policyd.Config{
+		Hostname: c.Hostname, LocalDomains: pd.LocalDomains, ExemptRecipients: pd.ExemptRecipients, ReferenceURL: pd.ReferenceURL,
+		Lists: lists,
+		Weights: policyd.Weights{HeloInvalid: pd.Weights.HeloInvalid, HeloClaimsUs: pd.Weights.HeloClaimsUs, NoFCrDNS: pd.Weights.NoFCrDNS,
+			Dynamic: pd.Weights.Dynamic, BadReputation: pd.Weights.BadReputation},
+		RejectScore: pd.RejectScore, SuspiciousScore: pd.SuspiciousScore,
+		RatePerIP: pd.Rates.PerIP, RatePerSubnet: pd.Rates.PerSubnet, RateWindow: pd.Rates.Window,
+		Greylist: policyd.Greylisting{Enabled: pd.Greylist.Enabled, Delay: pd.Greylist.Delay, Window: pd.Greylist.Window,
+			Keep: pd.Greylist.Keep, AllowlistAfter: pd.Greylist.AllowlistAfter, SPFDomains: pd.Greylist.SPFDomains},
+		TempfailOnStoreError: pd.OnStoreError == "tempfail",
+		Timeout:              pd.RequestTimeout,
+	}
+}
+
+// PolicydListen returns the policy daemon's listen address; listen, if
+// not empty, replaces policyd.listen.
+func (c *Config) PolicydListen(listen string) (listener.Address, error) {
+	if listen == "" {
+		listen = c.Policyd.Listen
+	}
+	return listener.ParseAddress(listen, c.Policyd.AllowRemote)
+}
+
+// RedisStore returns the Redis store's configuration.
+func (c *Config) RedisStore() store.RedisConfig {
+	r := c.Store.Redis
+	return store.RedisConfig{Mode: r.Mode, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
+		SentinelPassword: r.SentinelPassword, DB: r.DB, Timeout: r.Timeout, Prefix: r.Prefix}
 }

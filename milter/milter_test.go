@@ -3,10 +3,9 @@ package milter
 import (
 	"bytes"
 	"context"
+	"github.com/wehr/wehr/listener"
 	"log/slog"
-	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -64,7 +63,7 @@ func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) (*milter.Cl
 	}
 	logs := &logBuffer{}
 	s := New(engine, cfg, slog.New(slog.NewTextHandler(logs, nil)))
-	ln, err := Listen(Address{Network: "tcp", Address: "127.0.0.1:0"}, SocketPerms{})
+	ln, err := listener.Listen(listener.Address{Network: "tcp", Address: "127.0.0.1:0"}, listener.SocketPerms{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,77 +268,5 @@ func TestLargeBodySpills(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
 		t.Fatalf("temp files left: %v", left)
-	}
-}
-
-func TestParseAddress(t *testing.T) {
-	tests := []struct {
-		in, want string
-		remote   bool
-		err      string
-	}{
-		{"inet:127.0.0.1:8895", "inet:127.0.0.1:8895", false, ""},
-		{"inet:8895@127.0.0.1", "inet:127.0.0.1:8895", false, ""},
-		{"inet:8895@localhost", "inet:127.0.0.1:8895", false, ""},
-		{"inet:[::1]:8895", "inet:[::1]:8895", false, ""},
-		{"unix:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", false, ""},
-		{"local:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", false, ""},
-		{"unix:run/milter.sock", "", false, "absolute"},
-		{"inet:192.0.2.1:8895", "", false, "not on loopback"},
-		{"inet:192.0.2.1:8895", "inet:192.0.2.1:8895", true, ""},
-		{"inet:mx.example:8895", "", false, "IP address"},
-		{"inet:127.0.0.1:0", "", false, "bad port"},
-		{"127.0.0.1:8895", "", false, "unknown kind"},
-		{"tcp", "", false, "want inet"},
-	}
-	for _, tc := range tests {
-		a, err := ParseAddress(tc.in, tc.remote)
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%s: %v, want error with %q", tc.in, err, tc.err)
-			}
-			continue
-		}
-		if err != nil || a.String() != tc.want {
-			t.Errorf("%s: %v %v, want %s", tc.in, a, err, tc.want)
-		}
-	}
-}
-
-func TestUnixSocket(t *testing.T) {
-	dir, err := os.MkdirTemp("", "wm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "m.sock")
-	a := Address{Network: "unix", Address: path}
-	// A stale socket file (nobody listening) is replaced.
-	stale, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale.(*net.UnixListener).SetUnlinkOnClose(false)
-	stale.Close()
-	ln, err := Listen(a, SocketPerms{Mode: 0o600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v %v", fi.Mode(), err)
-	}
-	// A socket in use is not taken over.
-	if _, err := Listen(a, SocketPerms{}); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("second listener: %v", err)
-	}
-	ln.Close()
-	if _, err := os.Stat(path); !os.IsNotExist(err) {
-		t.Fatalf("socket file left after close: %v", err)
-	}
-	// A regular file is never removed.
-	os.WriteFile(path, []byte("x"), 0o600) //nolint:errcheck
-	if _, err := Listen(a, SocketPerms{}); err == nil || !strings.Contains(err.Error(), "not a socket") {
-		t.Fatalf("regular file: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package milterbench
 
 import (
 	"context"
+	"github.com/wehr/wehr/listener"
 	"io"
 	"log/slog"
 	"os"
@@ -34,7 +35,7 @@ func TestCorpusAgainstWehr(t *testing.T) {
 	}
 	engine := mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test", DMARC: mailauth.DMARCConfig{MailingLists: mailauth.MailingLists{Enabled: true}}})
 	m := milter.New(engine, milter.Config{AuthservID: "mx.test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ln, err := milter.Listen(milter.Address{Network: "tcp", Address: "127.0.0.1:0"}, milter.SocketPerms{})
+	ln, err := listener.Listen(listener.Address{Network: "tcp", Address: "127.0.0.1:0"}, listener.SocketPerms{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/wehr/wehr/listener"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,7 +19,6 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/mailauth"
-	wmilter "github.com/wehr/wehr/milter"
 )
 
 // Options configure a run.
@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	var clients []*milter.Client
 	for _, a := range o.Addrs {
-		addr, err := wmilter.ParseAddress(a, true)
+		addr, err := listener.ParseAddress(a, true)
 		if err != nil {
 			return nil, err
 		}

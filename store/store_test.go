@@ -3,6 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -103,5 +106,37 @@ func TestRedisModes(t *testing.T) {
 		if _, err := store.OpenRedis(bad); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// The admin socket serves the embedded store to ops commands, and passes
+// the same contract.
+func TestAdminSocketContract(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.OpenEmbedded(filepath.Join(dir, "wehr.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sock := filepath.Join(dir, "admin.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- store.ServeAdmin(ctx, s, sock, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	defer func() { cancel(); <-done }()
+	var r *store.Remote
+	for range 100 {
+		if r, err = store.DialAdmin(sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	storetest.Run(t, func(*testing.T) store.Store { return r })
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket mode %v %v", fi.Mode(), err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/wehr/wehr/listener"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,7 +16,9 @@ import (
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
+	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/store"
 )
 
 func newMilterCmd(g *globals) *cobra.Command {
@@ -33,7 +36,7 @@ letting messages in progress finish.`,
 			if err != nil {
 				return err
 			}
-			return runDaemons(cmd.Context(), e, listen)
+			return runDaemons(cmd.Context(), e, daemons{milter: true, milterListen: listen})
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "listen address, inet:HOST:PORT or unix:/path (overrides milter.listen)")
@@ -41,30 +44,93 @@ letting messages in progress finish.`,
 }
 
 func newServeCmd(g *globals) *cobra.Command {
-	var milterListen string
+	var milterListen, policydListen string
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run every wehr daemon in one process (for now: the milter)",
-		Long: `Run every wehr daemon in one process: the Postfix milter (the policy daemon
-and the DMARC reporter join it as they are built). This is the command a
-service manager runs. SIGHUP reloads the DKIM keys and the sender map; key
-rotations advance every dkim.rotation_check. Stops on SIGTERM or SIGINT.`,
+		Short: "Run every wehr daemon in one process: the milter and the policy service",
+		Long: `Run every wehr daemon in one process: the Postfix milter and the policy
+service (the DMARC reporter joins them later). This is the command a service
+manager runs. With the embedded store it owns the store file and serves ops
+commands on store.admin_socket. SIGHUP reloads the DKIM keys and the sender
+map; key rotations advance every dkim.rotation_check. Stops on SIGTERM or
+SIGINT.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := g.load()
 			if err != nil {
 				return err
 			}
-			return runDaemons(cmd.Context(), e, milterListen)
+			return runDaemons(cmd.Context(), e, daemons{milter: true, policyd: true, milterListen: milterListen, policydListen: policydListen})
 		},
 	}
 	cmd.Flags().StringVar(&milterListen, "milter-listen", "", "milter listen address (overrides milter.listen)")
+	cmd.Flags().StringVar(&policydListen, "policyd-listen", "", "policy service listen address (overrides policyd.listen)")
 	return cmd
 }
 
+// daemons says which daemons a process runs.
+type daemons struct {
+	milter, policyd             bool
+	milterListen, policydListen string
+}
+
+// openStore opens the configured store for a daemon process: the
+// embedded file (only wehr serve may: one owner), or Redis.
+func openStore(e *env, owner bool) (store.Store, error) {
+	if e.cfg.Store.Backend == "redis" {
+		return store.OpenRedis(e.cfg.RedisStore())
+	}
+	if !owner {
+		return nil, usagef("the embedded store belongs to wehr serve: run wehr serve, or set store.backend: redis to run the daemons as separate processes")
+	}
+	return store.OpenEmbedded(e.cfg.Store.Path)
+}
+
+// opsStore opens the store for an ops command: Redis directly, or the
+// running wehr serve's admin socket for the embedded store.
+func opsStore(e *env) (store.Store, error) {
+	if e.cfg.Store.Backend == "redis" {
+		return store.OpenRedis(e.cfg.RedisStore())
+	}
+	return store.DialAdmin(e.cfg.Store.AdminSocket)
+}
+
 // runDaemons starts the daemons and runs them until ctx ends.
-func runDaemons(ctx context.Context, e *env, milterListen string) error {
-	addr, perms, err := e.cfg.MilterListen(milterListen)
+func runDaemons(ctx context.Context, e *env, d daemons) error {
+	grp, ctx := errgroup.WithContext(ctx)
+	var st store.Store
+	if d.policyd || e.cfg.Store.Backend == "redis" {
+		var err error
+		if st, err = openStore(e, d.milter && d.policyd); err != nil {
+			return err
+		}
+		defer st.Close()
+		if emb, ok := st.(*store.Embedded); ok {
+			grp.Go(func() error { return store.ServeAdmin(ctx, emb, e.cfg.Store.AdminSocket, e.log) })
+			e.log.Info("wehr: embedded store", "path", e.cfg.Store.Path, "admin_socket", e.cfg.Store.AdminSocket)
+		} else {
+			e.log.Info("wehr: Redis store", "mode", e.cfg.Store.Redis.Mode, "addrs", e.cfg.Store.Redis.Addrs)
+		}
+	}
+	if d.policyd {
+		addr, err := e.cfg.PolicydListen(d.policydListen)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		ln, err := listener.Listen(addr, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		p := policyd.NewPipeline(e.cfg.PolicydPipeline(), e.res, st, e.log)
+		srv := policyd.NewServer(p, e.log, e.cfg.Policyd.IdleTimeout)
+		e.log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(e.cfg.Policyd.DNSLists),
+			"greylisting", e.cfg.Policyd.Greylist.Enabled)
+		grp.Go(func() error { return srv.Serve(ctx, ln) })
+	}
+	if !d.milter {
+		return grp.Wait()
+	}
+	addr, perms, err := e.cfg.MilterListen(d.milterListen)
 	if err != nil {
 		return usagef("%v", err)
 	}
@@ -84,7 +150,7 @@ func runDaemons(ctx context.Context, e *env, milterListen string) error {
 	if mc.Keys != nil && mc.Senders == nil {
 		e.log.Warn("wehr: dkim.keys_dir is set but dkim.sender_map is not: nothing will be signed")
 	}
-	ln, err := milter.Listen(addr, perms)
+	ln, err := listener.Listen(addr, perms)
 	if err != nil {
 		return err
 	}
@@ -94,7 +160,6 @@ func runDaemons(ctx context.Context, e *env, milterListen string) error {
 		slog.Any("dns_servers", e.res.Servers()), slog.String("dmarc_refusal", e.cfg.DMARC.Refusal),
 		slog.Int("dkim_domains", domains(mc.Keys)), slog.Bool("sender_map", mc.Senders != nil))
 
-	grp, ctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return m.Serve(ctx, ln) })
 	grp.Go(func() error {
 		maintain(ctx, e, store, mc.Senders, m)

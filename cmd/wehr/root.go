@@ -94,7 +94,8 @@ whatever it is), 1 on a runtime error, 2 on a usage or configuration error.`,
 	pf.StringVar(&g.resolver, "resolver", "", "send every DNS query to this server, IP:PORT (overrides dns.servers)")
 	pf.BoolVar(&g.json, "json", false, "print results as JSON")
 
-	root.AddCommand(newCheckCmd(g), newConfigCmd(g), newMilterCmd(g), newServeCmd(g), newDKIMCmd(g), newBenchCmd(g))
+	root.AddCommand(newCheckCmd(g), newConfigCmd(g), newMilterCmd(g), newServeCmd(g), newDKIMCmd(g), newBenchCmd(g),
+		newPolicydCmd(g), newGreylistCmd(g), newReputationCmd(g))
 	return root
 }
 

@@ -1,4 +1,10 @@
-package milter
+// Package listener parses the daemons' listen addresses, in Postfix's
+// notation (inet:HOST:PORT, unix:/path) and libmilter's (inet:PORT@HOST,
+// local:/path), and opens them: a unix socket gets its mode and owner, a
+// stale socket file is replaced, and an address off loopback is refused
+// unless allowed, since neither a milter nor a policy service has
+// authentication.
+package listener
 
 import (
 	"errors"
@@ -29,17 +35,17 @@ func (a Address) String() string {
 // or unix:/absolute/path, or in the libmilter (OpenDKIM) forms
 // inet:PORT@HOST, inet6:PORT@HOST and local:/path. A relative socket path
 // is refused (the daemon's working directory is not Postfix's), and so is
-// an address off loopback unless allowRemote is set: a milter sees all
-// mail and has no authentication.
+// an address off loopback unless allowRemote is set: the daemons see all
+// mail and have no authentication.
 func ParseAddress(s string, allowRemote bool) (Address, error) {
 	kind, rest, ok := strings.Cut(s, ":")
 	if !ok {
-		return Address{}, fmt.Errorf("milter address %q: want inet:HOST:PORT or unix:/path", s)
+		return Address{}, fmt.Errorf("address %q: want inet:HOST:PORT or unix:/path", s)
 	}
 	switch kind {
 	case "unix", "local":
 		if !filepath.IsAbs(rest) {
-			return Address{}, fmt.Errorf("milter address %q: the socket path must be absolute", s)
+			return Address{}, fmt.Errorf("address %q: the socket path must be absolute", s)
 		}
 		return Address{Network: "unix", Address: filepath.Clean(rest)}, nil
 	case "inet", "inet6":
@@ -50,12 +56,12 @@ func ParseAddress(s string, allowRemote bool) (Address, error) {
 			var err error
 			host, port, err = net.SplitHostPort(rest)
 			if err != nil {
-				return Address{}, fmt.Errorf("milter address %q: want inet:HOST:PORT", s)
+				return Address{}, fmt.Errorf("address %q: want inet:HOST:PORT", s)
 			}
 		}
 		host = strings.Trim(host, "[]")
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return Address{}, fmt.Errorf("milter address %q: bad port %q", s, port)
+			return Address{}, fmt.Errorf("address %q: bad port %q", s, port)
 		}
 		if host == "localhost" {
 			host = "127.0.0.1"
@@ -65,14 +71,14 @@ func ParseAddress(s string, allowRemote bool) (Address, error) {
 		}
 		ip := net.ParseIP(host)
 		if ip == nil {
-			return Address{}, fmt.Errorf("milter address %q: the host must be an IP address", s)
+			return Address{}, fmt.Errorf("address %q: the host must be an IP address", s)
 		}
 		if !ip.IsLoopback() && !allowRemote {
-			return Address{}, fmt.Errorf("milter address %q is not on loopback: a milter sees all mail and has no authentication; set milter.allow_remote: true if a firewall protects it", s)
+			return Address{}, fmt.Errorf("address %q is not on loopback: this daemon sees all mail and has no authentication; set allow_remote: true if a firewall protects it", s)
 		}
 		return Address{Network: "tcp", Address: net.JoinHostPort(ip.String(), port)}, nil
 	}
-	return Address{}, fmt.Errorf("milter address %q: unknown kind %q (want inet or unix)", s, kind)
+	return Address{}, fmt.Errorf("address %q: unknown kind %q (want inet or unix)", s, kind)
 }
 
 // SocketPerms are the mode and owner of a unix socket.
@@ -89,25 +95,25 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 	if a.Network != "unix" {
 		ln, err := net.Listen("tcp", a.Address)
 		if err != nil {
-			return nil, fmt.Errorf("milter: listen %s: %w", a, err)
+			return nil, fmt.Errorf("listener: listen %s: %w", a, err)
 		}
 		return ln, nil
 	}
 	if fi, err := os.Lstat(a.Address); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {
-			return nil, fmt.Errorf("milter: %s exists and is not a socket; not removing it", a.Address)
+			return nil, fmt.Errorf("listener: %s exists and is not a socket; not removing it", a.Address)
 		}
 		if c, err := net.Dial("unix", a.Address); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("milter: %s is in use by another process", a.Address)
+			return nil, fmt.Errorf("listener: %s is in use by another process", a.Address)
 		}
 		if err := os.Remove(a.Address); err != nil {
-			return nil, fmt.Errorf("milter: remove stale socket: %w", err)
+			return nil, fmt.Errorf("listener: remove stale socket: %w", err)
 		}
 	}
 	ln, err := net.Listen("unix", a.Address)
 	if err != nil {
-		return nil, fmt.Errorf("milter: listen %s: %w", a, err)
+		return nil, fmt.Errorf("listener: listen %s: %w", a, err)
 	}
 	mode := perms.Mode
 	if mode == 0 {
@@ -115,7 +121,7 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 	}
 	if err := os.Chmod(a.Address, mode); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("milter: chmod %s: %w", a.Address, err)
+		return nil, fmt.Errorf("listener: chmod %s: %w", a.Address, err)
 	}
 	if perms.Owner != "" || perms.Group != "" {
 		uid, gid, err := lookupOwner(perms.Owner, perms.Group)
@@ -124,7 +130,7 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 		}
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("milter: chown %s: %w", a.Address, err)
+			return nil, fmt.Errorf("listener: chown %s: %w", a.Address, err)
 		}
 	}
 	return ln, nil

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wehr/wehr/policyd"
+)
+
+func newPolicydCmd(g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "policyd [--listen ADDR]",
+		Short: "Run the Postfix policy service alone (needs store.backend: redis)",
+		Long: `Run the Postfix policy service alone (wehr serve runs it with the milter).
+ADDR is inet:HOST:PORT or unix:/absolute/path (default: policyd.listen).
+Run alone, it needs the Redis store: the embedded store belongs to wehr serve.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			return runDaemons(cmd.Context(), e, daemons{policyd: true, policydListen: listen})
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "listen address (overrides policyd.listen)")
+
+	var client, helo, sender, rcpt, sasl, context string
+	test := &cobra.Command{
+		Use:   "test --client-address IP --helo NAME --sender A --recipient B [--sasl-username U]",
+		Short: "Run one request through the policy pipeline, against the live store and DNS",
+		Long: `Run one request through the policy pipeline, as Postfix would send it at RCPT,
+against the live store (Redis, or the running wehr serve's embedded store)
+and DNS, and print the decision with each check's contribution. Note that a
+dry run counts: it records a greylist attempt and a rate event like a real
+request.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := netip.ParseAddr(client); err != nil {
+				return usagef("--client-address %q is not an IP address", client)
+			}
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := opsStore(e)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			p := policyd.NewPipeline(e.cfg.PolicydPipeline(), e.res, st, e.log)
+			req := policyd.Request{"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": client,
+				"client_name": "unknown", "helo_name": helo, "sender": sender, "recipient": rcpt, "sasl_username": sasl,
+				"policy_context": context, "instance": fmt.Sprintf("test.%d", time.Now().UnixNano())}
+			d := p.Evaluate(cmd.Context(), req)
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(d)
+			}
+			fmt.Fprintf(g.stdout, "action: %s\n", d.Action)
+			if d.Check != "" {
+				fmt.Fprintf(g.stdout, "decided by: %s\n", d.Check)
+			}
+			fmt.Fprintf(g.stdout, "context: %s, score %g\n", d.Context, d.Score)
+			for _, c := range d.Contributions {
+				fmt.Fprintf(g.stdout, "  %-10s %+5g  %s\n", c.Check, c.Score, c.Note)
+			}
+			return nil
+		},
+	}
+	f := test.Flags()
+	f.StringVar(&client, "client-address", "", "client IP address (required)")
+	f.StringVar(&helo, "helo", "", "HELO name")
+	f.StringVar(&sender, "sender", "", "MAIL FROM address")
+	f.StringVar(&rcpt, "recipient", "", "RCPT TO address")
+	f.StringVar(&sasl, "sasl-username", "", "SASL user (makes it submission)")
+	f.StringVar(&context, "policy-context", "", "policy_context (mx or submission)")
+	test.MarkFlagRequired("client-address") //nolint:errcheck
+	cmd.AddCommand(test)
+	return cmd
+}
+
+func newGreylistCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "greylist", Short: "Show, allow or remove greylist entries in the store"}
+	var limit int
+	show := &cobra.Command{
+		Use:   "show [PREFIX]",
+		Short: "List greylist entries (optionally those starting with a network, e.g. 192.0.2.0/24)",
+		Args:  func(_ *cobra.Command, args []string) error { return maxArgs(args, 1) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := opsStore(e)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			prefix := "grey:"
+			if len(args) == 1 {
+				prefix += args[0]
+			}
+			keys, err := st.Scan(cmd.Context(), prefix, limit)
+			if err != nil {
+				return err
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintln(g.stdout, strings.TrimPrefix(k, "grey:"))
+			}
+			ok, _ := st.Scan(cmd.Context(), "grey-ok:", limit)
+			for _, k := range ok {
+				v, _, _ := st.Get(cmd.Context(), k)
+				fmt.Fprintf(g.stdout, "allowlisted network %s (%s passes)\n", strings.TrimPrefix(k, "grey-ok:"), v)
+			}
+			return nil
+		},
+	}
+	show.Flags().IntVar(&limit, "limit", 1000, "at most this many entries")
+	allow := &cobra.Command{
+		Use:   "allow NETWORK",
+		Short: "Stop greylisting a client network (e.g. 192.0.2.0/24, as greylisting counts networks)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := netip.ParsePrefix(args[0])
+			if err != nil {
+				a, err2 := netip.ParseAddr(args[0])
+				if err2 != nil {
+					return usagef("%q is not an IP address or network", args[0])
+				}
+				bits := 24
+				if a.Is6() {
+					bits = 64
+				}
+				p, _ = a.Prefix(bits)
+			}
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := opsStore(e)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Set(cmd.Context(), "grey-ok:"+p.Masked().String(), []byte("1000000"), e.cfg.Policyd.Greylist.Keep); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s will not be greylisted\n", p.Masked())
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove ENTRY...",
+		Short: "Remove greylist entries (as greylist show prints them) or allowed networks",
+		Args:  func(_ *cobra.Command, args []string) error { return minArgs(args, 1) },
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := opsStore(e)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			for _, a := range args {
+				for _, k := range []string{"grey:" + a, "grey-ok:" + a} {
+					if err := st.Delete(cmd.Context(), k); err != nil {
+						return err
+					}
+				}
+			}
+			fmt.Fprintf(g.stdout, "removed %d\n", len(args))
+			return nil
+		},
+	}
+	cmd.AddCommand(show, allow, remove)
+	return cmd
+}
+
+func newReputationCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "reputation", Short: "Show what the store knows of a client"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "show IP",
+		Short: "Show a client's reputation: refusals and passes",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ip, err := netip.ParseAddr(args[0])
+			if err != nil {
+				return usagef("%q is not an IP address", args[0])
+			}
+			e, err := g.load()
+			if err != nil {
+				return err
+			}
+			st, err := opsStore(e)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			v, ok, err := st.Get(cmd.Context(), "rep:"+ip.Unmap().String())
+			if err != nil {
+				return err
+			}
+			var good, bad int64
+			if ok {
+				fmt.Sscan(string(v), &good, &bad) //nolint:errcheck
+			}
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"ip": ip.String(), "passed": good, "refused": bad})
+			}
+			fmt.Fprintf(g.stdout, "%s: passed %d, refused %d\n", ip, good, bad)
+			return nil
+		},
+	})
+	return cmd
+}
+
+func maxArgs(args []string, n int) error {
+	if len(args) > n {
+		return usagef("at most %d arguments, got %d", n, len(args))
+	}
+	return nil
+}
+
+func minArgs(args []string, n int) error {
+	if len(args) < n {
+		return usagef("at least %d arguments", n)
+	}
+	return nil
+}
