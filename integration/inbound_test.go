@@ -19,6 +19,7 @@ import (
 
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/store/storetest"
 )
 
 // world is the mail system every inbound test talks to: one MX (Postfix
@@ -29,6 +30,7 @@ type world struct {
 	postfix *Postfix
 	dovecot *Dovecot
 	wehr    *Wehr
+	redis   *storetest.Redis
 	keys    map[string]crypto.Signer // DKIM keys by domain
 }
 
@@ -59,6 +61,7 @@ lists.example.net.         300 IN TXT "v=spf1 ip4:192.0.2.30 -all"
 30.2.0.192.in-addr.arpa.   300 IN PTR mail.lists.example.net.
 mail.lists.example.net.    300 IN A   192.0.2.30
 _dmarc.example.test.       300 IN TXT "v=DMARC1; p=reject"
+66.113.0.203.bl.test.      300 IN A   127.0.0.2
 example.                   300 IN SOA ns.example. h.example. 1 3600 600 86400 60
 `
 
@@ -129,7 +132,11 @@ func setup() (*world, error) {
 	}
 
 	ports := map[string]int{}
-	for _, p := range []string{"smtp", "submission", "lmtp", "milter"} {
+	wo.redis, err = storetest.NewRedis(filepath.Join(dir, "redis"), "")
+	if err != nil {
+		return wo, err
+	}
+	for _, p := range []string{"smtp", "submission", "lmtp", "milter", "policyd"} {
 		if ports[p], err = FreePort(); err != nil {
 			return wo, err
 		}
@@ -159,7 +166,20 @@ milter:
 dkim:
   keys_dir: %s
   sender_map: %s
-`, authservID, authservID, ports["milter"], keysDir, senderMap)
+store:
+  backend: redis
+  redis:
+    mode: single
+    addrs: [%s]
+    timeout: 200ms
+policyd:
+  listen: inet:127.0.0.1:%d
+  local_domains: [example.test]
+  dns_lists: [{zone: bl.test, weight: 5}]
+  greylist:
+    delay: 2s
+    window: 1h
+`, authservID, authservID, ports["milter"], keysDir, senderMap, wo.redis.Addr, ports["policyd"])
 	wo.wehr, err = StartWehr(bin, dir, config, wo.dns.Addr(), ports["milter"])
 	if err != nil {
 		return wo, err
@@ -168,6 +188,7 @@ dkim:
 		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["milter"]),
 		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob"},
 		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
+		PolicyAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["policyd"]),
 	})
 	if err != nil {
 		return wo, err
@@ -195,6 +216,9 @@ func (wo *world) teardown() {
 	}
 	if wo.dns != nil {
 		wo.dns.Close()
+	}
+	if wo.redis != nil {
+		wo.redis.Stop()
 	}
 	if os.Getenv("WEHR_KEEP") == "" {
 		os.RemoveAll(wo.dir)

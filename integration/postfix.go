@@ -31,6 +31,8 @@ type PostfixConfig struct {
 	// milter_macro_daemon_name=ORIGINATING.
 	SubmissionPort int
 	SASLPath       string
+	// PolicyAddr, if set, asks the policy service at RCPT (as MX traffic).
+	PolicyAddr string
 	// Extra main.cf lines.
 	Extra string
 }
@@ -51,6 +53,10 @@ func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
 	var maps []string
 	for _, u := range c.Users {
 		maps = append(maps, "{"+u+"@"+c.Domain+"=ok}")
+	}
+	policy := ""
+	if c.PolicyAddr != "" {
+		policy = ",\n    check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=mx }"
 	}
 	milters := ""
 	if c.MilterAddr != "" {
@@ -88,7 +94,7 @@ virtual_mailbox_domains = %[3]s
 virtual_mailbox_maps = inline:{ %[4]s }
 virtual_transport = lmtp:inet:127.0.0.1:%[5]d
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = reject_unlisted_recipient
+smtpd_recipient_restrictions = reject_unlisted_recipient%[9]s
 %[6]smilter_protocol = 6
 milter_default_action = tempfail
 milter_connect_timeout = 5s
@@ -99,8 +105,11 @@ smtpd_sasl_type = dovecot
 smtpd_sasl_path = %[8]s
 smtpd_sasl_auth_enable = no
 %[7]s
-`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, c.SASLPath)
-	submission := ""
+`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, c.SASLPath, policy)
+	submission, submissionPolicy := "", ""
+	if c.PolicyAddr != "" {
+		submissionPolicy = "  -o { smtpd_recipient_restrictions = check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=submission } }\n"
+	}
 	if c.SubmissionPort != 0 {
 		submission = fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
   -o syslog_name=postfix-%s/submission
@@ -108,7 +117,7 @@ smtpd_sasl_auth_enable = no
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
   -o milter_macro_daemon_name=ORIGINATING
-`, c.SubmissionPort, c.Hostname)
+%s`, c.SubmissionPort, c.Hostname, submissionPolicy)
 	}
 	master := fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
 %spickup    unix  n       -       n       60      1       pickup

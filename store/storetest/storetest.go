@@ -292,7 +292,20 @@ func StartRedis(t testing.TB, extra string) *Redis {
 	return r
 }
 
+// NewRedis starts redis-server in dir, for harnesses without a testing.TB;
+// the caller stops it.
+func NewRedis(dir, extra string) (*Redis, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server not found: run scripts/install-test-deps (make test does): %w", err)
+	}
+	return startRedis(bin, dir, extra)
+}
+
 func startRedis(bin, dir, extra string) (*Redis, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

@@ -1,0 +1,97 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The policy service through Postfix's check_policy_service at RCPT.
+
+func TestPolicyListedClientRefused(t *testing.T) {
+	data, marker := message(t, "Someone <a@spam.example>", "", "Buy now.\r\n")
+	r := w.send(t, Client{IP: "203.0.113.66", Helo: "mail.spam.example"}, "a@spam.example", data)
+	want := "5.7.1 <alice@example.test>: Recipient address rejected: Service unavailable; client [203.0.113.66] is listed on bl.test (127.0.0.2)"
+	if r.Stage != "RCPT" || r.Code != 554 || r.Text != want {
+		t.Fatalf("%v\nwant RCPT: 554 %s", r, want)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if len(w.dovecot.Find("alice@example.test", marker)) != 0 {
+		t.Fatal("refused message delivered")
+	}
+	if !strings.Contains(readFile(w.wehr.Log), `check=dnsbl`) {
+		t.Error("no log line naming the check")
+	}
+}
+
+func TestPolicyGreylisting(t *testing.T) {
+	data, marker := message(t, "Someone <a@new.example>", "", "First contact.\r\n")
+	c := Client{IP: "198.51.100.200", Helo: "mail.new.example"} // no reverse DNS: suspicious
+	r := w.send(t, c, "prvs=0001=a@new.example", data)
+	if r.Stage != "RCPT" || r.Code != 450 || !strings.HasSuffix(r.Text, "Greylisted: please retry in 2 seconds") {
+		t.Fatalf("first attempt: %v", r)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	// The retry carries another BATV tag, as real retries do.
+	r = w.send(t, c, "prvs=0002=a@new.example", data)
+	if !r.OK() {
+		t.Fatalf("retry after the delay: %v", r)
+	}
+	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPolicyCleanClientUntouched(t *testing.T) {
+	data, marker := message(t, "News <news@good.example>", "", "Clean.\r\n")
+	data = w.sign(t, data, "good.example", "sel")
+	r := w.send(t, Client{IP: "192.0.2.10", Name: "mail.good.example", Helo: "mail.good.example"}, "bounce@good.example", data)
+	if !r.OK() {
+		t.Fatalf("clean client: %v", r)
+	}
+	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(readFile(w.wehr.Log), `msg="policyd: DUNNO" instance=`) {
+		t.Error("no DUNNO decision logged")
+	}
+}
+
+// Redis down: checks that need the store answer DUNNO and mail flows;
+// Redis back: the store is used again, without a restart.
+func TestPolicyRedisDown(t *testing.T) {
+	w.redis.Stop()
+	restarted := false
+	defer func() {
+		if !restarted {
+			w.redis.Restart() //nolint:errcheck
+		}
+	}()
+	data, marker := message(t, "Someone <b@new.example>", "", "While Redis is down.\r\n")
+	r := w.send(t, Client{IP: "198.51.100.201", Helo: "mail.new.example"}, "b@new.example", data)
+	if !r.OK() {
+		t.Fatalf("with Redis down: %v", r)
+	}
+	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(readFile(w.wehr.Log), "store unavailable") {
+		t.Error("no log line about the store")
+	}
+	if err := w.redis.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	data, _ = message(t, "Someone <c@new.example>", "", "Redis is back.\r\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r = w.send(t, Client{IP: "198.51.100.202", Helo: "mail.new.example"}, "c@new.example", data)
+		if r.Code == 450 && strings.Contains(r.Text, "Greylisted") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("greylisting did not come back with Redis: %v", r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
