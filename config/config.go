@@ -155,16 +155,18 @@ type DKIM struct {
 
 // DMARC configures DMARC evaluation and enforcement.
 type DMARC struct {
-	Discovery           string       `yaml:"discovery"`
-	LegacyPct0IsTesting bool         `yaml:"legacy_pct0_is_testing"`
-	Refusal             string       `yaml:"refusal"`
-	OnTempError         string       `yaml:"on_temperror"`
-	OnNoAuthor          string       `yaml:"on_no_author"`
-	ReferenceURL        string       `yaml:"reference_url"`
-	MaxAuthorDomains    int          `yaml:"max_author_domains"`
-	TrustedForwarders   Override     `yaml:"trusted_forwarders"`
-	LocalPolicy         Override     `yaml:"local_policy"`
-	MailingLists        MailingLists `yaml:"mailing_lists"`
+	Discovery           string        `yaml:"discovery"`
+	LegacyPct0IsTesting bool          `yaml:"legacy_pct0_is_testing"`
+	Refusal             string        `yaml:"refusal"`
+	OnTempError         string        `yaml:"on_temperror"`
+	OnNoAuthor          string        `yaml:"on_no_author"`
+	ReferenceURL        string        `yaml:"reference_url"`
+	MaxAuthorDomains    int           `yaml:"max_author_domains"`
+	PassHistory         bool          `yaml:"pass_history"`
+	PassHistoryKeep     time.Duration `yaml:"pass_history_keep"`
+	TrustedForwarders   Override      `yaml:"trusted_forwarders"`
+	LocalPolicy         Override      `yaml:"local_policy"`
+	MailingLists        MailingLists  `yaml:"mailing_lists"`
 }
 
 // Override is a DMARC override list.
@@ -244,6 +246,8 @@ func Default() *Config {
 			OnTempError:         "accept",
 			OnNoAuthor:          "accept",
 			MaxAuthorDomains:    5,
+			PassHistory:         true,
+			PassHistoryKeep:     180 * 24 * time.Hour,
 			TrustedForwarders:   Override{Disposition: mailauth.PolicyNone},
 			LocalPolicy:         Override{Disposition: mailauth.PolicyNone},
 			MailingLists:        MailingLists{Enabled: true},
@@ -471,6 +475,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 			bad("dmarc.reference_url", "%q is not a URL", u)
 		}
 	}
+	positive("dmarc.pass_history_keep", c.DMARC.PassHistoryKeep)
 	if c.DMARC.MaxAuthorDomains < 1 || c.DMARC.MaxAuthorDomains > 20 {
 		bad("dmarc.max_author_domains", "must be 1 to 20, got %d", c.DMARC.MaxAuthorDomains)
 	}

@@ -56,7 +56,16 @@ const (
 	EvidenceAuthorSPFFail   = "author_spf_fail"    // the author's org domain's SPF fails for the client
 	EvidenceMailFromSPFFail = "mail_from_spf_fail" // MAIL FROM in the author's org domain, and its SPF fails
 	EvidenceIPRevFail       = "iprev_fail"         // the client's reverse DNS does not confirm
+	EvidenceNoPassHistory   = "no_pass_history"    // this network never delivered DMARC-passing mail for the domain
 )
+
+// History knows which client networks delivered DMARC-passing mail for
+// an author domain. An error means the history is unknown, which is
+// never evidence: a store failover must not turn quarantines into
+// refusals.
+type History interface {
+	Passed(ctx context.Context, domain string, client net.IP) (bool, error)
+}
 
 // Config configures the engine.
 type Config struct {
@@ -73,6 +82,9 @@ type Config struct {
 	HeaderBytes int
 	// Deadline bounds one whole verification (default 20s).
 	Deadline time.Duration
+	// History, if set, makes "this network never sent passing mail for
+	// the domain" a booster of the refusal rule.
+	History History
 }
 
 // DMARCConfig configures DMARC evaluation and enforcement.
@@ -345,6 +357,8 @@ type evaluation struct {
 	env  Envelope
 	h    Header
 	v    *Verdict
+	// fromDomain is the Author Domain being disposed of.
+	fromDomain string
 }
 
 // author evaluates one Author Domain (RFC 9989 5.3).
@@ -406,6 +420,7 @@ func (ev *evaluation) author(author string) DMARCResult {
 		return r
 	}
 	r.Result = "fail"
+	ev.fromDomain = author
 	ev.dispose(&r)
 	return r
 }
@@ -541,6 +556,12 @@ func (ev *evaluation) boosters(org string) []string {
 	if ev.v.IPRev.Result == IPRevFail {
 		out = append(out, EvidenceIPRevFail)
 	}
+	if h := ev.e.cfg.History; h != nil && ip != nil {
+		// The author domain, as recorded (it is what passed).
+		if passed, err := h.Passed(ev.ctx, ev.fromDomain, ip); err == nil && !passed {
+			out = append(out, EvidenceNoPassHistory)
+		}
+	}
 	return out
 }
 
@@ -561,6 +582,8 @@ func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
 			}
 		case EvidenceIPRevFail:
 			why = append(why, ip+" has no matching reverse DNS")
+		case EvidenceNoPassHistory:
+			why = append(why, ip+" never sent authenticated mail for "+r.FromDomain+" here")
 		}
 	}
 	if evidence == nil {

@@ -3,6 +3,7 @@ package mailauth
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -390,5 +391,45 @@ func TestVerdictJSONShape(t *testing.T) {
 	}
 	if fmt.Sprint(v.IPRev) == "" || v.IPRev.Result != "pass" || v.IPRev.Name != "mail.evil.example" {
 		t.Errorf("iprev %+v", v.IPRev)
+	}
+}
+
+// fakeHistory answers Passed from a map; err makes it unknown.
+type fakeHistory struct {
+	passed map[string]bool
+	err    error
+}
+
+func (f fakeHistory) Passed(_ context.Context, domain string, _ net.IP) (bool, error) {
+	return f.passed[domain], f.err
+}
+
+// The pass-history booster: a network that never sent passing mail for
+// the domain is evidence; an unknown history (store down) never is.
+func TestPassHistoryBooster(t *testing.T) {
+	w := newWorld(t)
+	// softbank: ~all, confirmed rDNS: no other evidence.
+	spoof := message("ceo@softbank.example")
+	tests := []struct {
+		name        string
+		h           History
+		disposition string
+		evidence    string
+	}{
+		{"no history configured", nil, "quarantine", ""},
+		{"network never passed", fakeHistory{passed: map[string]bool{}}, "reject", "no_pass_history"},
+		{"network passed before", fakeHistory{passed: map[string]bool{"softbank.example": true}}, "quarantine", ""},
+		{"history unknown", fakeHistory{err: errors.New("store unavailable")}, "quarantine", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := verify(t, w.engine(func(c *Config) { c.History = tc.h }), "203.0.113.5", "x@evil.example", spoof)
+			if v.DMARC.Disposition != tc.disposition || strings.Join(v.DMARC.RefusalEvidence, ",") != tc.evidence {
+				t.Fatalf("%s %v, want %s %s", v.DMARC.Disposition, v.DMARC.RefusalEvidence, tc.disposition, tc.evidence)
+			}
+			if tc.disposition == "reject" && !strings.Contains(v.SMTPReply, "203.0.113.5 never sent authenticated mail for softbank.example here") {
+				t.Errorf("reply %q", v.SMTPReply)
+			}
+		})
 	}
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// RefuseUnauthorized answers 553 5.7.1 to outbound mail whose From
 	// the sender may not use, instead of sending it unsigned.
 	RefuseUnauthorized bool
+	// History, if set, records the networks that deliver DMARC-passing
+	// mail for each author domain.
+	History *History
 }
 
 // Server is the milter server.
@@ -382,6 +385,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		"iprev", v.IPRev.Result, "dns_queries", v.DNSQueries, "removed_headers", len(ss.remove),
 		"size", ss.spool.size, "duration_ms", time.Since(ss.start).Milliseconds()}
 
+	ss.recordHistory(v, log)
 	if v.Reply != nil {
 		log.Info("milter: refused", append(attrs, "reply", v.Reply.String(), "check", v.Reply.Check)...)
 		return milter.RejectWithCodeAndReason(uint16(v.Reply.Code), v.Reply.Enhanced+" "+v.Reply.Text)
@@ -392,6 +396,27 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	}
 	log.Info("milter: "+v.Action, attrs...)
 	return milter.RespAccept, nil
+}
+
+// recordHistory notes the networks that deliver passing mail; best
+// effort: a store that does not answer costs nothing but the history.
+func (ss *session) recordHistory(v *mailauth.Verdict, log *slog.Logger) {
+	h := ss.s.cfg.History
+	if h == nil || ss.client == nil {
+		return
+	}
+	for _, d := range v.AllDMARC {
+		if d.Result != "pass" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := h.Record(ctx, d.FromDomain, ss.client)
+		cancel()
+		if err != nil {
+			log.Warn("milter: pass history not recorded", "from_domain", d.FromDomain, "error", err)
+			return
+		}
+	}
 }
 
 func (ss *session) clientString() string {

@@ -154,7 +154,12 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 	if err != nil {
 		return err
 	}
-	engine := mailauth.NewEngine(e.res, e.cfg.Engine())
+	ecfg := e.cfg.Engine()
+	if st != nil && e.cfg.DMARC.PassHistory {
+		h := milter.NewHistory(st, e.cfg.DMARC.PassHistoryKeep)
+		ecfg.History, mc.History = h, h
+	}
+	engine := mailauth.NewEngine(e.res, ecfg)
 	m := milter.New(engine, mc, e.log)
 	e.log.Info("wehr: milter listening", slog.String("listen", addr.String()), slog.String("authserv_id", e.cfg.AuthservID),
 		slog.Any("dns_servers", e.res.Servers()), slog.String("dmarc_refusal", e.cfg.DMARC.Refusal),
