@@ -390,3 +390,31 @@ func TestServer(t *testing.T) {
 		t.Fatalf("after garbage: %s", a)
 	}
 }
+
+// BenchmarkPipeline: one greylisting decision for a suspicious client,
+// against the embedded store, with a warm DNS cache.
+func BenchmarkPipeline(b *testing.B) {
+	srv := dnstest.New(b, "in-addr.arpa. 300 IN SOA ns.test. h.test. 1 3600 600 86400 3600\n")
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.OpenEmbedded(filepath.Join(b.TempDir(), "s.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	p := NewPipeline(Config{Hostname: "mx.test", Weights: Weights{NoFCrDNS: 1},
+		Greylist: Greylisting{Enabled: true, Delay: 5 * time.Minute, Window: time.Hour, Keep: time.Hour}},
+		res, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		d := p.Evaluate(ctx, rcptReq(fmt.Sprintf("198.18.%d.%d", i/250%250, i%250+1), "mta.example", fmt.Sprintf("a%d@x.example", i%100), "u@example.test"))
+		if !strings.HasPrefix(d.Action, "450 ") {
+			b.Fatalf("%s", d.Action)
+		}
+	}
+}

@@ -5,10 +5,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/milterbench"
+	"github.com/wehr/wehr/policybench"
 	"github.com/wehr/wehr/resolver/dnstest"
 )
 
@@ -102,6 +105,37 @@ func newBenchCmd(g *globals) *cobra.Command {
 	mcmd.Flags().DurationVar(&o.Duration, "duration", 0, "how long to run (default: one pass over the corpus)")
 	mcmd.Flags().StringArrayVar(&labels, "label", nil, "name for the report line")
 	mcmd.Flags().StringVar(&o.QuarantineHeader, "quarantine-header", "X-Wehr-Quarantine", "header that marks quarantine")
-	cmd.AddCommand(corpus, dnsCmd, mcmd)
+	var po policybench.Options
+	var paddr, plabel string
+	pcmd := &cobra.Command{
+		Use:   "policyd --addr ADDR [--concurrency N] [--duration D]",
+		Short: "Load a Postfix policy service (wehr policyd, postgrey, ...) with a greylisting workload",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := listener.ParseAddress(paddr, true)
+			if err != nil {
+				return usagef("--addr: %v", err)
+			}
+			po.Network, po.Addr = a.Network, a.Address
+			rep, err := policybench.Run(cmd.Context(), po)
+			if err != nil {
+				return err
+			}
+			if plabel == "" {
+				plabel = paddr
+			}
+			rep.Print(g.stdout, plabel)
+			if rep.Errors > 0 {
+				return fmt.Errorf("%d requests failed", rep.Errors)
+			}
+			return nil
+		},
+	}
+	pcmd.Flags().StringVar(&paddr, "addr", "inet:127.0.0.1:10045", "policy service address, inet:HOST:PORT or unix:/path")
+	pcmd.Flags().IntVar(&po.Concurrency, "concurrency", 8, "connections")
+	pcmd.Flags().DurationVar(&po.Duration, "duration", 10*time.Second, "how long to run")
+	pcmd.Flags().IntVar(&po.Triplets, "triplets", 20000, "distinct greylisting triplets")
+	pcmd.Flags().StringVar(&plabel, "label", "", "name for the report line")
+	cmd.AddCommand(corpus, dnsCmd, mcmd, pcmd)
 	return cmd
 }
