@@ -366,7 +366,9 @@ func TestInboundPass(t *testing.T) {
 func TestSpoofRefused(t *testing.T) {
 	data, marker := message(t, "CEO <ceo@bank.example>", "", "Please pay invoice 42 today.\r\n")
 	r := w.send(t, Client{IP: "203.0.113.5", Name: "mail.evil.example", Helo: "mail.evil.example"}, "x@evil.example", data)
-	want := "5.7.1 Message rejected: bank.example publishes DMARC policy reject and this message is not authenticated by bank.example (its SPF record does not permit 203.0.113.5; no DKIM signature of bank.example)"
+	// The evidence: the bank's SPF fails for the client, and (pass
+	// history in Redis) this network never sent passing mail for it.
+	want := "5.7.1 Message rejected: bank.example publishes DMARC policy reject and this message is not authenticated by bank.example (its SPF record does not permit 203.0.113.5; 203.0.113.5 never sent authenticated mail for bank.example here; no DKIM signature of bank.example)"
 	if r.Stage != "END" || r.Code != 550 || r.Text != want {
 		t.Fatalf("reply %v\nwant END: 550 %s", r, want)
 	}
