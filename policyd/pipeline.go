@@ -267,15 +267,32 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	case mailauth.IPRevTempError:
 		cs = append(cs, Contribution{Check: "fcrdns", Note: "reverse DNS lookup failed: " + rev.Error})
 	}
-	repKey := "rep:" + client.String()
+	repKeys := []string{"rep:" + client.String(), "rep:" + subnet(client).String()}
 	if p.st != nil && !storeDown {
-		if v, ok, err := p.st.Get(ctx, repKey); err != nil {
-			storeFailed("reputation", err)
-		} else if ok {
+		for i, k := range repKeys {
+			v, ok, err := p.st.Get(ctx, k)
+			if err != nil {
+				storeFailed("reputation", err)
+				break
+			}
+			if !ok {
+				continue
+			}
 			good, bad := parseRep(v)
-			if bad >= 3 && bad > good {
+			// A network needs more refusals than one address before it
+			// counts against its neighbours.
+			limit := int64(3)
+			if i == 1 {
+				limit = 10
+			}
+			if bad >= limit && bad > good {
 				score += p.cfg.Weights.BadReputation
-				cs = append(cs, Contribution{Check: "reputation", Score: p.cfg.Weights.BadReputation, Note: fmt.Sprintf("%d refused, %d passed before", bad, good)})
+				what := "client"
+				if i == 1 {
+					what = "network " + subnet(client).String()
+				}
+				cs = append(cs, Contribution{Check: "reputation", Score: p.cfg.Weights.BadReputation, Note: fmt.Sprintf("%s: %d refused, %d passed before", what, bad, good)})
+				break
 			}
 		}
 	}
@@ -302,7 +319,7 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 			check = "dnsbl"
 		}
 		d.set(reply(554, "5.7.1", text, check))
-		p.reputation(ctx, repKey, false)
+		p.reputation(ctx, repKeys, false)
 		return d
 	}
 	if score >= p.cfg.SuspiciousScore && p.cfg.Greylist.Enabled && p.st != nil && !storeDown {
@@ -377,7 +394,7 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 		d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("passed greylisting (first seen %s)", e.First.UTC().Format(time.RFC3339))})
 		if e.Count == 1 {
 			p.st.Incr(ctx, "grey-ok:"+net, 1, g.Keep) //nolint:errcheck // best effort
-			p.reputation(ctx, "rep:"+client.String(), true)
+			p.reputation(ctx, []string{"rep:" + client.String(), "rep:" + subnet(client).String()}, true)
 		}
 		return nil
 	}
@@ -391,22 +408,26 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 
 func net2ip(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
 
-// reputation records an outcome for the client; best effort.
-func (p *Pipeline) reputation(ctx context.Context, key string, good bool) {
+// reputation records an outcome for the client and its network; best
+// effort (a lost update under concurrency costs one count, not a
+// decision).
+func (p *Pipeline) reputation(ctx context.Context, keys []string, good bool) {
 	if p.st == nil {
 		return
 	}
-	v, _, err := p.st.Get(ctx, key)
-	if err != nil {
-		return
+	for _, key := range keys {
+		v, _, err := p.st.Get(ctx, key)
+		if err != nil {
+			return
+		}
+		g, b := parseRep(v)
+		if good {
+			g++
+		} else {
+			b++
+		}
+		p.st.Set(ctx, key, []byte(fmt.Sprintf("%d %d", g, b)), 90*24*time.Hour) //nolint:errcheck
 	}
-	g, b := parseRep(v)
-	if good {
-		g++
-	} else {
-		b++
-	}
-	p.st.Set(ctx, key, []byte(fmt.Sprintf("%d %d", g, b)), 90*24*time.Hour) //nolint:errcheck
 }
 
 func parseRep(v []byte) (good, bad int64) {

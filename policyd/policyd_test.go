@@ -106,6 +106,7 @@ const zone = `
 10.2.0.192.in-addr.arpa.  300 IN PTR mail.good.example.
 mail.good.example.        300 IN A   192.0.2.10
 20.2.0.192.bl.test.       300 IN A   127.0.0.2
+20.100.51.198.bl.test.    300 IN A   127.0.0.2
 21.2.0.192.bl.test.       300 IN A   127.255.255.254
 22.2.0.192.bl.test.       300 IN A   10.0.0.1
 40.2.0.192.in-addr.arpa.  300 IN PTR dyn-192-0-2-40.isp.example.
@@ -340,7 +341,9 @@ func TestServer(t *testing.T) {
 		return strings.TrimSpace(line)
 	}
 	clean := "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.10\nhelo_name=mail.good.example\nsender=a@good.example\nrecipient=alice@example.test\n\n"
-	listed := strings.Replace(clean, "192.0.2.10", "192.0.2.20", 1)
+	// Listed, and in another network than the clean client, whose
+	// reputation its many refusals would otherwise spoil.
+	listed := strings.Replace(clean, "192.0.2.10", "198.51.100.20", 1)
 
 	// Many requests on one connection, many connections at once.
 	var wg sync.WaitGroup
@@ -416,5 +419,32 @@ func BenchmarkPipeline(b *testing.B) {
 		if !strings.HasPrefix(d.Action, "450 ") {
 			b.Fatalf("%s", d.Action)
 		}
+	}
+}
+
+func TestReputation(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Greylist.Enabled = false })
+	ctx := context.Background()
+	// Three refusals of a listed client...
+	for range 3 {
+		f.p.Evaluate(ctx, rcptReq("192.0.2.20", "x.example", "a@x.example", "alice@example.test"))
+	}
+	v, _, _ := f.st.Get(ctx, "rep:192.0.2.20")
+	if string(v) != "0 3" {
+		t.Fatalf("reputation %q", v)
+	}
+	// ...count against it even where nothing else does (the listing is
+	// gone: a fresh fixture's DNS would still list it, so check the
+	// contribution directly).
+	d := f.p.Evaluate(ctx, rcptReq("192.0.2.20", "x.example", "a@x.example", "alice@example.test"))
+	found := false
+	for _, c := range d.Contributions {
+		found = found || (c.Check == "reputation" && c.Score == 1)
+	}
+	if !found {
+		t.Fatalf("bad reputation not counted: %+v", d.Contributions)
+	}
+	if v, _, _ := f.st.Get(ctx, "rep:192.0.2.0/24"); string(v) != "0 4" {
+		t.Fatalf("network reputation %q", v)
 	}
 }
