@@ -109,11 +109,15 @@ type Weights struct {
 	BadReputation float64 `yaml:"bad_reputation"`
 }
 
-// Rates caps recipients per client.
+// Rates caps connections, messages and recipients per client.
 type Rates struct {
-	PerIP     int64         `yaml:"per_ip"`
-	PerSubnet int64         `yaml:"per_subnet"`
-	Window    time.Duration `yaml:"window"`
+	ConnectionsPerIP     int64         `yaml:"connections_per_ip"`
+	ConnectionsPerSubnet int64         `yaml:"connections_per_subnet"`
+	MessagesPerIP        int64         `yaml:"messages_per_ip"`
+	MessagesPerSubnet    int64         `yaml:"messages_per_subnet"`
+	RecipientsPerIP      int64         `yaml:"recipients_per_ip"`
+	RecipientsPerSubnet  int64         `yaml:"recipients_per_subnet"`
+	Window               time.Duration `yaml:"window"`
 }
 
 // Greylist configures greylisting.
@@ -619,8 +623,11 @@ func (c *Config) finish(lines map[string]int) []Problem {
 			bad(fmt.Sprintf("policyd.local_domains[%d]", i), "%q is not a domain name", d)
 		}
 	}
-	if pd.Rates.PerIP < 0 || pd.Rates.PerSubnet < 0 {
-		bad("policyd.rates", "limits must not be negative")
+	for _, v := range []int64{pd.Rates.ConnectionsPerIP, pd.Rates.ConnectionsPerSubnet, pd.Rates.MessagesPerIP, pd.Rates.MessagesPerSubnet, pd.Rates.RecipientsPerIP, pd.Rates.RecipientsPerSubnet} {
+		if v < 0 {
+			bad("policyd.rates", "limits must not be negative")
+			break
+		}
 	}
 	positive("policyd.rates.window", pd.Rates.Window)
 	if g := pd.Greylist; g.Enabled {
@@ -807,7 +814,10 @@ func (c *Config) PolicydPipeline() policyd.Config {
 		Weights: policyd.Weights{HeloInvalid: pd.Weights.HeloInvalid, HeloClaimsUs: pd.Weights.HeloClaimsUs, NoFCrDNS: pd.Weights.NoFCrDNS,
 			Dynamic: pd.Weights.Dynamic, BadReputation: pd.Weights.BadReputation},
 		RejectScore: pd.RejectScore, SuspiciousScore: pd.SuspiciousScore,
-		RatePerIP: pd.Rates.PerIP, RatePerSubnet: pd.Rates.PerSubnet, RateWindow: pd.Rates.Window,
+		Rates: policyd.Rates{ConnectionsPerIP: pd.Rates.ConnectionsPerIP, ConnectionsPerSubnet: pd.Rates.ConnectionsPerSubnet,
+			MessagesPerIP: pd.Rates.MessagesPerIP, MessagesPerSubnet: pd.Rates.MessagesPerSubnet,
+			RecipientsPerIP: pd.Rates.RecipientsPerIP, RecipientsPerSubnet: pd.Rates.RecipientsPerSubnet},
+		RateWindow: pd.Rates.Window,
 		Greylist: policyd.Greylisting{Enabled: pd.Greylist.Enabled, Delay: pd.Greylist.Delay, Window: pd.Greylist.Window,
 			Keep: pd.Greylist.Keep, AllowlistAfter: pd.Greylist.AllowlistAfter, SPFDomains: pd.Greylist.SPFDomains},
 		TempfailOnStoreError: pd.OnStoreError == "tempfail",

@@ -49,6 +49,13 @@ type Greylisting struct {
 	SPFDomains []string
 }
 
+// Rates are per-window caps; 0 means none.
+type Rates struct {
+	ConnectionsPerIP, ConnectionsPerSubnet int64
+	MessagesPerIP, MessagesPerSubnet       int64
+	RecipientsPerIP, RecipientsPerSubnet   int64
+}
+
 // Config configures the pipeline.
 type Config struct {
 	Hostname string
@@ -65,11 +72,13 @@ type Config struct {
 	// RejectScore refuses a client at this score; SuspiciousScore
 	// greylists it.
 	RejectScore, SuspiciousScore float64
-	// RatePerIP and RatePerSubnet cap recipients per RateWindow (0: no
-	// cap).
-	RatePerIP, RatePerSubnet int64
-	RateWindow               time.Duration
-	Greylist                 Greylisting
+	// Rates cap connections, messages and recipients per client address
+	// and per network in RateWindow (0: no cap). Connections are counted
+	// when Postfix asks at CONNECT (check_policy_service in
+	// smtpd_client_restrictions), messages and recipients at RCPT.
+	Rates      Rates
+	RateWindow time.Duration
+	Greylist   Greylisting
 	// TempfailOnStoreError answers 451 4.3.0 when the store cannot
 	// answer; the default is to let the mail through (DUNNO).
 	TempfailOnStoreError bool
@@ -170,9 +179,6 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	if ctxName == "submission" {
 		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "submission: no MX checks"}))
 	}
-	if st := req.Get("protocol_state"); st != "RCPT" {
-		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "MX checks run at RCPT, not " + st}))
-	}
 	client, err := netip.ParseAddr(req.Get("client_address"))
 	if err != nil {
 		return dunno(ctxName, append(cs, Contribution{Check: "protocol", Note: "no usable client_address"}))
@@ -180,6 +186,20 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	client = client.Unmap()
 	if client.IsLoopback() {
 		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "loopback client"}))
+	}
+	state := req.Get("protocol_state")
+	if state == "CONNECT" {
+		d := Decision{Context: ctxName, Action: "DUNNO", Contributions: cs}
+		if r, err := p.rate(ctx, "connections", client, now, p.cfg.Rates.ConnectionsPerIP, p.cfg.Rates.ConnectionsPerSubnet, &d); err != nil {
+			p.storeErrors.Add(1)
+			d.Contributions = append(d.Contributions, Contribution{Check: "rate", Note: "store unavailable: " + err.Error()})
+		} else if r != nil {
+			d.set(r)
+		}
+		return d
+	}
+	if state != "RCPT" {
+		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "MX checks run at RCPT, not " + state}))
 	}
 	rcpt := strings.ToLower(req.Get("recipient"))
 	if why := p.exempt(rcpt); why != "" {
@@ -197,28 +217,23 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 		cs = append(cs, Contribution{Check: op, Note: "store unavailable: " + err.Error()})
 	}
 
-	// Rates per client and per network.
-	if p.st != nil && (p.cfg.RatePerIP > 0 || p.cfg.RatePerSubnet > 0) {
-		for _, r := range []struct {
-			key   string
-			limit int64
-			what  string
-		}{{"rate:ip:" + client.String(), p.cfg.RatePerIP, "[" + client.String() + "]"}, {"rate:net:" + subnet(client).String(), p.cfg.RatePerSubnet, subnet(client).String()}} {
-			if r.limit <= 0 {
-				continue
+	// Rates per client and per network: messages (the first RCPT of a
+	// transaction) and recipients.
+	if p.st != nil {
+		r, err := p.rate(ctx, "recipients", client, now, p.cfg.Rates.RecipientsPerIP, p.cfg.Rates.RecipientsPerSubnet, &d)
+		if err == nil && r == nil && (p.cfg.Rates.MessagesPerIP > 0 || p.cfg.Rates.MessagesPerSubnet > 0) {
+			var n int64
+			if n, err = p.st.Incr(ctx, "inst:"+req.Get("instance"), 1, 10*time.Minute); err == nil && n == 1 {
+				r, err = p.rate(ctx, "messages", client, now, p.cfg.Rates.MessagesPerIP, p.cfg.Rates.MessagesPerSubnet, &d)
 			}
-			n, err := p.st.Window(ctx, r.key, now, p.cfg.RateWindow, 1)
-			if err != nil {
-				storeFailed("rate", err)
-				break
-			}
-			if n > r.limit {
-				secs := int(p.cfg.RateWindow.Seconds())
-				cs = append(cs, Contribution{Check: "rate", Note: fmt.Sprintf("%d recipients from %s in %v, limit %d", n, r.what, p.cfg.RateWindow, r.limit)})
-				d.Contributions = cs
-				d.set(reply(450, "4.7.1", fmt.Sprintf("Too many messages from %s; please retry in %d seconds", r.what, secs), "rate"))
-				return d
-			}
+		}
+		if err != nil {
+			storeFailed("rate", err)
+		}
+		if r != nil {
+			d.Contributions = append(cs, d.Contributions...)
+			d.set(r)
+			return d
 		}
 	}
 
@@ -340,6 +355,30 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 		d.Check = "store"
 	}
 	return d
+}
+
+// rate counts one event of kind for the client and its network and
+// returns the reply when a cap is exceeded.
+func (p *Pipeline) rate(ctx context.Context, kind string, client netip.Addr, now time.Time, perIP, perNet int64, d *Decision) (*smtpreply.Reply, error) {
+	for _, r := range []struct {
+		key   string
+		limit int64
+		what  string
+	}{{"rate:" + kind + ":" + client.String(), perIP, "[" + client.String() + "]"}, {"rate:" + kind + ":" + subnet(client).String(), perNet, subnet(client).String()}} {
+		if r.limit <= 0 {
+			continue
+		}
+		n, err := p.st.Window(ctx, r.key, now, p.cfg.RateWindow, 1)
+		if err != nil {
+			return nil, err
+		}
+		if n > r.limit {
+			secs := int(p.cfg.RateWindow.Seconds())
+			d.Contributions = append(d.Contributions, Contribution{Check: "rate", Note: fmt.Sprintf("%d %s from %s in %v, limit %d", n, kind, r.what, p.cfg.RateWindow, r.limit)})
+			return reply(450, "4.7.1", fmt.Sprintf("Too many %s from %s; please retry in %d seconds", kind, r.what, secs), "rate"), nil
+		}
+	}
+	return nil, nil
 }
 
 func storeDownNote(cs []Contribution) bool {

@@ -233,7 +233,7 @@ func TestGreylistFlow(t *testing.T) {
 }
 
 func TestRates(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.RatePerIP = 3; c.RateWindow = time.Minute })
+	f := newFixture(t, func(c *Config) { c.Rates.RecipientsPerIP = 3; c.RateWindow = time.Minute })
 	ctx := context.Background()
 	for i := range 3 {
 		if d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", fmt.Sprintf("u%d@example.test", i))); d.Action != "DUNNO" {
@@ -241,7 +241,7 @@ func TestRates(t *testing.T) {
 		}
 	}
 	d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u9@example.test"))
-	if d.Action != "450 4.7.1 Too many messages from [192.0.2.10]; please retry in 60 seconds" || d.Check != "rate" {
+	if d.Action != "450 4.7.1 Too many recipients from [192.0.2.10]; please retry in 60 seconds" || d.Check != "rate" {
 		t.Fatalf("over the limit: %s", d.Action)
 	}
 	f.now = f.now.Add(2 * time.Minute)
@@ -268,7 +268,7 @@ func (b brokenStore) Incr(context.Context, string, int64, time.Duration) (int64,
 
 func TestStoreUnavailable(t *testing.T) {
 	for _, tempfail := range []bool{false, true} {
-		f := newFixture(t, func(c *Config) { c.TempfailOnStoreError = tempfail; c.RatePerIP = 10 })
+		f := newFixture(t, func(c *Config) { c.TempfailOnStoreError = tempfail; c.Rates.RecipientsPerIP = 10 })
 		f.p.st = brokenStore{}
 		ctx := context.Background()
 		d := f.p.Evaluate(ctx, rcptReq("192.0.2.30", "mail.x.example", "a@x.example", "alice@example.test"))
@@ -446,5 +446,39 @@ func TestReputation(t *testing.T) {
 	}
 	if v, _, _ := f.st.Get(ctx, "rep:192.0.2.0/24"); string(v) != "0 4" {
 		t.Fatalf("network reputation %q", v)
+	}
+}
+
+func TestMessageAndConnectionRates(t *testing.T) {
+	f := newFixture(t, func(c *Config) {
+		c.Rates = Rates{MessagesPerIP: 2, ConnectionsPerSubnet: 2}
+		c.RateWindow = time.Minute
+	})
+	ctx := context.Background()
+	// Two messages of three recipients each: the recipients of one
+	// message count once.
+	for m := range 2 {
+		for r := range 3 {
+			req := rcptReq("192.0.2.10", "mail.good.example", "a@good.example", fmt.Sprintf("u%d@example.test", r))
+			req["instance"] = fmt.Sprintf("msg%d", m)
+			if d := f.p.Evaluate(ctx, req); d.Action != "DUNNO" {
+				t.Fatalf("message %d rcpt %d: %s", m, r, d.Action)
+			}
+		}
+	}
+	req := rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u@example.test")
+	req["instance"] = "msg3"
+	if d := f.p.Evaluate(ctx, req); d.Action != "450 4.7.1 Too many messages from [192.0.2.10]; please retry in 60 seconds" {
+		t.Fatalf("third message: %s", d.Action)
+	}
+	conn := Request{"request": "smtpd_access_policy", "protocol_state": "CONNECT", "client_address": "198.51.100.1"}
+	for i := range 2 {
+		if d := f.p.Evaluate(ctx, conn); d.Action != "DUNNO" {
+			t.Fatalf("connection %d: %s", i, d.Action)
+		}
+	}
+	conn["client_address"] = "198.51.100.2" // same /24
+	if d := f.p.Evaluate(ctx, conn); d.Action != "450 4.7.1 Too many connections from 198.51.100.0/24; please retry in 60 seconds" {
+		t.Fatalf("third connection: %s", d.Action)
 	}
 }
