@@ -91,6 +91,31 @@ type Policyd struct {
 	Weights          Weights       `yaml:"weights"`
 	Rates            Rates         `yaml:"rates"`
 	Greylist         Greylist      `yaml:"greylist"`
+	Submission       Submission    `yaml:"submission"`
+}
+
+// Submission configures the checks of authenticated submission.
+type Submission struct {
+	SenderLogin bool                 `yaml:"sender_login"`
+	Classes     map[string]RateClass `yaml:"classes"`
+	UserClasses map[string]string    `yaml:"user_classes"`
+	Bulk        Bulk                 `yaml:"bulk"`
+}
+
+// RateClass caps what a user may send per window.
+type RateClass struct {
+	Messages   int64         `yaml:"messages"`
+	Recipients int64         `yaml:"recipients"`
+	Window     time.Duration `yaml:"window"`
+}
+
+// Bulk configures bulk routing.
+type Bulk struct {
+	Filter         string        `yaml:"filter"`
+	MinRecipients  int64         `yaml:"min_recipients"`
+	Senders        []string      `yaml:"senders"`
+	VolumeMessages int64         `yaml:"volume_messages"`
+	VolumeWindow   time.Duration `yaml:"volume_window"`
 }
 
 // DNSList is a DNS block- or allowlist.
@@ -284,6 +309,11 @@ func Default() *Config {
 			Rates:           Rates{Window: time.Minute},
 			Greylist: Greylist{Enabled: true, Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 35 * 24 * time.Hour,
 				AllowlistAfter: 5, SPFDomains: []string{"outlook.com", "amazonses.com", "sendgrid.net", "google.com", "mailchimpapp.net"}},
+			Submission: Submission{
+				SenderLogin: true,
+				Classes:     map[string]RateClass{"default": {Messages: 500, Recipients: 2000, Window: time.Hour}},
+				Bulk:        Bulk{MinRecipients: 50, VolumeWindow: time.Hour},
+			},
 		},
 	}
 }
@@ -630,6 +660,25 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		}
 	}
 	positive("policyd.rates.window", pd.Rates.Window)
+	sub := pd.Submission
+	for name, cl := range sub.Classes {
+		key := "policyd.submission.classes." + name
+		if cl.Messages < 0 || cl.Recipients < 0 {
+			bad(key, "limits must not be negative")
+		}
+		positive(key+".window", cl.Window)
+	}
+	for user, class := range sub.UserClasses {
+		if _, ok := sub.Classes[class]; !ok {
+			bad("policyd.submission.user_classes."+user, "class %q is not in policyd.submission.classes", class)
+		}
+	}
+	if f := sub.Bulk.Filter; f != "" && (!strings.Contains(f, ":") || strings.ContainsAny(f, " \t")) {
+		bad("policyd.submission.bulk.filter", "%q: want transport:nexthop, e.g. smtp:[127.0.0.1]:2525", f)
+	}
+	if sub.Bulk.VolumeMessages > 0 {
+		positive("policyd.submission.bulk.volume_window", sub.Bulk.VolumeWindow)
+	}
 	if g := pd.Greylist; g.Enabled {
 		positive("policyd.greylist.delay", g.Delay)
 		if g.Window <= g.Delay {
@@ -683,15 +732,15 @@ func (c *Config) MilterListen(listen string) (listener.Address, listener.SocketP
 	return a, listener.SocketPerms{Mode: mode, Owner: c.Milter.SocketOwner, Group: c.Milter.SocketGroup}, nil
 }
 
-// nilEmptySlices makes every empty list nil, so that "key: []" and an
-// absent key give the same config.
+// nilEmptySlices makes every empty list and mapping nil, so that
+// "key: []" and an absent key give the same config.
 func nilEmptySlices(v reflect.Value) {
 	switch v.Kind() {
 	case reflect.Struct:
 		for i := 0; i < v.NumField(); i++ {
 			nilEmptySlices(v.Field(i))
 		}
-	case reflect.Slice:
+	case reflect.Slice, reflect.Map:
 		if v.Len() == 0 && !v.IsNil() && v.CanSet() {
 			v.Set(reflect.Zero(v.Type()))
 		}
@@ -822,7 +871,22 @@ func (c *Config) PolicydPipeline() policyd.Config {
 			Keep: pd.Greylist.Keep, AllowlistAfter: pd.Greylist.AllowlistAfter, SPFDomains: pd.Greylist.SPFDomains},
 		TempfailOnStoreError: pd.OnStoreError == "tempfail",
 		Timeout:              pd.RequestTimeout,
+		Submission:           c.submission(),
 	}
+}
+
+func (c *Config) submission() policyd.Submission {
+	sub := c.Policyd.Submission
+	out := policyd.Submission{Classes: map[string]policyd.RateClass{}, UserClass: map[string]string{},
+		Bulk: policyd.Bulk{Filter: sub.Bulk.Filter, MinRecipients: sub.Bulk.MinRecipients, Senders: sub.Bulk.Senders,
+			VolumeMessages: sub.Bulk.VolumeMessages, VolumeWindow: sub.Bulk.VolumeWindow}}
+	for n, cl := range sub.Classes {
+		out.Classes[n] = policyd.RateClass{Messages: cl.Messages, Recipients: cl.Recipients, Window: cl.Window}
+	}
+	for u, cl := range sub.UserClasses {
+		out.UserClass[strings.ToLower(u)] = cl
+	}
+	return out
 }
 
 // PolicydListen returns the policy daemon's listen address; listen, if

@@ -83,6 +83,7 @@ type Config struct {
 	// answer; the default is to let the mail through (DUNNO).
 	TempfailOnStoreError bool
 	Timeout              time.Duration
+	Submission           Submission
 }
 
 // Resolver is what the pipeline asks of DNS: the engine's resolver.
@@ -177,7 +178,7 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 		}
 	}
 	if ctxName == "submission" {
-		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "submission: no MX checks"}))
+		return p.submission(ctx, req, now)
 	}
 	client, err := netip.ParseAddr(req.Get("client_address"))
 	if err != nil {

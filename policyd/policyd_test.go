@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/store"
 )
 
@@ -482,3 +484,79 @@ func TestMessageAndConnectionRates(t *testing.T) {
 		t.Fatalf("third connection: %s", d.Action)
 	}
 }
+
+func subReq(user, sender, rcpt, instance string) Request {
+	return Request{"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": "198.51.100.77",
+		"sasl_username": user, "sender": sender, "recipient": rcpt, "instance": instance, "policy_context": "submission"}
+}
+
+func TestSubmission(t *testing.T) {
+	mapPath := filepath.Join(t.TempDir(), "senders")
+	if err := writeFileT(mapPath, "alice @example.test\nnews @news.example.test\ncarol @example.test\n"); err != nil {
+		t.Fatal(err)
+	}
+	senders, err := sendermap.NewHolder(mapPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, func(c *Config) {
+		c.Submission = Submission{Senders: senders,
+			Classes:   map[string]RateClass{"default": {Messages: 2, Recipients: 5, Window: time.Hour}, "bulk": {Window: time.Hour}},
+			UserClass: map[string]string{"news": "bulk"},
+			Bulk:      Bulk{Filter: "smtp:[127.0.0.1]:2525", MinRecipients: 20, Senders: []string{"news"}, VolumeMessages: 2, VolumeWindow: time.Hour}}
+	})
+	ctx := context.Background()
+	// Sender login.
+	d := f.p.Evaluate(ctx, subReq("alice", "ceo@bank.example", "x@example.org", "i1"))
+	if d.Action != "553 5.7.1 Sender address <ceo@bank.example> is not owned by user alice" || d.Check != "sender_login" {
+		t.Fatalf("foreign sender: %s", d.Action)
+	}
+	// Limits: two messages, and five recipients per hour.
+	for i, inst := range []string{"m1", "m1", "m2", "m2", "m2"} {
+		if d := f.p.Evaluate(ctx, subReq("alice", "alice@example.test", fmt.Sprintf("r%d@example.org", i), inst)); d.Action != "DUNNO" {
+			t.Fatalf("rcpt %d: %s %+v", i, d.Action, d.Contributions)
+		}
+	}
+	d = f.p.Evaluate(ctx, subReq("alice", "alice@example.test", "r9@example.org", "m2"))
+	if d.Action != "450 4.7.1 Sending limit reached for user alice: 5 recipients per 1h0m0s; please retry in 3600 seconds" {
+		t.Fatalf("sixth recipient: %s", d.Action)
+	}
+	f2 := newFixture(t, func(c *Config) {
+		c.Submission = Submission{Classes: map[string]RateClass{"default": {Messages: 2, Window: time.Hour}}}
+	})
+	for _, inst := range []string{"a", "b"} {
+		f2.p.Evaluate(ctx, subReq("bob", "bob@example.test", "x@example.org", inst))
+	}
+	if d := f2.p.Evaluate(ctx, subReq("bob", "bob@example.test", "x@example.org", "c")); !strings.HasPrefix(d.Action, "450 4.7.1 Sending limit reached for user bob: 2 messages") {
+		t.Fatalf("third message: %s", d.Action)
+	}
+	// A refused message does not use up the limit: after the window it
+	// goes, and one more is refused before that.
+	f2.now = f2.now.Add(2 * time.Hour)
+	if d := f2.p.Evaluate(ctx, subReq("bob", "bob@example.test", "x@example.org", "c")); d.Action != "DUNNO" {
+		t.Fatalf("after the window: %s", d.Action)
+	}
+
+	// Bulk routing at end of message.
+	eom := func(user, sender, count string) string {
+		return f.p.Evaluate(ctx, Request{"request": "smtpd_access_policy", "protocol_state": "END-OF-MESSAGE", "client_address": "198.51.100.77",
+			"sasl_username": user, "sender": sender, "recipient_count": count, "instance": "e", "policy_context": "submission"}).Action
+	}
+	if a := eom("dave", "dave@example.test", "3"); a != "DUNNO" {
+		t.Fatalf("ordinary message: %s", a)
+	}
+	if a := eom("alice", "alice@example.test", "25"); a != "FILTER smtp:[127.0.0.1]:2525" {
+		t.Fatalf("25 recipients: %s", a)
+	}
+	if a := eom("news", "letters@news.example.test", "1"); a != "FILTER smtp:[127.0.0.1]:2525" {
+		t.Fatalf("bulk sender: %s", a)
+	}
+	for _, inst := range []string{"v1", "v2"} {
+		f.p.Evaluate(ctx, subReq("carol", "carol@example.test", "x@example.org", inst))
+	}
+	if a := eom("carol", "carol@example.test", "1"); a != "FILTER smtp:[127.0.0.1]:2525" {
+		t.Fatalf("volume: %s", a)
+	}
+}
+
+func writeFileT(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }

@@ -112,6 +112,13 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 			e.log.Info("wehr: Redis store", "mode", e.cfg.Store.Redis.Mode, "addrs", e.cfg.Store.Redis.Addrs)
 		}
 	}
+	var senders *sendermap.Holder
+	if p := e.cfg.DKIM.SenderMap; p != "" {
+		var err error
+		if senders, err = sendermap.NewHolder(p); err != nil {
+			return usageError{err}
+		}
+	}
 	if d.policyd {
 		addr, err := e.cfg.PolicydListen(d.policydListen)
 		if err != nil {
@@ -121,13 +128,21 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		if err != nil {
 			return err
 		}
-		p := policyd.NewPipeline(e.cfg.PolicydPipeline(), e.res, st, e.log)
+		pc := e.cfg.PolicydPipeline()
+		if e.cfg.Policyd.Submission.SenderLogin {
+			pc.Submission.Senders = senders
+		}
+		p := policyd.NewPipeline(pc, e.res, st, e.log)
 		srv := policyd.NewServer(p, e.log, e.cfg.Policyd.IdleTimeout)
 		e.log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(e.cfg.Policyd.DNSLists),
 			"greylisting", e.cfg.Policyd.Greylist.Enabled)
 		grp.Go(func() error { return srv.Serve(ctx, ln) })
 	}
 	if !d.milter {
+		grp.Go(func() error {
+			maintain(ctx, e, nil, senders, nil)
+			return nil
+		})
 		return grp.Wait()
 	}
 	addr, perms, err := e.cfg.MilterListen(d.milterListen)
@@ -142,11 +157,7 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 			return usageError{err}
 		}
 	}
-	if p := e.cfg.DKIM.SenderMap; p != "" {
-		if mc.Senders, err = sendermap.NewHolder(p); err != nil {
-			return usageError{err}
-		}
-	}
+	mc.Senders = senders
 	if mc.Keys != nil && mc.Senders == nil {
 		e.log.Warn("wehr: dkim.keys_dir is set but dkim.sender_map is not: nothing will be signed")
 	}
@@ -194,7 +205,7 @@ func maintain(ctx context.Context, e *env, store *dkimkeys.Store, senders *sende
 	tick := time.NewTicker(e.cfg.DKIM.RotationCheck)
 	defer tick.Stop()
 	reloadKeys := func() {
-		if store == nil {
+		if store == nil || m == nil {
 			return
 		}
 		set, err := store.Load()
@@ -206,7 +217,7 @@ func maintain(ctx context.Context, e *env, store *dkimkeys.Store, senders *sende
 		e.log.Info("wehr: DKIM keys loaded", "domains", len(set.Domains()))
 	}
 	advance := func() {
-		if store == nil {
+		if store == nil || m == nil {
 			return
 		}
 		actx, cancel := context.WithTimeout(ctx, time.Minute)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wehr/wehr/policyd"
+	"github.com/wehr/wehr/sendermap"
 )
 
 func newPolicydCmd(g *globals) *cobra.Command {
@@ -55,7 +56,13 @@ request.`,
 				return err
 			}
 			defer st.Close()
-			p := policyd.NewPipeline(e.cfg.PolicydPipeline(), e.res, st, e.log)
+			pc := e.cfg.PolicydPipeline()
+			if sm := e.cfg.DKIM.SenderMap; sm != "" && e.cfg.Policyd.Submission.SenderLogin {
+				if pc.Submission.Senders, err = sendermap.NewHolder(sm); err != nil {
+					return usageError{err}
+				}
+			}
+			p := policyd.NewPipeline(pc, e.res, st, e.log)
 			req := policyd.Request{"request": "smtpd_access_policy", "protocol_state": "RCPT", "client_address": client,
 				"client_name": "unknown", "helo_name": helo, "sender": sender, "recipient": rcpt, "sasl_username": sasl,
 				"policy_context": context, "instance": fmt.Sprintf("test.%d", time.Now().UnixNano())}
