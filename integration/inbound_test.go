@@ -25,13 +25,15 @@ import (
 // world is the mail system every inbound test talks to: one MX (Postfix
 // with wehr as its milter), Dovecot behind it, and the DNS of the senders.
 type world struct {
-	dir     string
-	dns     *dnstest.Server
-	postfix *Postfix
-	dovecot *Dovecot
-	wehr    *Wehr
-	redis   *storetest.Redis
-	keys    map[string]crypto.Signer // DKIM keys by domain
+	dir      string
+	dns      *dnstest.Server
+	postfix  *Postfix
+	dovecot  *Dovecot
+	wehr     *Wehr
+	redis    *storetest.Redis
+	bulk     *Postfix
+	bulkPort int
+	keys     map[string]crypto.Signer // DKIM keys by domain
 }
 
 var w *world
@@ -127,7 +129,7 @@ func setup() (*world, error) {
 		wo.dns.AddTXT(k.RecordName(), k.Record())
 	}
 	senderMap := filepath.Join(dir, "senders")
-	if err := os.WriteFile(senderMap, []byte("alice@example.test  alice@example.test\n"), 0o644); err != nil {
+	if err := os.WriteFile(senderMap, []byte("alice@example.test  alice@example.test\nbob@example.test  bob@example.test\n"), 0o644); err != nil {
 		return wo, err
 	}
 
@@ -136,18 +138,19 @@ func setup() (*world, error) {
 	if err != nil {
 		return wo, err
 	}
-	for _, p := range []string{"smtp", "submission", "lmtp", "milter", "policyd"} {
+	for _, p := range []string{"smtp", "submission", "lmtp", "milter", "policyd", "bulk"} {
 		if ports[p], err = FreePort(); err != nil {
 			return wo, err
 		}
 	}
+	wo.bulkPort = ports["bulk"]
 	bin, err := BuildWehr(dir)
 	if err != nil {
 		return wo, err
 	}
 	wo.dovecot, err = StartDovecot(filepath.Join(dir, "dovecot"), DovecotConfig{
 		LMTPPort: ports["lmtp"],
-		Users:    []string{"alice@example.test", "bob@example.test"},
+		Users:    []string{"alice@example.test", "bob@example.test", "carol@example.test"},
 		// The README's rule: quarantined mail goes to Junk.
 		SieveBefore: sieveJunkRule,
 	})
@@ -179,16 +182,31 @@ policyd:
   greylist:
     delay: 2s
     window: 1h
-`, authservID, authservID, ports["milter"], keysDir, senderMap, wo.redis.Addr, ports["policyd"])
+  submission:
+    classes:
+      default: {messages: 100, recipients: 100, window: 1h}
+      tight: {messages: 2, window: 1h}
+    user_classes: {bob@example.test: tight}
+    bulk:
+      filter: "smtp:[127.0.0.1]:%d"
+      min_recipients: 3
+`, authservID, authservID, ports["milter"], keysDir, senderMap, wo.redis.Addr, ports["policyd"], ports["bulk"])
 	wo.wehr, err = StartWehr(bin, dir, config, wo.dns.Addr(), ports["milter"])
 	if err != nil {
 		return wo, err
 	}
 	wo.postfix, err = StartPostfix(filepath.Join(dir, "mx1"), PostfixConfig{
 		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["milter"]),
-		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob"},
+		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol"},
 		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
 		PolicyAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["policyd"]),
+	})
+	if err != nil {
+		return wo, err
+	}
+	// The bulk instance: a second Postfix that newsletters leave through.
+	wo.bulk, err = StartPostfix(filepath.Join(dir, "bulk"), PostfixConfig{
+		Hostname: "bulk.example.test", SMTPPort: ports["bulk"], LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol"},
 	})
 	if err != nil {
 		return wo, err
@@ -207,6 +225,9 @@ if exists "X-Wehr-Quarantine" {
 func (wo *world) teardown() {
 	if wo.postfix != nil {
 		wo.postfix.Stop()
+	}
+	if wo.bulk != nil {
+		wo.bulk.Stop()
 	}
 	if wo.wehr != nil {
 		wo.wehr.Stop()

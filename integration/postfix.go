@@ -58,6 +58,10 @@ func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
 	if c.PolicyAddr != "" {
 		policy = ",\n    check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=mx }"
 	}
+	sasl := ""
+	if c.SASLPath != "" {
+		sasl = "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = " + c.SASLPath + "\nsmtpd_sasl_auth_enable = no\n"
+	}
 	milters := ""
 	if c.MilterAddr != "" {
 		milters = "smtpd_milters = " + c.MilterAddr + "\nnon_smtpd_milters = $smtpd_milters\n"
@@ -101,14 +105,17 @@ milter_connect_timeout = 5s
 milter_command_timeout = 10s
 milter_content_timeout = 60s
 delay_warning_time = 0
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = %[8]s
-smtpd_sasl_auth_enable = no
-%[7]s
-`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, c.SASLPath, policy)
+%[8]s%[7]s
+`, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, sasl, policy)
 	submission, submissionPolicy := "", ""
 	if c.PolicyAddr != "" {
-		submissionPolicy = "  -o { smtpd_recipient_restrictions = check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=submission } }\n"
+		// The README's submission wiring: sender login and rates under
+		// smtpd_sender_restrictions (Postfix words a refusal as a sender
+		// problem), bulk routing at end of data.
+		pol := "check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=submission }"
+		submissionPolicy = "  -o { smtpd_sender_restrictions = " + pol + " }\n" +
+			"  -o { smtpd_end_of_data_restrictions = " + pol + " }\n" +
+			"  -o smtpd_recipient_restrictions=\n"
 	}
 	if c.SubmissionPort != 0 {
 		submission = fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd

@@ -1,0 +1,74 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Submission controls through the real submission service.
+
+func submit(t *testing.T, user, from string, to []string, data string) Reply {
+	t.Helper()
+	pass := strings.Split(user, "@")[0] + "pw"
+	c := Client{IP: "198.51.100.77", Helo: "laptop", AuthUser: user, AuthPass: pass}
+	r, err := Send(w.submissionAddr(), c, from, to, data)
+	if err != nil {
+		t.Fatalf("submission: %v", err)
+	}
+	return r
+}
+
+func TestSubmissionSenderLogin(t *testing.T) {
+	data, _ := message(t, "CEO <ceo@bank.example>", "", "Pay.\r\n")
+	r := submit(t, "alice@example.test", "ceo@bank.example", []string{"bob@example.test"}, data)
+	want := "5.7.1 <ceo@bank.example>: Sender address rejected: Sender address <ceo@bank.example> is not owned by user alice@example.test"
+	if r.Code != 553 || r.Text != want {
+		t.Fatalf("%v\nwant 553 %s", r, want)
+	}
+}
+
+func TestSubmissionRateLimit(t *testing.T) {
+	// bob is in the class "tight": two messages per hour.
+	var last Reply
+	for i := range 3 {
+		data, _ := message(t, "Bob <bob@example.test>", "", "Message.\r\n")
+		data = strings.Replace(data, "To: alice@example.test", "To: alice@example.test", 1)
+		last = submit(t, "bob@example.test", "bob@example.test", []string{"alice@example.test"}, data)
+		if i < 2 && !last.OK() {
+			t.Fatalf("message %d: %v", i+1, last)
+		}
+	}
+	if last.Code != 450 || !strings.Contains(last.Text, "Sending limit reached for user bob@example.test: 2 messages per 1h0m0s; please retry in 3600 seconds") {
+		t.Fatalf("third message: %v", last)
+	}
+}
+
+func TestSubmissionBulkRouting(t *testing.T) {
+	data, marker := message(t, "Alice <alice@example.test>", "", "Newsletter.\r\n")
+	r := submit(t, "alice@example.test", "alice@example.test", []string{"alice@example.test", "bob@example.test", "carol@example.test"}, data)
+	if !r.OK() {
+		t.Fatalf("bulk message: %v", r)
+	}
+	qid := r.QueueID()
+	if _, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !w.postfix.LogContains(qid, "triggers FILTER smtp:[127.0.0.1]") || !w.bulk.LogContains("from=<alice@example.test>", "nrcpt=3") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not routed to the bulk instance:\n%s\n--- bulk:\n%s", Tail(w.postfix.Maillog(), 10), Tail(w.bulk.Maillog(), 10))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// An ordinary message takes the normal way.
+	data, _ = message(t, "Alice <alice@example.test>", "", "Just one.\r\n")
+	r = submit(t, "alice@example.test", "alice@example.test", []string{"bob@example.test"}, data)
+	if !r.OK() {
+		t.Fatalf("ordinary: %v", r)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if w.postfix.LogContains(r.QueueID(), "FILTER") {
+		t.Fatal("an ordinary message was routed as bulk")
+	}
+}
