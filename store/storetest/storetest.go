@@ -274,6 +274,7 @@ type Redis struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	conf string
+	args []string
 }
 
 // StartRedis starts redis-server on a free loopback port with extra
@@ -303,6 +304,10 @@ func NewRedis(dir, extra string) (*Redis, error) {
 }
 
 func startRedis(bin, dir, extra string) (*Redis, error) {
+	return startRedisArgs(bin, dir, extra)
+}
+
+func startRedisArgs(bin, dir, extra string, args ...string) (*Redis, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -312,7 +317,7 @@ func startRedis(bin, dir, extra string) (*Redis, error) {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, conf: filepath.Join(dir, "redis.conf")}
+	r := &Redis{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, conf: filepath.Join(dir, "redis.conf"), args: args}
 	conf := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nsave \"\"\nappendonly no\nlogfile %s/redis.log\n%s\n", port, dir, dir, extra)
 	if err := os.WriteFile(r.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -321,7 +326,7 @@ func startRedis(bin, dir, extra string) (*Redis, error) {
 }
 
 func (r *Redis) start(bin string) error {
-	r.cmd = exec.Command(bin, r.conf)
+	r.cmd = exec.Command(bin, append([]string{r.conf}, r.args...)...)
 	if err := r.cmd.Start(); err != nil {
 		return err
 	}
