@@ -54,13 +54,24 @@ func StartAt(addr, zone string) (*Server, error) {
 	if err := s.AddZone(zone); err != nil {
 		return nil, err
 	}
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("dnstest: listen udp: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on the same port: with an ephemeral port, the TCP side
+	// may be taken by some connection already; try other ports then.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, fmt.Errorf("dnstest: listen udp: %w", err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+		if !strings.HasSuffix(addr, ":0") {
+			break
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("dnstest: listen tcp: %w", err)
 	}
 	s.addr = pc.LocalAddr().String()
