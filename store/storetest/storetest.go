@@ -307,7 +307,18 @@ func startRedis(bin, dir, extra string) (*Redis, error) {
 	return startRedisArgs(bin, dir, extra)
 }
 
-func startRedisArgs(bin, dir, extra string, args ...string) (*Redis, error) {
+// startRedisArgs starts a server on a free port; the port was free when
+// chosen, and another try takes another one if it no longer is.
+func startRedisArgs(bin, dir, extra string, args ...string) (r *Redis, err error) {
+	for range 3 {
+		if r, err = startRedisOnce(bin, dir, extra, args...); err == nil {
+			return r, nil
+		}
+	}
+	return nil, err
+}
+
+func startRedisOnce(bin, dir, extra string, args ...string) (*Redis, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
