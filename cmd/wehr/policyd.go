@@ -12,6 +12,7 @@ import (
 
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/store"
 )
 
 func newPolicydCmd(g *globals) *cobra.Command {
@@ -47,11 +48,7 @@ request.`,
 			if _, err := netip.ParseAddr(client); err != nil {
 				return usagef("--client-address %q is not an IP address", client)
 			}
-			e, err := g.load()
-			if err != nil {
-				return err
-			}
-			st, err := opsStore(e)
+			e, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
@@ -101,11 +98,7 @@ func newGreylistCmd(g *globals) *cobra.Command {
 		Short: "List greylist entries (optionally those starting with a network, e.g. 192.0.2.0/24)",
 		Args:  func(_ *cobra.Command, args []string) error { return maxArgs(args, 1) },
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.load()
-			if err != nil {
-				return err
-			}
-			st, err := opsStore(e)
+			_, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
@@ -148,11 +141,7 @@ func newGreylistCmd(g *globals) *cobra.Command {
 				}
 				p, _ = a.Prefix(bits)
 			}
-			e, err := g.load()
-			if err != nil {
-				return err
-			}
-			st, err := opsStore(e)
+			e, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
@@ -169,11 +158,7 @@ func newGreylistCmd(g *globals) *cobra.Command {
 		Short: "Remove greylist entries (as greylist show prints them) or allowed networks",
 		Args:  func(_ *cobra.Command, args []string) error { return minArgs(args, 1) },
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.load()
-			if err != nil {
-				return err
-			}
-			st, err := opsStore(e)
+			_, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
@@ -204,11 +189,7 @@ func newReputationCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return usagef("%q is not an IP address", args[0])
 			}
-			e, err := g.load()
-			if err != nil {
-				return err
-			}
-			st, err := opsStore(e)
+			_, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
@@ -243,4 +224,17 @@ func minArgs(args []string, n int) error {
 		return usagef("at least %d arguments", n)
 	}
 	return nil
+}
+
+// opsStore loads the config and opens the store for an ops command.
+func (g *globals) opsStore() (*env, store.Store, error) {
+	e, err := g.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := opsStore(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, st, nil
 }
