@@ -37,6 +37,8 @@ fuzz:
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./policyd -run '^$$' -fuzz FuzzReadRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f wehr

@@ -560,3 +560,26 @@ func TestSubmission(t *testing.T) {
 }
 
 func writeFileT(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+func FuzzReadRequest(f *testing.F) {
+	f.Add([]byte("request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.1\n\n"))
+	f.Add([]byte("a=b\r\n\r\n"))
+	f.Add([]byte("=\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReader(strings.NewReader(string(data)))
+		for range 10 {
+			req, err := ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if len(req) == 0 || len(req) > maxAttributes {
+				t.Fatalf("request with %d attributes", len(req))
+			}
+			for k := range req {
+				if k == "" || strings.ContainsAny(k, "=\n") {
+					t.Fatalf("bad name %q", k)
+				}
+			}
+		}
+	})
+}

@@ -91,3 +91,17 @@ func TestHolderReload(t *testing.T) {
 		t.Fatal("old map lost after a failed reload")
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	f.Add(sample)
+	f.Add("a *\n1.2.3.0/24 x@y.z\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		m, err := Parse("f", strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		// Whatever parses answers without panicking.
+		m.Allowed("a", net.ParseIP("1.2.3.4"), "x@y.z")
+		m.Allowed("", net.ParseIP("1.2.3.4"), "x@y.z")
+	})
+}
