@@ -183,3 +183,42 @@ func waitLog(t *testing.T, s string, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// SIGHUP reloads the configuration: a broken file changes nothing (and
+// says why in the log), a good one takes effect without a restart.
+func TestConfigReload(t *testing.T) {
+	orig := readFile(w.wehr.Config)
+	defer func() {
+		os.WriteFile(w.wehr.Config, []byte(orig), 0o644) //nolint:errcheck
+		w.wehr.Signal(syscall.SIGHUP)                    //nolint:errcheck
+		waitLog(t, "configuration reloaded", 2)
+	}()
+	spoof := func() Reply {
+		data, _ := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
+		return w.send(t, Client{IP: "203.0.113.5", Name: "mail.evil.example", Helo: "mail.evil.example"}, "x@evil.example", data)
+	}
+	if r := spoof(); r.Code != 550 {
+		t.Fatalf("before: %v", r)
+	}
+	// A broken file: logged, ignored.
+	if err := os.WriteFile(w.wehr.Config, []byte(orig+"dmarc:\n  refusal: sometimes\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
+	waitLog(t, "config not reloaded", 1)
+	if !strings.Contains(readFile(w.wehr.Log), `dmarc.refusal: \"sometimes\" is not one of evidence, honor, quarantine`) {
+		t.Errorf("the log does not name the bad key:\n%s", Tail(w.wehr.Log, 5))
+	}
+	if r := spoof(); r.Code != 550 {
+		t.Fatalf("after a broken reload: %v", r)
+	}
+	// A good one: quarantine instead of refusal, at once.
+	if err := os.WriteFile(w.wehr.Config, []byte(orig+"dmarc:\n  refusal: quarantine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
+	waitLog(t, "configuration reloaded", 1)
+	if r := spoof(); !r.OK() {
+		t.Fatalf("after the reload: %v", r)
+	}
+}

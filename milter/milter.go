@@ -74,24 +74,21 @@ type Config struct {
 
 // Server is the milter server.
 type Server struct {
-	cfg    Config
-	engine *mailauth.Engine
-	log    *slog.Logger
-	ids    map[string]bool // lower-case authserv-ids whose headers we remove
-	srv    *milter.Server
-	keys   atomic.Pointer[dkimkeys.Set]
+	log  *slog.Logger
+	srv  *milter.Server
+	cur  atomic.Pointer[setup]
+	keys atomic.Pointer[dkimkeys.Set]
 }
 
-// SetKeys replaces the signing keys (after a reload or a rotation step);
-// messages in progress keep the keys they started with.
-func (s *Server) SetKeys(k *dkimkeys.Set) { s.keys.Store(k) }
+// setup is what a reload replaces; a message keeps the setup it started
+// with.
+type setup struct {
+	cfg    Config
+	engine *mailauth.Engine
+	ids    map[string]bool // lower-case authserv-ids whose headers we remove
+}
 
-// libraryLog routes go-milter's package-level warning hook (a global of
-// the library; we set it once) to slog.
-var libraryLog sync.Once
-
-// New makes a milter server.
-func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
+func newSetup(engine *mailauth.Engine, cfg Config) *setup {
 	if cfg.Quarantine == "" {
 		cfg.Quarantine = QuarantineHeader
 	}
@@ -104,22 +101,46 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	s := &Server{cfg: cfg, engine: engine, log: log, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
+	st := &setup{cfg: cfg, engine: engine, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
+	for _, id := range cfg.ExtraAuthservIDs {
+		st.ids[strings.ToLower(id)] = true
+	}
+	return st
+}
+
+// Reload replaces the engine and the configuration (SIGHUP); sessions in
+// progress finish their message with the old ones. cfg.Keys, if nil,
+// keeps the loaded keys.
+func (s *Server) Reload(engine *mailauth.Engine, cfg Config) {
+	s.cur.Store(newSetup(engine, cfg))
 	if cfg.Keys != nil {
 		s.keys.Store(cfg.Keys)
 	}
-	for _, id := range cfg.ExtraAuthservIDs {
-		s.ids[strings.ToLower(id)] = true
+}
+
+// SetKeys replaces the signing keys (after a reload or a rotation step);
+// messages in progress keep the keys they started with.
+func (s *Server) SetKeys(k *dkimkeys.Set) { s.keys.Store(k) }
+
+// libraryLog routes go-milter's package-level warning hook (a global of
+// the library; we set it once) to slog.
+var libraryLog sync.Once
+
+// New makes a milter server.
+func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
+	s := &Server{log: log}
+	s.cur.Store(newSetup(engine, cfg))
+	if cfg.Keys != nil {
+		s.keys.Store(cfg.Keys)
 	}
 	libraryLog.Do(func() {
 		milter.LogWarning = func(format string, v ...any) {
 			log.Warn("milter library: " + fmt.Sprintf(format, v...))
 		}
 	})
-	actions := milter.OptAddHeader | milter.OptChangeHeader
-	if cfg.Quarantine == QuarantineHold {
-		actions |= milter.OptQuarantine
-	}
+	// Quarantine is negotiated even for the header mode, so that a reload
+	// may switch to hold.
+	actions := milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine
 	s.srv = milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return &session{s: s} }),
 		milter.WithActions(actions),
@@ -165,8 +186,9 @@ func (s *Server) Sessions() uint64 { return s.srv.MilterCount() }
 // time, from the connection's goroutine.
 type session struct {
 	milter.NoOpMilter
-	s  *Server
-	id uint64
+	s   *Server
+	set *setup // the configuration of the current connection or message
+	id  uint64
 
 	client   net.IP
 	host     string
@@ -219,23 +241,25 @@ func tempfail(text string) (*milter.Response, error) {
 
 func (ss *session) NewConnection(m milter.Modifier) error {
 	ss.id = m.MilterId()
+	ss.set = ss.s.cur.Load()
 	return nil
 }
 
 func (ss *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer ss.guard("connect", &resp, &err)
+	ss.set = ss.s.cur.Load()
 	ss.host = host
 	ss.client = net.ParseIP(addr)
 	switch {
 	case family == "unix" || family == "unknown" || ss.client == nil:
 		ss.outbound = "local connection"
 	default:
-		if p, ok := mailauth.InNetworks(ss.client, ss.s.cfg.TrustedNetworks); ok {
+		if p, ok := mailauth.InNetworks(ss.client, ss.set.cfg.TrustedNetworks); ok {
 			ss.outbound = "trusted network " + p.String()
 		}
 	}
 	if d := m.Get(milter.MacroDaemonName); d != "" {
-		for _, o := range ss.s.cfg.OutboundDaemons {
+		for _, o := range ss.set.cfg.OutboundDaemons {
 			if d == o {
 				ss.outbound = "outbound smtpd " + d
 			}
@@ -253,11 +277,12 @@ func (ss *session) Helo(name string, _ milter.Modifier) (resp *milter.Response, 
 func (ss *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer ss.guard("mail", &resp, &err)
 	ss.reset()
+	ss.set = ss.s.cur.Load()
 	ss.start = time.Now()
 	ss.mailFrom = from
 	ss.authUser = m.Get(milter.MacroAuthAuthen)
 	ss.counts = map[string]int{}
-	ss.spool = newSpool(ss.s.cfg.BodyMemory, ss.s.cfg.TempDir)
+	ss.spool = newSpool(ss.set.cfg.BodyMemory, ss.set.cfg.TempDir)
 	return milter.RespContinue, nil
 }
 
@@ -279,7 +304,7 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 		// Never trust results we did not compute (CVE-2019-20790): a
 		// header carrying our authserv-id came from outside.
 		id, perr := authres.AuthservID(value)
-		if perr != nil || ss.s.ids[strings.ToLower(id)] {
+		if perr != nil || ss.set.ids[strings.ToLower(id)] {
 			why := "forged authserv-id " + id
 			if perr != nil {
 				why = "unparsable: " + perr.Error()
@@ -289,7 +314,7 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 				ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: why})
 			}
 		}
-	case lname == strings.ToLower(ss.s.cfg.QuarantineHeaderName):
+	case lname == strings.ToLower(ss.set.cfg.QuarantineHeaderName):
 		ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "inbound copy of our quarantine marker"})
 	}
 	// With leading-space negotiation the value is exactly what followed
@@ -302,7 +327,7 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 
 func (ss *session) mentionsOurID(v string) bool {
 	lv := strings.ToLower(v)
-	for id := range ss.s.ids {
+	for id := range ss.set.ids {
 		if strings.Contains(lv, id) {
 			return true
 		}
@@ -401,7 +426,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 // recordHistory notes the networks that deliver passing mail; best
 // effort: a store that does not answer costs nothing but the history.
 func (ss *session) recordHistory(v *mailauth.Verdict, log *slog.Logger) {
-	h := ss.s.cfg.History
+	h := ss.set.cfg.History
 	if h == nil || ss.client == nil {
 		return
 	}
@@ -446,7 +471,7 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 		return nil, err
 	}
 	env := mailauth.Envelope{ClientIP: ss.client, Helo: ss.helo, MailFrom: ss.mailFrom, RcptTo: ss.rcpts}
-	ctx, cancel := context.WithTimeout(context.Background(), ss.s.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.set.cfg.Timeout)
 	defer cancel()
 	type result struct {
 		v   *mailauth.Verdict
@@ -460,7 +485,7 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 				done <- result{err: fmt.Errorf("panic in the engine: %v", r)}
 			}
 		}()
-		v, err := ss.s.engine.Verify(ctx, env, rd)
+		v, err := ss.set.engine.Verify(ctx, env, rd)
 		done <- result{v, err}
 	}()
 	tick := time.NewTicker(time.Second)
@@ -474,7 +499,7 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 				return nil, fmt.Errorf("progress: %w", err)
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("verification exceeded %v", ss.s.cfg.Timeout)
+			return nil, fmt.Errorf("verification exceeded %v", ss.set.cfg.Timeout)
 		}
 	}
 }
@@ -494,16 +519,16 @@ func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
 		if len(v.DMARC.Overrides) > 0 {
 			reason += ", " + strings.Join(v.DMARC.Overrides, " ")
 		}
-		if ss.s.cfg.Quarantine == QuarantineHold {
+		if ss.set.cfg.Quarantine == QuarantineHold {
 			if err := m.Quarantine(reason); err != nil {
 				return fmt.Errorf("quarantine: %w", err)
 			}
-		} else if err := m.InsertHeader(0, ss.s.cfg.QuarantineHeaderName, " yes ("+reason+")"); err != nil {
-			return fmt.Errorf("insert %s: %w", ss.s.cfg.QuarantineHeaderName, err)
+		} else if err := m.InsertHeader(0, ss.set.cfg.QuarantineHeaderName, " yes ("+reason+")"); err != nil {
+			return fmt.Errorf("insert %s: %w", ss.set.cfg.QuarantineHeaderName, err)
 		}
 	}
 	// A leading space, as we negotiated leading-space handling.
-	value := " " + authres.Fold(ss.s.cfg.AuthservID, v.Results, "\n")
+	value := " " + authres.Fold(ss.set.cfg.AuthservID, v.Results, "\n")
 	if err := m.InsertHeader(0, "Authentication-Results", value); err != nil {
 		return fmt.Errorf("insert Authentication-Results: %w", err)
 	}

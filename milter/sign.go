@@ -44,13 +44,13 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 		}
 		domain = d
 	}
-	if ss.s.cfg.Senders == nil {
+	if ss.set.cfg.Senders == nil {
 		return done("outbound, not signed: no sender map configured (dkim.sender_map)", "from", addrs[0])
 	}
-	sm := ss.s.cfg.Senders.Map()
+	sm := ss.set.cfg.Senders.Map()
 	for _, a := range addrs {
 		if ok, why := sm.Allowed(ss.authUser, ss.client, a); !ok {
-			if ss.s.cfg.RefuseUnauthorized {
+			if ss.set.cfg.RefuseUnauthorized {
 				log.Info("milter: refused: sender may not use the From address", "from", a, "user", ss.authUser, "why", why,
 					"reply", "553 5.7.1", "check", "sender_map")
 				who := "user " + ss.authUser

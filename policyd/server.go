@@ -11,13 +11,14 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Server answers Postfix's policy requests on one listener: many
 // connections at once, many requests per connection.
 type Server struct {
-	p    *Pipeline
+	p    atomic.Pointer[Pipeline]
 	log  *slog.Logger
 	idle time.Duration
 
@@ -33,8 +34,17 @@ func NewServer(p *Pipeline, log *slog.Logger, idle time.Duration) *Server {
 	if idle <= 0 {
 		idle = 330 * time.Second
 	}
-	return &Server{p: p, log: log, idle: idle, conns: map[net.Conn]struct{}{}}
+	s := &Server{log: log, idle: idle, conns: map[net.Conn]struct{}{}}
+	s.p.Store(p)
+	return s
 }
+
+// SetPipeline replaces the pipeline (a configuration reload); requests in
+// progress finish with the old one.
+func (s *Server) SetPipeline(p *Pipeline) { s.p.Store(p) }
+
+// Pipeline is the current pipeline.
+func (s *Server) Pipeline() *Pipeline { return s.p.Load() }
 
 // Serve accepts connections until ctx ends, then closes them and waits.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
@@ -104,7 +114,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 			return
 		}
 		start := time.Now()
-		d := s.p.Evaluate(ctx, req)
+		d := s.p.Load().Evaluate(ctx, req)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
 		if err := WriteAction(c, d.Action); err != nil {
 			s.log.Warn("policyd: writing the answer failed", "error", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/wehr/wehr/listener"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/wehr/wehr/config"
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
@@ -95,27 +97,66 @@ func opsStore(e *env) (store.Store, error) {
 	return store.DialAdmin(e.cfg.Store.AdminSocket)
 }
 
+// running is what a daemon process runs, and what a reload replaces.
+type running struct {
+	e        *env
+	st       store.Store
+	senders  *sendermap.Holder
+	keyStore *dkimkeys.Store
+	history  *milter.History
+	m        *milter.Server  // nil without the milter
+	pd       *policyd.Server // nil without the policy service
+}
+
+// engine builds the verdict engine of cfg.
+func (r *running) engine(cfg *config.Config) *mailauth.Engine {
+	ecfg := cfg.Engine()
+	if r.history != nil {
+		ecfg.History = r.history
+	}
+	return mailauth.NewEngine(r.e.res, ecfg)
+}
+
+// milterConfig builds the milter's configuration of cfg (keys are set
+// apart).
+func (r *running) milterConfig(cfg *config.Config) milter.Config {
+	mc := cfg.MilterServer()
+	mc.Senders, mc.History = r.senders, r.history
+	return mc
+}
+
+// pipeline builds the policy pipeline of cfg.
+func (r *running) pipeline(cfg *config.Config) *policyd.Pipeline {
+	pc := cfg.PolicydPipeline()
+	if cfg.Policyd.Submission.SenderLogin {
+		pc.Submission.Senders = r.senders
+	}
+	return policyd.NewPipeline(pc, r.e.res, r.st, r.e.log)
+}
+
 // runDaemons starts the daemons and runs them until ctx ends.
 func runDaemons(ctx context.Context, e *env, d daemons) error {
 	grp, ctx := errgroup.WithContext(ctx)
-	var st store.Store
+	r := &running{e: e}
 	if d.policyd || e.cfg.Store.Backend == "redis" {
 		var err error
-		if st, err = openStore(e, d.milter && d.policyd); err != nil {
+		if r.st, err = openStore(e, d.milter && d.policyd); err != nil {
 			return err
 		}
-		defer st.Close()
-		if emb, ok := st.(*store.Embedded); ok {
+		defer r.st.Close()
+		if emb, ok := r.st.(*store.Embedded); ok {
 			grp.Go(func() error { return store.ServeAdmin(ctx, emb, e.cfg.Store.AdminSocket, e.log) })
 			e.log.Info("wehr: embedded store", "path", e.cfg.Store.Path, "admin_socket", e.cfg.Store.AdminSocket)
 		} else {
 			e.log.Info("wehr: Redis store", "mode", e.cfg.Store.Redis.Mode, "addrs", e.cfg.Store.Redis.Addrs)
 		}
+		if e.cfg.DMARC.PassHistory {
+			r.history = milter.NewHistory(r.st, e.cfg.DMARC.PassHistoryKeep)
+		}
 	}
-	var senders *sendermap.Holder
 	if p := e.cfg.DKIM.SenderMap; p != "" {
 		var err error
-		if senders, err = sendermap.NewHolder(p); err != nil {
+		if r.senders, err = sendermap.NewHolder(p); err != nil {
 			return usageError{err}
 		}
 	}
@@ -128,65 +169,47 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		if err != nil {
 			return err
 		}
-		pc := e.cfg.PolicydPipeline()
-		if e.cfg.Policyd.Submission.SenderLogin {
-			pc.Submission.Senders = senders
-		}
-		p := policyd.NewPipeline(pc, e.res, st, e.log)
-		srv := policyd.NewServer(p, e.log, e.cfg.Policyd.IdleTimeout)
+		r.pd = policyd.NewServer(r.pipeline(e.cfg), e.log, e.cfg.Policyd.IdleTimeout)
 		e.log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(e.cfg.Policyd.DNSLists),
 			"greylisting", e.cfg.Policyd.Greylist.Enabled)
-		grp.Go(func() error { return srv.Serve(ctx, ln) })
+		grp.Go(func() error { return r.pd.Serve(ctx, ln) })
 	}
-	if !d.milter {
-		grp.Go(func() error {
-			maintain(ctx, e, nil, senders, nil)
-			return nil
-		})
-		return grp.Wait()
-	}
-	addr, perms, err := e.cfg.MilterListen(d.milterListen)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	mc := e.cfg.MilterServer()
-	var store *dkimkeys.Store
-	if dir := e.cfg.DKIM.KeysDir; dir != "" {
-		store = &dkimkeys.Store{Dir: dir}
-		if mc.Keys, err = store.Load(); err != nil {
-			return usageError{err}
+	if d.milter {
+		addr, perms, err := e.cfg.MilterListen(d.milterListen)
+		if err != nil {
+			return usagef("%v", err)
 		}
+		mc := r.milterConfig(e.cfg)
+		if dir := e.cfg.DKIM.KeysDir; dir != "" {
+			r.keyStore = &dkimkeys.Store{Dir: dir}
+			if mc.Keys, err = r.keyStore.Load(); err != nil {
+				return usageError{err}
+			}
+		}
+		if mc.Keys != nil && mc.Senders == nil {
+			e.log.Warn("wehr: dkim.keys_dir is set but dkim.sender_map is not: nothing will be signed")
+		}
+		ln, err := listener.Listen(addr, perms)
+		if err != nil {
+			return err
+		}
+		r.m = milter.New(r.engine(e.cfg), mc, e.log)
+		e.log.Info("wehr: milter listening", slog.String("listen", addr.String()), slog.String("authserv_id", e.cfg.AuthservID),
+			slog.Any("dns_servers", e.res.Servers()), slog.String("dmarc_refusal", e.cfg.DMARC.Refusal),
+			slog.Int("dkim_domains", domains(mc.Keys)), slog.Bool("sender_map", mc.Senders != nil))
+		grp.Go(func() error { return r.m.Serve(ctx, ln) })
 	}
-	mc.Senders = senders
-	if mc.Keys != nil && mc.Senders == nil {
-		e.log.Warn("wehr: dkim.keys_dir is set but dkim.sender_map is not: nothing will be signed")
-	}
-	ln, err := listener.Listen(addr, perms)
-	if err != nil {
-		return err
-	}
-	ecfg := e.cfg.Engine()
-	if st != nil && e.cfg.DMARC.PassHistory {
-		h := milter.NewHistory(st, e.cfg.DMARC.PassHistoryKeep)
-		ecfg.History, mc.History = h, h
-	}
-	engine := mailauth.NewEngine(e.res, ecfg)
-	m := milter.New(engine, mc, e.log)
-	e.log.Info("wehr: milter listening", slog.String("listen", addr.String()), slog.String("authserv_id", e.cfg.AuthservID),
-		slog.Any("dns_servers", e.res.Servers()), slog.String("dmarc_refusal", e.cfg.DMARC.Refusal),
-		slog.Int("dkim_domains", domains(mc.Keys)), slog.Bool("sender_map", mc.Senders != nil))
-
-	grp.Go(func() error { return m.Serve(ctx, ln) })
 	grp.Go(func() error {
-		maintain(ctx, e, store, mc.Senders, m)
+		r.maintain(ctx)
 		return nil
 	})
-	err = grp.Wait()
-	e.log.Info("wehr: stopped", slog.Uint64("milter_sessions", m.Sessions()))
-	if err != nil {
-		return fmt.Errorf("milter: %w", err)
+	err := grp.Wait()
+	if r.m != nil {
+		e.log.Info("wehr: stopped", slog.Uint64("milter_sessions", r.m.Sessions()))
+	} else {
+		e.log.Info("wehr: stopped")
 	}
-	return nil
+	return err
 }
 
 func domains(s *dkimkeys.Set) int {
@@ -196,61 +219,119 @@ func domains(s *dkimkeys.Set) int {
 	return len(s.Domains())
 }
 
-// maintain reloads keys and the sender map on SIGHUP, and advances key
-// rotations on a schedule; a failed reload keeps what was loaded.
-func maintain(ctx context.Context, e *env, store *dkimkeys.Store, senders *sendermap.Holder, m *milter.Server) {
+// maintain reloads on SIGHUP (the configuration, the DKIM keys, the
+// sender map) and advances key rotations on a schedule; whatever fails to
+// reload keeps what was loaded, with a log line.
+func (r *running) maintain(ctx context.Context) {
+	e := r.e
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	tick := time.NewTicker(e.cfg.DKIM.RotationCheck)
 	defer tick.Stop()
-	reloadKeys := func() {
-		if store == nil || m == nil {
-			return
-		}
-		set, err := store.Load()
-		if err != nil {
-			e.log.Error("wehr: DKIM keys not reloaded, keeping the old ones", "error", err)
-			return
-		}
-		m.SetKeys(set)
-		e.log.Info("wehr: DKIM keys loaded", "domains", len(set.Domains()))
-	}
-	advance := func() {
-		if store == nil || m == nil {
-			return
-		}
-		actx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		trs, err := store.Advance(actx, e.res, e.cfg.DKIM.RotationOverlap, time.Now())
-		for _, t := range trs {
-			e.log.Info("wehr: DKIM key rotation", "domain", t.Domain, "selector", t.Selector, "from", t.From, "to", t.To, "why", t.Why)
-		}
-		if err != nil {
-			e.log.Error("wehr: DKIM key rotation check failed", "error", err)
-		}
-		if len(trs) > 0 {
-			reloadKeys()
-		}
-	}
-	advance()
+	r.advance(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-hup:
-			e.log.Info("wehr: SIGHUP: reloading DKIM keys and the sender map")
-			reloadKeys()
-			if senders != nil {
-				if err := senders.Reload(); err != nil {
+			e.log.Info("wehr: SIGHUP: reloading the configuration, DKIM keys and the sender map")
+			r.reloadConfig()
+			r.reloadKeys()
+			if r.senders != nil {
+				if err := r.senders.Reload(); err != nil {
 					e.log.Error("wehr: sender map not reloaded, keeping the old one", "error", err)
 				} else {
-					e.log.Info("wehr: sender map loaded", "path", senders.Path(), "entries", senders.Map().Size)
+					e.log.Info("wehr: sender map loaded", "path", r.senders.Path(), "entries", r.senders.Map().Size)
 				}
 			}
-			advance()
+			r.advance(ctx)
 		case <-tick.C:
-			advance()
+			r.advance(ctx)
 		}
+	}
+}
+
+// reloadConfig reads the config file again; if it is valid, the engine,
+// the milter's settings and the policy pipeline take it up. Settings
+// that need a restart (listen addresses, the store, DNS servers) are
+// named in the log.
+func (r *running) reloadConfig() {
+	e := r.e
+	if e.path == "" {
+		e.log.Info("wehr: running on built-in defaults; no config file to reload")
+		return
+	}
+	cfg, err := config.Load(e.path)
+	if err != nil {
+		var ce *config.Errors
+		if errors.As(err, &ce) {
+			for _, l := range ce.Lines() {
+				e.log.Error("wehr: config not reloaded: " + l)
+			}
+		} else {
+			e.log.Error("wehr: config not reloaded", "error", err)
+		}
+		return
+	}
+	for _, c := range restartOnly(e.cfg, cfg) {
+		e.log.Warn("wehr: config change needs a restart to take effect", "key", c)
+	}
+	if r.m != nil {
+		r.m.Reload(r.engine(cfg), r.milterConfig(cfg))
+	}
+	if r.pd != nil {
+		r.pd.SetPipeline(r.pipeline(cfg))
+	}
+	e.log.Info("wehr: configuration reloaded", "path", e.path)
+}
+
+// restartOnly lists the keys whose change a reload does not apply.
+func restartOnly(old, cur *config.Config) []string {
+	var out []string
+	check := func(key string, a, b any) {
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			out = append(out, key)
+		}
+	}
+	check("milter.listen", old.Milter.Listen, cur.Milter.Listen)
+	check("policyd.listen", old.Policyd.Listen, cur.Policyd.Listen)
+	check("store", old.Store, cur.Store)
+	check("dns", old.DNS, cur.DNS)
+	check("log", old.Log, cur.Log)
+	check("dkim.keys_dir", old.DKIM.KeysDir, cur.DKIM.KeysDir)
+	check("dkim.sender_map", old.DKIM.SenderMap, cur.DKIM.SenderMap)
+	check("dmarc.pass_history", old.DMARC.PassHistory, cur.DMARC.PassHistory)
+	return out
+}
+
+func (r *running) reloadKeys() {
+	if r.keyStore == nil || r.m == nil {
+		return
+	}
+	set, err := r.keyStore.Load()
+	if err != nil {
+		r.e.log.Error("wehr: DKIM keys not reloaded, keeping the old ones", "error", err)
+		return
+	}
+	r.m.SetKeys(set)
+	r.e.log.Info("wehr: DKIM keys loaded", "domains", len(set.Domains()))
+}
+
+func (r *running) advance(ctx context.Context) {
+	if r.keyStore == nil || r.m == nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	trs, err := r.keyStore.Advance(actx, r.e.res, r.e.cfg.DKIM.RotationOverlap, time.Now())
+	for _, t := range trs {
+		r.e.log.Info("wehr: DKIM key rotation", "domain", t.Domain, "selector", t.Selector, "from", t.From, "to", t.To, "why", t.Why)
+	}
+	if err != nil {
+		r.e.log.Error("wehr: DKIM key rotation check failed", "error", err)
+	}
+	if len(trs) > 0 {
+		r.reloadKeys()
 	}
 }

@@ -102,9 +102,10 @@ whatever it is), 1 on a runtime error, 2 on a usage or configuration error.`,
 // env is what a command gets from the global flags: the validated config,
 // a logger and the resolver.
 type env struct {
-	cfg *config.Config
-	log *slog.Logger
-	res *resolver.Resolver
+	cfg  *config.Config
+	path string // the config file read; "" for built-in defaults
+	log  *slog.Logger
+	res  *resolver.Resolver
 }
 
 func (g *globals) load() (*env, error) {
@@ -113,7 +114,7 @@ func (g *globals) load() (*env, error) {
 			return nil, usageError{err}
 		}
 	}
-	cfg, _, err := config.LoadDefault(g.configPath)
+	cfg, path, err := config.LoadDefault(g.configPath)
 	if err != nil {
 		var ce *config.Errors
 		if errors.As(err, &ce) {
@@ -126,7 +127,7 @@ func (g *globals) load() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &env{cfg: cfg, log: log, res: res}, nil
+	return &env{cfg: cfg, path: path, log: log, res: res}, nil
 }
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
