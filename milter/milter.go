@@ -27,6 +27,7 @@ import (
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/smtpreply"
 )
 
 // Quarantine modes.
@@ -235,8 +236,20 @@ func (ss *session) guard(stage string, resp **milter.Response, err *error) {
 	}
 }
 
+// tempfail answers 451 with an enhanced code and a text (check "milter":
+// our own trouble, never the sender's).
 func tempfail(text string) (*milter.Response, error) {
-	return milter.RejectWithCodeAndReason(451, text)
+	enhanced, rest, _ := strings.Cut(text, " ")
+	return respond(smtpreply.Reply{Code: 451, Enhanced: enhanced, Text: rest, Check: "milter"})
+}
+
+// respond turns a decision into the milter reply; Postfix insists on the
+// enhanced code matching the reply code, which Valid checks.
+func respond(r smtpreply.Reply) (*milter.Response, error) {
+	if err := r.Valid(); err != nil {
+		return nil, err
+	}
+	return milter.RejectWithCodeAndReason(uint16(r.Code), r.Enhanced+" "+r.Text)
 }
 
 func (ss *session) NewConnection(m milter.Modifier) error {
@@ -413,7 +426,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	ss.recordHistory(v, log)
 	if v.Reply != nil {
 		log.Info("milter: refused", append(attrs, "reply", v.Reply.String(), "check", v.Reply.Check)...)
-		return milter.RejectWithCodeAndReason(uint16(v.Reply.Code), v.Reply.Enhanced+" "+v.Reply.Text)
+		return respond(*v.Reply)
 	}
 	if err := ss.modify(m, v); err != nil {
 		log.Error("milter: changing the headers failed, answered 451", append(attrs, "error", err)...)

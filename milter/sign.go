@@ -11,6 +11,7 @@ import (
 
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/smtpreply"
 )
 
 // outboundMessage signs outbound mail with the From domain's keys, when
@@ -57,7 +58,8 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 				if ss.authUser == "" {
 					who = "client " + ss.clientString()
 				}
-				return milter.RejectWithCodeAndReason(553, fmt.Sprintf("5.7.1 %s may not send as <%s>; use an address of your own", who, a))
+				return respond(smtpreply.Reply{Code: 553, Enhanced: "5.7.1", Check: "sender_map",
+					Text: fmt.Sprintf("%s may not send as <%s>; use an address of your own", who, a)})
 			}
 			return done("outbound, not signed: sender may not use the From address", "from", a, "user", ss.authUser, "why", why)
 		}
