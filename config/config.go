@@ -52,6 +52,13 @@ type Config struct {
 	Milter   Milter  `yaml:"milter"`
 	Store    Store   `yaml:"store"`
 	Policyd  Policyd `yaml:"policyd"`
+	Metrics  Metrics `yaml:"metrics"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen      string `yaml:"listen"`
+	AllowRemote bool   `yaml:"allow_remote"`
 }
 
 // Store configures the shared state.
@@ -621,6 +628,13 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		positive("store.redis.timeout", r.Timeout)
 	}
 
+	if l := c.Metrics.Listen; l != "" {
+		if a, err := listener.ParseAddress(l, c.Metrics.AllowRemote); err != nil {
+			bad("metrics.listen", "%v", err)
+		} else if a.Network != "tcp" {
+			bad("metrics.listen", "%q: the metrics endpoint listens on inet:HOST:PORT", l)
+		}
+	}
 	pd := c.Policyd
 	if _, err := listener.ParseAddress(pd.Listen, pd.AllowRemote); err != nil {
 		bad("policyd.listen", "%v", err)

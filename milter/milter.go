@@ -71,6 +71,21 @@ type Config struct {
 	// History, if set, records the networks that deliver DMARC-passing
 	// mail for each author domain.
 	History *History
+	// Observer, if set, counts what the milter does (metrics).
+	Observer Observer
+}
+
+// Observer counts messages and store failures; *metrics.Metrics is one.
+type Observer interface {
+	Message(action string, d time.Duration)
+	StoreError(user string)
+}
+
+// observe reports a finished message, if anyone listens.
+func (ss *session) observe(action string) {
+	if o := ss.set.cfg.Observer; o != nil {
+		o.Message(action, time.Since(ss.start))
+	}
 }
 
 // Server is the milter server.
@@ -397,6 +412,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		ss.failed = ss.connFailed
 	}
 	if ss.failed != nil {
+		ss.observe("tempfail")
 		log.Error("milter: message not verified, answered 451", "error", ss.failed)
 		return tempfail("4.3.0 Mail filter error; please try again later")
 	}
@@ -414,6 +430,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 
 	v, err := ss.verify(m)
 	if err != nil {
+		ss.observe("tempfail")
 		log.Error("milter: verification failed, answered 451", "error", err, "duration_ms", time.Since(ss.start).Milliseconds())
 		return tempfail("4.3.0 Could not check this message; please try again later")
 	}
@@ -425,13 +442,16 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 
 	ss.recordHistory(v, log)
 	if v.Reply != nil {
+		ss.observe(v.Action)
 		log.Info("milter: refused", append(attrs, "reply", v.Reply.String(), "check", v.Reply.Check)...)
 		return respond(*v.Reply)
 	}
 	if err := ss.modify(m, v); err != nil {
+		ss.observe("tempfail")
 		log.Error("milter: changing the headers failed, answered 451", append(attrs, "error", err)...)
 		return tempfail("4.3.0 Mail filter could not add its header; please try again later")
 	}
+	ss.observe(v.Action)
 	log.Info("milter: "+v.Action, attrs...)
 	return milter.RespAccept, nil
 }
@@ -451,6 +471,9 @@ func (ss *session) recordHistory(v *mailauth.Verdict, log *slog.Logger) {
 		err := h.Record(ctx, d.FromDomain, ss.client)
 		cancel()
 		if err != nil {
+			if o := ss.set.cfg.Observer; o != nil {
+				o.StoreError("milter")
+			}
 			log.Warn("milter: pass history not recorded", "from_domain", d.FromDomain, "error", err)
 			return
 		}

@@ -18,6 +18,11 @@ import (
 // the sender may use that From address.
 func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
 	done := func(msg string, args ...any) (*milter.Response, error) {
+		if strings.HasPrefix(msg, "outbound, signed") {
+			ss.observe("signed")
+		} else {
+			ss.observe("unsigned")
+		}
 		log.Info("milter: "+msg, append(args, "duration_ms", time.Since(ss.start).Milliseconds())...)
 		return milter.RespAccept, nil
 	}

@@ -84,6 +84,14 @@ type Config struct {
 	TempfailOnStoreError bool
 	Timeout              time.Duration
 	Submission           Submission
+	// Observer, if set, counts decisions and store failures (metrics).
+	Observer Observer
+}
+
+// Observer counts decisions and store failures; *metrics.Metrics is one.
+type Observer interface {
+	Decision(context, action, check string, d time.Duration)
+	StoreError(user string)
 }
 
 // Resolver is what the pipeline asks of DNS: the engine's resolver.
@@ -126,6 +134,14 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 
 // StoreErrors counts the requests on which the store did not answer.
 func (p *Pipeline) StoreErrors() int64 { return p.storeErrors.Load() }
+
+// storeError counts a store failure.
+func (p *Pipeline) storeError() {
+	p.storeErrors.Add(1)
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.StoreError("policyd")
+	}
+}
 
 // Contribution is one check's part in a decision.
 type Contribution struct {
@@ -192,7 +208,7 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	if state == "CONNECT" {
 		d := Decision{Context: ctxName, Action: "DUNNO", Contributions: cs}
 		if r, err := p.rate(ctx, "connections", client, now, p.cfg.Rates.ConnectionsPerIP, p.cfg.Rates.ConnectionsPerSubnet, &d); err != nil {
-			p.storeErrors.Add(1)
+			p.storeError()
 			d.Contributions = append(d.Contributions, Contribution{Check: "rate", Note: "store unavailable: " + err.Error()})
 		} else if r != nil {
 			d.set(r)
@@ -211,7 +227,7 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	storeDown := false
 	storeFailed := func(op string, err error) {
 		if !storeDown {
-			p.storeErrors.Add(1)
+			p.storeError()
 			p.log.Warn("policyd: store unavailable; check skipped", "op", op, "error", err, "instance", req.Get("instance"))
 		}
 		storeDown = true
@@ -412,7 +428,7 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 		v, ok, err := p.st.Get(ctx, "grey-ok:"+net)
 		if err != nil {
 			d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: "store unavailable: " + err.Error()})
-			p.storeErrors.Add(1)
+			p.storeError()
 			return nil
 		}
 		if ok {
@@ -426,7 +442,7 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 	e, err := p.st.Greylist(ctx, key, now, store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep})
 	if err != nil {
 		d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: "store unavailable: " + err.Error()})
-		p.storeErrors.Add(1)
+		p.storeError()
 		p.log.Warn("policyd: store unavailable; greylisting skipped", "error", err, "instance", req.Get("instance"))
 		return nil
 	}

@@ -114,13 +114,18 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 			return
 		}
 		start := time.Now()
-		d := s.p.Load().Evaluate(ctx, req)
+		p := s.p.Load()
+		d := p.Evaluate(ctx, req)
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
 		if err := WriteAction(c, d.Action); err != nil {
 			s.log.Warn("policyd: writing the answer failed", "error", err)
 			return
 		}
-		s.logDecision(req, d, time.Since(start))
+		took := time.Since(start)
+		if o := p.cfg.Observer; o != nil {
+			o.Decision(d.Context, d.Action, d.Check, took)
+		}
+		s.logDecision(req, d, took)
 	}
 }
 

@@ -87,7 +87,7 @@ func (p *Pipeline) submission(ctx context.Context, req Request, now time.Time) D
 		return d
 	}
 	storeErr := func(err error) Decision {
-		p.storeErrors.Add(1)
+		p.storeError()
 		p.log.Warn("policyd: store unavailable; submission rate not checked", "user", user, "error", err)
 		note("rate", "store unavailable: "+err.Error())
 		if p.cfg.TempfailOnStoreError {

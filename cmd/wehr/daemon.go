@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/wehr/wehr/listener"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/wehr/wehr/config"
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/sendermap"
@@ -106,6 +108,7 @@ type running struct {
 	history  *milter.History
 	m        *milter.Server  // nil without the milter
 	pd       *policyd.Server // nil without the policy service
+	metrics  *metrics.Metrics
 }
 
 // engine builds the verdict engine of cfg.
@@ -121,13 +124,14 @@ func (r *running) engine(cfg *config.Config) *mailauth.Engine {
 // apart).
 func (r *running) milterConfig(cfg *config.Config) milter.Config {
 	mc := cfg.MilterServer()
-	mc.Senders, mc.History = r.senders, r.history
+	mc.Senders, mc.History, mc.Observer = r.senders, r.history, r.metrics
 	return mc
 }
 
 // pipeline builds the policy pipeline of cfg.
 func (r *running) pipeline(cfg *config.Config) *policyd.Pipeline {
 	pc := cfg.PolicydPipeline()
+	pc.Observer = r.metrics
 	if cfg.Policyd.Submission.SenderLogin {
 		pc.Submission.Senders = r.senders
 	}
@@ -137,7 +141,7 @@ func (r *running) pipeline(cfg *config.Config) *policyd.Pipeline {
 // runDaemons starts the daemons and runs them until ctx ends.
 func runDaemons(ctx context.Context, e *env, d daemons) error {
 	grp, ctx := errgroup.WithContext(ctx)
-	r := &running{e: e}
+	r := &running{e: e, metrics: metrics.New(e.res)}
 	if d.policyd || e.cfg.Store.Backend == "redis" {
 		var err error
 		if r.st, err = openStore(e, d.milter && d.policyd); err != nil {
@@ -153,6 +157,27 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		if e.cfg.DMARC.PassHistory {
 			r.history = milter.NewHistory(r.st, e.cfg.DMARC.PassHistoryKeep)
 		}
+	}
+	if l := e.cfg.Metrics.Listen; l != "" {
+		a, err := listener.ParseAddress(l, e.cfg.Metrics.AllowRemote)
+		if err != nil {
+			return usagef("metrics.listen: %v", err)
+		}
+		ln, err := listener.Listen(a, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", r.metrics.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		grp.Go(func() error {
+			go func() { <-ctx.Done(); hs.Close() }()
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+		e.log.Info("wehr: metrics at http://" + a.Address + "/metrics")
 	}
 	if p := e.cfg.DKIM.SenderMap; p != "" {
 		var err error

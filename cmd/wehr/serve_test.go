@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +31,7 @@ func freePort(t *testing.T) int {
 func TestServeAndOpsCommands(t *testing.T) {
 	dir := t.TempDir()
 	srv := dnstest.New(t, `20.2.0.192.bl.test. 300 IN A 127.0.0.2`)
+	policyPort, metricsPort := freePort(t), freePort(t)
 	cfg := emptyConfig(t, fmt.Sprintf(`hostname: mx.test
 log: {level: warn}
 milter: {listen: "inet:127.0.0.1:%d"}
@@ -37,7 +41,9 @@ store:
 policyd:
   listen: inet:127.0.0.1:%d
   dns_lists: [{zone: bl.test, weight: 5}]
-`, freePort(t), filepath.Join(dir, "wehr.db"), filepath.Join(dir, "admin.sock"), freePort(t)))
+metrics:
+  listen: inet:127.0.0.1:%d
+`, freePort(t), filepath.Join(dir, "wehr.db"), filepath.Join(dir, "admin.sock"), policyPort, metricsPort))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var serveErr bytes.Buffer
@@ -91,6 +97,28 @@ policyd:
 	if code, out, _ = wehr(t, "--config", cfg, "greylist", "show"); code != 0 || strings.TrimSpace(out) != "" {
 		t.Fatalf("after remove: %q", out)
 	}
+	// The daemon's own decisions are in its metrics.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", policyPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.20\nhelo_name=x.example\nsender=a@x.example\nrecipient=alice@example.test\n\n")
+	if line, _ := bufio.NewReader(c).ReadString('\n'); !strings.HasPrefix(line, "action=554 5.7.1") {
+		t.Fatalf("policy answer %q", line)
+	}
+	c.Close()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`wehr_policyd_decisions_total{action="554",check="dnsbl",context="mx"} 1`, "wehr_dns_lookups_total", "wehr_policyd_decision_seconds_count 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
 	// A second serve cannot take the store file.
 	code, _, stderr = wehr(t, "--config", cfg, "serve", "--milter-listen", fmt.Sprintf("inet:127.0.0.1:%d", freePort(t)))
 	if code == 0 || !strings.Contains(stderr, "in use by another process") {
