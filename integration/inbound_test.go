@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -521,5 +522,38 @@ func TestWehrDown(t *testing.T) {
 	}
 	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// wehr doctor, run as an admin would against the live installation: the
+// real postconf reads the real main.cf the harness wrote, the daemons and
+// Redis answer, the keys are published in the test DNS.
+func TestDoctor(t *testing.T) {
+	etc := filepath.Join(w.postfix.Dir, "etc")
+	cmd := exec.Command(w.wehr.Bin, "--config", w.wehr.Config, "--resolver", w.wehr.Resolver, "doctor", "--postfix-config", etc)
+	raw, err := cmd.CombinedOutput()
+	out := strings.Join(strings.Fields(string(raw)), " ")
+	if err != nil {
+		t.Fatalf("doctor: %v\n%s", err, raw)
+	}
+	t.Logf("wehr doctor:\n%s", raw)
+	for _, want := range []string{
+		"ok store Redis (single)",
+		"ok milter",
+		"ok policyd",
+		"ok dkim example.test 2026a-rsa (active) is published",
+		"ok dkim example.test 2026a-ed (active) is published",
+		"ok postfix smtpd_milters names wehr",
+		"ok postfix smtpd_recipient_restrictions asks the policy service",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, raw)
+		}
+	}
+	// The bulk instance has no milter: doctor says so, and fails.
+	cmd = exec.Command(w.wehr.Bin, "--config", w.wehr.Config, "--resolver", w.wehr.Resolver, "doctor", "--postfix-config", filepath.Join(w.bulk.Dir, "etc"))
+	raw, err = cmd.CombinedOutput()
+	if out = strings.Join(strings.Fields(string(raw)), " "); err == nil || !strings.Contains(out, "FAIL postfix smtpd_milters = does not name inet:127.0.0.1:") {
+		t.Fatalf("doctor on the bulk instance: %v\n%s", err, raw)
 	}
 }

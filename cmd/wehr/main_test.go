@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -206,5 +207,29 @@ func TestCheckSPFTemperror(t *testing.T) {
 	}
 	if obj["result"] != "temperror" || obj["error"] == "" {
 		t.Fatalf("got %v, want temperror with an error", obj)
+	}
+}
+
+// doctor fails, with a fix for each failure, when nothing runs.
+func TestDoctorNothingRunning(t *testing.T) {
+	dir := t.TempDir()
+	srv := dnstest.New(t, "")
+	cfg := emptyConfig(t, fmt.Sprintf(`milter: {listen: "unix:%s/milter.sock"}
+policyd: {listen: "unix:%s/policy.sock"}
+store: {path: %s/wehr.db, admin_socket: %s/admin.sock}
+`, dir, dir, dir, dir))
+	code, out, stderr := wehr(t, "--config", cfg, "--resolver", srv.Addr(), "doctor", "--no-postfix")
+	if code != 1 || !strings.Contains(stderr, "3 checks failed") {
+		t.Fatalf("exit %d, stderr %q, want 1 and 3 failures:\n%s", code, stderr, out)
+	}
+	for _, want := range []string{"FAIL  milter", "FAIL  policyd", "FAIL  store", "-> start wehr serve", "ok    dns"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = wehr(t, "--config", cfg, "--resolver", srv.Addr(), "--json", "doctor", "--no-postfix")
+	var f struct{ Check, Status, Fix string }
+	if code != 1 || json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &f) != nil || f.Check != "config" || f.Status != "ok" {
+		t.Fatalf("json: exit %d, first line %+v:\n%s", code, f, out)
 	}
 }

@@ -119,6 +119,18 @@ metrics:
 		}
 	}
 
+	// doctor sees the running daemons and the store; without DKIM keys it
+	// warns but does not fail.
+	code, out, stderr = wehr(t, "--config", cfg, "--resolver", srv.Addr(), "doctor", "--no-postfix")
+	if code != 0 {
+		t.Fatalf("doctor: exit %d: %s%s", code, out, stderr)
+	}
+	for _, want := range []string{"ok    store", "ok    milter", "ok    policyd", "ok    dns", "warn  dkim "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+
 	// A second serve cannot take the store file.
 	code, _, stderr = wehr(t, "--config", cfg, "serve", "--milter-listen", fmt.Sprintf("inet:127.0.0.1:%d", freePort(t)))
 	if code == 0 || !strings.Contains(stderr, "in use by another process") {

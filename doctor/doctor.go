@@ -1,0 +1,225 @@
+// Package doctor checks a wehr installation the way an administrator
+// would at 3 a.m.: is the configuration good, does DNS answer, does the
+// store, are the daemons listening, are the DKIM keys sound and published,
+// and is Postfix wired to wehr as the README says. Every finding comes with
+// what to do about it.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/wehr/wehr/config"
+	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/resolver"
+	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/store"
+)
+
+// Status of a finding.
+const (
+	OK   = "ok"
+	Warn = "warn"
+	Fail = "FAIL"
+)
+
+// Finding is one check's result.
+type Finding struct {
+	Check  string `json:"check"`
+	Status string `json:"status"`
+	Detail string `json:"detail"`
+	// Fix says what to do, for warn and FAIL.
+	Fix string `json:"fix,omitempty"`
+}
+
+// Inputs are what the checks look at.
+type Inputs struct {
+	Config     *config.Config
+	ConfigPath string // "" for built-in defaults
+	Resolver   *resolver.Resolver
+	// OpenStore opens the store as the ops commands do.
+	OpenStore func() (store.Store, error)
+	// Postconf runs postconf with these args (nil: Postfix not checked).
+	Postconf func(args ...string) (string, error)
+}
+
+// Run runs every check.
+func Run(ctx context.Context, in Inputs) []Finding {
+	var out []Finding
+	add := func(f Finding) { out = append(out, f) }
+	cfg := in.Config
+
+	if in.ConfigPath == "" {
+		add(Finding{"config", Warn, "no config file: running on built-in defaults", "write /etc/wehr/wehr.yaml (wehr config defaults prints every key)"})
+	} else {
+		add(Finding{"config", OK, in.ConfigPath + " is valid; authserv-id " + cfg.AuthservID, ""})
+	}
+	add(checkDNS(ctx, in.Resolver))
+	add(checkStore(ctx, cfg, in.OpenStore))
+	add(checkListening("milter", cfg.Milter.Listen))
+	add(checkListening("policyd", cfg.Policyd.Listen))
+	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
+	if in.Postconf != nil {
+		out = append(out, checkPostfix(cfg, in.Postconf)...)
+	}
+	return out
+}
+
+func checkDNS(ctx context.Context, res *resolver.Resolver) Finding {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// Any answer to a name that must exist will do, NXDOMAIN included:
+	// it shows the server answers.
+	_, err := res.Exists(ctx, "localhost.")
+	if err != nil {
+		return Finding{"dns", Fail, fmt.Sprintf("the resolvers %v do not answer: %v", res.Servers(), err),
+			"check dns.servers (or /etc/resolv.conf) and that a recursive resolver runs there; without DNS every check ends in temperror"}
+	}
+	return Finding{"dns", OK, fmt.Sprintf("resolvers %v answer", res.Servers()), ""}
+}
+
+func checkStore(ctx context.Context, cfg *config.Config, open func() (store.Store, error)) Finding {
+	if open == nil {
+		return Finding{"store", Warn, "not checked", ""}
+	}
+	st, err := open()
+	if err != nil {
+		fix := "start wehr serve (it owns the embedded store)"
+		if cfg.Store.Backend == "redis" {
+			fix = "check store.redis (mode, addrs, password) and that Redis runs"
+		}
+		return Finding{"store", Fail, err.Error(), fix}
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := st.Ping(ctx); err != nil {
+		return Finding{"store", Fail, err.Error(), "check that Redis (or wehr serve) answers; until then greylisting and rates are skipped"}
+	}
+	what := "embedded store, through " + cfg.Store.AdminSocket
+	if cfg.Store.Backend == "redis" {
+		what = "Redis (" + cfg.Store.Redis.Mode + ") " + strings.Join(cfg.Store.Redis.Addrs, ", ")
+	}
+	return Finding{"store", OK, what + " answers", ""}
+}
+
+func checkListening(name, addr string) Finding {
+	a, err := listener.ParseAddress(addr, true)
+	if err != nil {
+		return Finding{name, Fail, err.Error(), "fix " + name + ".listen"}
+	}
+	c, err := net.DialTimeout(a.Network, a.Address, 2*time.Second)
+	if err != nil {
+		return Finding{name, Fail, "nothing listens on " + a.String() + ": " + err.Error(), "start wehr serve; Postfix answers 4xx while it is down"}
+	}
+	c.Close()
+	return Finding{name, OK, "listening on " + a.String(), ""}
+}
+
+func checkKeys(ctx context.Context, cfg *config.Config, res *resolver.Resolver) []Finding {
+	if cfg.DKIM.KeysDir == "" {
+		return []Finding{{"dkim", Warn, "dkim.keys_dir is not set: outbound mail is not signed", "wehr dkim keygen DOMAIN, then set dkim.keys_dir"}}
+	}
+	set, err := (&dkimkeys.Store{Dir: cfg.DKIM.KeysDir}).Load()
+	if err != nil {
+		return []Finding{{"dkim", Fail, err.Error(), "wehr will not start with this key directory"}}
+	}
+	var out []Finding
+	if cfg.DKIM.SenderMap == "" {
+		out = append(out, Finding{"dkim", Warn, "dkim.sender_map is not set: nothing is signed", "list who may send as which addresses (see the README)"})
+	} else if _, err := sendermap.Load(cfg.DKIM.SenderMap); err != nil {
+		out = append(out, Finding{"dkim", Fail, err.Error(), "fix the sender map"})
+	}
+	for _, d := range set.Domains() {
+		for _, k := range set.Keys(d) {
+			if k.State != dkimkeys.Active && k.State != dkimkeys.Pending {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ok, why := dkimkeys.Published(cctx, res, k)
+			cancel()
+			switch {
+			case ok:
+				out = append(out, Finding{"dkim " + d, OK, k.Selector + " (" + k.State + ") is published", ""})
+			case k.State == dkimkeys.Active:
+				out = append(out, Finding{"dkim " + d, Fail, k.Selector + " signs but " + why, "publish: " + k.RecordName() + " TXT " + k.Record()})
+			default:
+				out = append(out, Finding{"dkim " + d, Warn, k.Selector + " is pending: " + why, "publish: " + k.RecordName() + " TXT " + k.Record()})
+			}
+		}
+	}
+	if len(set.Domains()) == 0 {
+		out = append(out, Finding{"dkim", Warn, "no keys in " + cfg.DKIM.KeysDir, "wehr dkim keygen DOMAIN"})
+	}
+	return out
+}
+
+func checkPostfix(cfg *config.Config, postconf func(args ...string) (string, error)) []Finding {
+	get := func(name string) (string, error) {
+		v, err := postconf("-h", name)
+		return strings.TrimSpace(v), err
+	}
+	var out []Finding
+	milters, err := get("smtpd_milters")
+	if err != nil {
+		return []Finding{{"postfix", Warn, "postconf: " + err.Error(), "is Postfix installed? (--postfix-config DIR for another instance)"}}
+	}
+	ma, _ := listener.ParseAddress(cfg.Milter.Listen, true)
+	if mentions(milters, ma) {
+		out = append(out, Finding{"postfix", OK, "smtpd_milters names wehr (" + milters + ")", ""})
+	} else {
+		out = append(out, Finding{"postfix", Fail, "smtpd_milters = " + milters + " does not name " + ma.String(),
+			"add to main.cf: smtpd_milters = " + ma.String() + " and non_smtpd_milters = $smtpd_milters"})
+	}
+	if v, _ := get("non_smtpd_milters"); !mentions(v, ma) && !strings.Contains(v, "$smtpd_milters") {
+		out = append(out, Finding{"postfix", Warn, "non_smtpd_milters = " + v + ": local sendmail(1) mail is not signed", "non_smtpd_milters = $smtpd_milters"})
+	}
+	if v, _ := get("milter_default_action"); v != "tempfail" {
+		out = append(out, Finding{"postfix", Warn, "milter_default_action = " + v + ": while wehr is down, mail is accepted unverified",
+			"milter_default_action = tempfail (senders retry; nothing is lost)"})
+	}
+	pa, _ := listener.ParseAddress(cfg.Policyd.Listen, true)
+	rcpt, _ := get("smtpd_recipient_restrictions")
+	if !mentions(rcpt, pa) {
+		out = append(out, Finding{"postfix", Warn, "smtpd_recipient_restrictions does not ask wehr's policy service at " + pa.String(),
+			"add check_policy_service { " + pa.String() + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
+	} else {
+		out = append(out, Finding{"postfix", OK, "smtpd_recipient_restrictions asks the policy service", ""})
+	}
+	return out
+}
+
+// mentions reports whether a Postfix setting names the address, in any
+// of its spellings.
+func mentions(setting string, a listener.Address) bool {
+	if a.Network == "unix" {
+		return strings.Contains(setting, a.Address) || strings.Contains(setting, strings.TrimPrefix(a.Address, "/var/spool/postfix"))
+	}
+	host, port, _ := net.SplitHostPort(a.Address)
+	return strings.Contains(setting, "inet:"+host+":"+port) || strings.Contains(setting, port+"@"+host) ||
+		(host == "127.0.0.1" && strings.Contains(setting, "localhost:"+port))
+}
+
+// Postconf returns a runner of postconf for a config directory ("" for
+// the default instance), or nil when postconf is not installed.
+func Postconf(dir string) func(args ...string) (string, error) {
+	bin, err := exec.LookPath("postconf")
+	if err != nil {
+		if _, err2 := exec.LookPath("/usr/sbin/postconf"); err2 != nil {
+			return nil
+		}
+		bin = "/usr/sbin/postconf"
+	}
+	return func(args ...string) (string, error) {
+		if dir != "" {
+			args = append([]string{"-c", dir}, args...)
+		}
+		out, err := exec.Command(bin, args...).Output()
+		return string(out), err
+	}
+}

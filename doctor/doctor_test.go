@@ -1,0 +1,215 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wehr/wehr/config"
+	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/resolver"
+	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/store"
+)
+
+func listen(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// fakePostconf answers postconf -h NAME from a map.
+func fakePostconf(m map[string]string) func(args ...string) (string, error) {
+	return func(args ...string) (string, error) {
+		if len(args) != 2 || args[0] != "-h" {
+			return "", errors.New("unexpected args")
+		}
+		return m[args[1]] + "\n", nil
+	}
+}
+
+func TestRun(t *testing.T) {
+	srv := dnstest.New(t, "")
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keys := &dkimkeys.Store{Dir: filepath.Join(dir, "keys")}
+	pub, err := keys.Generate("example.test", "s1", "ed25519", dkimkeys.Active, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = keys.Generate("other.test", "s1", "ed25519", dkimkeys.Active, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddTXT(pub.RecordName()+".", pub.Record())
+	senders := filepath.Join(dir, "senders")
+	if err := os.WriteFile(senders, []byte("alice example.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenEmbedded(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	goodStore := func() (store.Store, error) { return nopClose{st}, nil }
+	badStore := func() (store.Store, error) {
+		return nil, errors.New("dial unix /run/wehr/admin.sock: connection refused")
+	}
+
+	milterAddr, policyAddr := listen(t), listen(t)
+	wired := map[string]string{
+		"smtpd_milters":                "inet:" + milterAddr,
+		"non_smtpd_milters":            "$smtpd_milters",
+		"milter_default_action":        "tempfail",
+		"smtpd_recipient_restrictions": "permit_mynetworks, reject_unauth_destination, check_policy_service { inet:" + policyAddr + ", timeout=10s }",
+	}
+
+	cfg := func(mod func(c *config.Config)) *config.Config {
+		c := config.Default()
+		c.Milter.Listen = "inet:" + milterAddr
+		c.Policyd.Listen = "inet:" + policyAddr
+		c.DKIM.KeysDir = keys.Dir
+		c.DKIM.SenderMap = senders
+		if mod != nil {
+			mod(c)
+		}
+		return c
+	}
+
+	tests := []struct {
+		name string
+		in   Inputs
+		want map[string]string // check+" "+substring of detail → status
+	}{
+		{
+			name: "healthy",
+			in:   Inputs{Config: cfg(nil), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore, Postconf: fakePostconf(wired)},
+			want: map[string]string{
+				"config /etc/wehr/wehr.yaml":                 OK,
+				"dns answer":                                 OK,
+				"store answers":                              OK,
+				"milter listening":                           OK,
+				"policyd listening":                          OK,
+				"dkim example.test s1 (active) is published": OK,
+				"dkim other.test s1 signs but":               Fail,
+				"postfix smtpd_milters names wehr":           OK,
+				"postfix asks the policy service":            OK,
+			},
+		},
+		{
+			name: "broken",
+			in: Inputs{
+				Config: cfg(func(c *config.Config) {
+					c.Milter.Listen = "inet:127.0.0.1:1"
+					c.Policyd.Listen = "unix:" + filepath.Join(dir, "nothing.sock")
+					c.DKIM.SenderMap = ""
+				}),
+				Resolver:  mustResolver(t, "127.0.0.1:1"),
+				OpenStore: badStore,
+				Postconf: fakePostconf(map[string]string{
+					"smtpd_milters":         "inet:127.0.0.1:8891",
+					"milter_default_action": "accept",
+				}),
+			},
+			want: map[string]string{
+				"config built-in defaults":                     Warn,
+				"dns do not answer":                            Fail,
+				"store connection refused":                     Fail,
+				"milter nothing listens":                       Fail,
+				"policyd nothing listens":                      Fail,
+				"dkim sender_map is not set":                   Warn,
+				"postfix does not name inet:127.0.0.1:1":       Fail,
+				"postfix local sendmail(1) mail is not signed": Warn,
+				"postfix milter_default_action = accept":       Warn,
+				"postfix does not ask wehr's policy service":   Warn,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := Run(context.Background(), tc.in)
+			for key, status := range tc.want {
+				check, sub, _ := strings.Cut(key, " ")
+				if check == "dkim" && strings.Contains(sub, ".test ") {
+					var dom string
+					dom, sub, _ = strings.Cut(sub, " ")
+					check += " " + dom
+				}
+				found := false
+				for _, f := range fs {
+					if f.Check == check && strings.Contains(f.Detail, sub) {
+						found = true
+						if f.Status != status {
+							t.Errorf("%s %q: status %s, want %s", check, f.Detail, f.Status, status)
+						}
+						if f.Status != OK && f.Fix == "" {
+							t.Errorf("%s %q: %s without a fix", check, f.Detail, f.Status)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("no finding %s ~ %q in %+v", check, sub, fs)
+				}
+			}
+		})
+	}
+}
+
+func mustResolver(t *testing.T, server string) *resolver.Resolver {
+	t.Helper()
+	r, err := resolver.New(resolver.Config{Servers: []string{server}, Timeout: 200 * time.Millisecond, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// nopClose keeps the shared test store open when Run closes it.
+type nopClose struct{ store.Store }
+
+func (nopClose) Close() error { return nil }
+
+func TestMentions(t *testing.T) {
+	tests := []struct {
+		setting, addr string
+		want          bool
+	}{
+		{"inet:127.0.0.1:8891", "inet:127.0.0.1:8891", true},
+		{"inet:localhost:8891", "inet:127.0.0.1:8891", true},
+		{"inet:127.0.0.1:8892", "inet:127.0.0.1:8891", false},
+		{"unix:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", true},
+		{"unix:/wehr/milter.sock", "unix:/var/spool/postfix/wehr/milter.sock", true},
+		{"", "inet:127.0.0.1:8891", false},
+	}
+	for _, tc := range tests {
+		a, err := listener.ParseAddress(tc.addr, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := mentions(tc.setting, a); got != tc.want {
+			t.Errorf("mentions(%q, %s) = %v, want %v", tc.setting, tc.addr, got, tc.want)
+		}
+	}
+}
