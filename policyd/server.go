@@ -116,14 +116,16 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		start := time.Now()
 		p := s.p.Load()
 		d := p.Evaluate(ctx, req)
+		took := time.Since(start)
+		// Counted before the answer goes out, so whoever reads the
+		// metrics after an answer sees it.
+		if o := p.cfg.Observer; o != nil {
+			o.Decision(d.Context, d.Action, d.Check, took)
+		}
 		c.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
 		if err := WriteAction(c, d.Action); err != nil {
 			s.log.Warn("policyd: writing the answer failed", "error", err)
 			return
-		}
-		took := time.Since(start)
-		if o := p.cfg.Observer; o != nil {
-			o.Decision(d.Context, d.Action, d.Check, took)
 		}
 		s.logDecision(req, d, took)
 	}
