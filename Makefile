@@ -36,7 +36,9 @@ fuzz:
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
 	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./policyd -run '^$$' -fuzz FuzzReadRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 

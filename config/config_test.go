@@ -129,3 +129,36 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("LoadDefault(%s) = %+v, %q, %v", p, c, used, err)
 	}
 }
+
+// FuzzParse: whatever the file holds, Parse returns a config or an
+// *Errors whose every line names the file, and never panics.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(DefaultsText()))
+	f.Add([]byte("dns:\n  timout: 2s\n"))
+	f.Add([]byte("spf:\n  timeout: 5\n"))
+	f.Add([]byte("policyd:\n  dns_lists: [{zone: bl.test, weight: 5, codes: [127.0.0.2]}]\n  submission:\n    classes: {a: {messages: 1, window: 1h}}\n"))
+	f.Add([]byte("store: {backend: redis, redis: {mode: sentinel, addrs: [a:1], master: m}}\n"))
+	f.Add([]byte("a: &x [*x, *x]\n"))
+	f.Add([]byte("\t- :\n{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.yaml", data)
+		if err == nil {
+			if c == nil {
+				t.Fatal("nil config without error")
+			}
+			return
+		}
+		var es *Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("error of type %T: %v", err, err)
+		}
+		if len(es.Problems) == 0 {
+			t.Fatal("Errors without problems")
+		}
+		for _, l := range es.Lines() {
+			if !strings.HasPrefix(l, "fuzz.yaml:") {
+				t.Fatalf("line %q does not name the file", l)
+			}
+		}
+	})
+}
