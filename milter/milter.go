@@ -177,7 +177,7 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 // progress finish (up to 10 s) and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(ln) }()
+	go func() { errc <- s.srv.Serve(guardListener{ln, s.log}) }()
 	select {
 	case err := <-errc:
 		if err != nil {

@@ -3,19 +3,23 @@ package milter
 import (
 	"bytes"
 	"context"
-	"github.com/wehr/wehr/listener"
+	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/d--j/go-milter"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
@@ -49,6 +53,14 @@ func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 // the server's log.
 func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) (*milter.Client, *logBuffer) {
 	t.Helper()
+	addr, logs := startServer(t, mod, engine)
+	return milter.NewClient("tcp", addr, milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second)), logs
+}
+
+// startServer starts a milter server on a loopback port and returns its
+// address.
+func startServer(t testing.TB, mod func(*Config), engine *mailauth.Engine) (string, *logBuffer) {
+	t.Helper()
 	if engine == nil {
 		srv := dnstest.New(t, zone)
 		res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
@@ -76,7 +88,7 @@ func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) (*milter.Cl
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return milter.NewClient("tcp", ln.Addr().String(), milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second)), logs
+	return ln.Addr().String(), logs
 }
 
 type msg struct {
@@ -268,5 +280,54 @@ func TestLargeBodySpills(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
 		t.Fatalf("temp files left: %v", left)
+	}
+}
+
+// Garbage on the milter socket closes that connection with a log line;
+// the daemon keeps serving and the next real session works.
+func TestGarbageOnSocket(t *testing.T) {
+	addr, logs := startServer(t, nil, nil)
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"http", []byte("GET / HTTP/1.0\r\n\r\n")},
+		{"empty packet", []byte{0, 0, 0, 0}},
+		{"huge length", []byte{0x1f, 0xff, 0xff, 0xff, 'O'}},
+		{"bad optneg", []byte{0, 0, 0, 2, 'O', 1}},
+		{"unknown command", append([]byte{0, 0, 0, 13, 'O', 0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0x1f, 0xff, 0xff}, 0, 0, 0, 1, '!')},
+		{"half packet", []byte{0, 0, 0, 100, 'H', 'x'}},
+		{"mail without NUL", append(packet('O', "\x00\x00\x00\x06\x00\x00\x01\xff\x00\x1f\xff\xff"), packet('M', "<a@b>")...)},
+		{"connect without family", append(packet('O', "\x00\x00\x00\x06\x00\x00\x01\xff\x00\x1f\xff\xff"), packet('C', "host\x00")...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(tc.data) //nolint:errcheck
+			if tc.name == "half packet" {
+				c.(*net.TCPConn).CloseWrite() //nolint:errcheck
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+			// The server closes the connection (perhaps after an
+			// answer to a good first packet) and does not hang.
+			if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("server did not close the connection: %v", err)
+			}
+		})
+	}
+	// Still serving.
+	c := milter.NewClient("tcp", addr, milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second))
+	_, act := send(t, c, msg{ip: "192.0.2.1", helo: "mail.example.org", from: "alice@example.org",
+		headers: [][2]string{{"From", " alice@example.org"}}, body: "x\n"})
+	if act.Type != milter.ActionContinue && act.Type != milter.ActionAccept {
+		t.Fatalf("after garbage: %+v", act)
+	}
+	for _, want := range []string{"packet of 0 bytes: not the milter protocol, or broken; connection closed\" remote=127.0.0.1:", "packet of 536870911 bytes", "packet of 1195725856 bytes", "M packet without NUL terminator", "connect packet without"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no log line with %q:\n%s", want, logs)
+		}
 	}
 }
