@@ -434,3 +434,47 @@ func TestExists(t *testing.T) {
 		}
 	}
 }
+
+// Unanswered, failing and cancelled queries give their sockets back
+// (OpenDKIM's hanging UDP sockets ran it out of descriptors).
+func TestNoSocketLeak(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	srv.Timeout("slow.example.org")
+	srv.ServFail("broken.example.org")
+	r, _ := newResolver(t, srv, func(c *Config) { c.Timeout = 30 * time.Millisecond; c.Attempts = 2; c.CacheSize = -1 })
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	run := func() {
+		var wg sync.WaitGroup
+		for i := range 300 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%40)*time.Millisecond)
+				defer cancel()
+				switch i % 3 {
+				case 0:
+					r.LookupTXT(ctx, "slow.example.org")
+				case 1:
+					r.LookupTXT(ctx, "broken.example.org")
+				default:
+					r.LookupTXT(ctx, fmt.Sprintf("n%d.example.org", i))
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run() // warm up whatever the runtime keeps open
+	before := fds()
+	for range 3 {
+		run()
+	}
+	if after := fds(); after > before+5 {
+		t.Fatalf("open descriptors %d → %d after 900 lookups", before, after)
+	}
+}
