@@ -63,6 +63,9 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	add(checkStore(ctx, cfg, in.OpenStore))
 	add(checkListening("milter", cfg.Milter.Listen))
 	add(checkListening("policyd", cfg.Policyd.Listen))
+	if cfg.Metrics.Listen != "" {
+		add(checkListening("metrics", cfg.Metrics.Listen))
+	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
 	if in.Postconf != nil {
 		out = append(out, checkPostfix(cfg, in.Postconf)...)

@@ -125,7 +125,7 @@ metrics:
 	if code != 0 {
 		t.Fatalf("doctor: exit %d: %s%s", code, out, stderr)
 	}
-	for _, want := range []string{"ok    store", "ok    milter", "ok    policyd", "ok    dns", "warn  dkim "} {
+	for _, want := range []string{"ok    store", "ok    milter", "ok    policyd", "ok    metrics", "ok    dns", "warn  dkim "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
