@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./policyd -run '^$$' -fuzz FuzzReadRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./policyd -run '^$$' -fuzz FuzzEvaluate -fuzztime $(FUZZTIME)
 	$(GO) test ./milter -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
 	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 

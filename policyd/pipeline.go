@@ -187,11 +187,18 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	// RFC: Postfix's policy_context names the check_policy_service
 	// instance; without it, an authenticated client is submission.
 	ctxName := req.Get("policy_context")
-	if ctxName == "" {
+	switch ctxName {
+	case "mx", "submission":
+	case "":
 		ctxName = "mx"
 		if req.Get("sasl_username") != "" {
 			ctxName = "submission"
 		}
+	default:
+		// Only the two contexts exist (and become metric labels); any
+		// other name gets the MX checks, and the log says so.
+		cs = append(cs, Contribution{Check: "context", Note: fmt.Sprintf("unknown policy_context %q: MX checks", ctxName)})
+		ctxName = "mx"
 	}
 	if ctxName == "submission" {
 		return p.submission(ctx, req, now)
