@@ -321,11 +321,11 @@ func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dn
 	m.SetEdns0(ednsSize, false)
 
 	r.exchanges.Add(1)
-	resp, _, err := r.udp.ExchangeContext(ctx, m, srv)
+	resp, err := roundTrip(ctx, r.udp, m, srv)
 	if err == nil && resp.Truncated {
 		r.tcpRetry.Add(1)
 		r.exchanges.Add(1)
-		resp, _, err = r.tcp.ExchangeContext(ctx, m, srv)
+		resp, err = roundTrip(ctx, r.tcp, m, srv)
 	}
 	if err != nil {
 		var ne net.Error
@@ -341,6 +341,63 @@ func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dn
 		return nil, &net.DNSError{Err: "answer does not match the question", Server: srv, IsTemporary: true}
 	}
 	return resp, nil
+}
+
+// errCounts is a NOERROR or NXDOMAIN answer whose header counts more
+// records than it holds (a truncating middlebox, a broken server).
+var errCounts = errors.New("malformed answer: the header counts more records than the message holds")
+
+// roundTrip is the library's exchange, except that it reads the raw
+// answer: the library's lenient unpacking turns an answer cut short
+// without TC into a complete NOERROR with fewer records, which would be
+// cached as "no such record". It also keeps waiting, over UDP, past
+// datagrams that are not the answer (short, or another ID).
+func roundTrip(ctx context.Context, c *dns.Client, m *dns.Msg, srv string) (*dns.Msg, error) {
+	co, err := c.DialContext(ctx, srv)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	co.UDPSize = ednsSize
+	if dl, ok := ctx.Deadline(); ok {
+		co.SetDeadline(dl) //nolint:errcheck
+	}
+	if err := co.WriteMsg(m); err != nil {
+		return nil, err
+	}
+	udp := c.Net == "udp"
+	for {
+		var h dns.Header
+		raw, err := co.ReadMsgHeader(&h)
+		if err != nil {
+			if udp && (errors.Is(err, dns.ErrShortRead) || isUnpackError(err)) {
+				continue
+			}
+			return nil, err
+		}
+		if h.Id != m.Id {
+			if udp {
+				continue // a late answer to an earlier query, or junk
+			}
+			return nil, dns.ErrId
+		}
+		resp := new(dns.Msg)
+		if err := resp.Unpack(raw); err != nil {
+			return nil, err
+		}
+		if rc := resp.Rcode; (rc == dns.RcodeSuccess || rc == dns.RcodeNameError) && !resp.Truncated &&
+			(int(h.Qdcount) != len(resp.Question) || int(h.Ancount) != len(resp.Answer) ||
+				int(h.Nscount) != len(resp.Ns) || int(h.Arcount) != len(resp.Extra)) {
+			return nil, errCounts
+		}
+		return resp, nil
+	}
+}
+
+// isUnpackError reports whether the library could not read a header.
+func isUnpackError(err error) bool {
+	var de *dns.Error
+	return errors.As(err, &de)
 }
 
 // sameName compares two names in wire form, ignoring ASCII case: the

@@ -478,3 +478,102 @@ func TestNoSocketLeak(t *testing.T) {
 		t.Fatalf("open descriptors %d → %d after 900 lookups", before, after)
 	}
 }
+
+// A server that answers with garbage gives a temporary error (never a
+// permanent one, never a panic) and nothing is cached.
+func TestGarbageAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply func(q []byte) []byte
+	}{
+		{"random bytes", func([]byte) []byte { return []byte("\x13\x37garbage that is not DNS") }},
+		{"header only", func(q []byte) []byte { return append(q[:2:2], 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0) }},
+		{"answer count beyond the packet", func(q []byte) []byte {
+			r := append([]byte(nil), q...)
+			r[2], r[3] = 0x81, 0x80
+			r[6], r[7] = 0x00, 0x09
+			return r
+		}},
+		{"compression loop", func(q []byte) []byte {
+			r := append([]byte(nil), q...)
+			r[2], r[3] = 0x81, 0x80
+			r[7] = 1
+			return append(r, 0xc0, byte(len(r)), 0, 16, 0, 1, 0, 0, 1, 0, 0, 1, 'x')
+		}},
+		{"wrong id", func(q []byte) []byte {
+			r := append([]byte(nil), q...)
+			r[0] ^= 0xff
+			r[2], r[3] = 0x81, 0x80
+			return r
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					n, addr, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					pc.WriteTo(tc.reply(buf[:n]), addr) //nolint:errcheck
+				}
+			}()
+			r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: 200 * time.Millisecond, Attempts: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = r.LookupTXT(context.Background(), "example.org")
+			if de := dnsErr(t, err); !de.Temporary() || de.IsNotFound {
+				t.Fatalf("garbage answer gave %+v, want a temporary error", de)
+			}
+			if r.CacheLen() != 0 {
+				t.Fatal("garbage was cached")
+			}
+		})
+	}
+}
+
+// Over UDP, datagrams that are not the answer (junk, another ID) are
+// skipped and the real answer that follows is taken.
+func TestJunkBeforeAnswer(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			a := new(dns.Msg)
+			a.SetReply(q)
+			a.Answer = append(a.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"v=spf1 -all"}})
+			out, _ := a.Pack()
+			other := append([]byte(nil), out...)
+			other[0] ^= 0xff
+			pc.WriteTo([]byte("junk"), addr) //nolint:errcheck
+			pc.WriteTo(other, addr)          //nolint:errcheck
+			pc.WriteTo(out, addr)            //nolint:errcheck
+		}
+	}()
+	r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second, Attempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txts, err := r.LookupTXT(context.Background(), "example.org")
+	if err != nil || len(txts) != 1 || txts[0] != "v=spf1 -all" {
+		t.Fatalf("got %q, %v", txts, err)
+	}
+}
