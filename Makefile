@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
 	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./resolver -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./policyd -run '^$$' -fuzz FuzzReadRequest -fuzztime $(FUZZTIME)
 	$(GO) test ./policyd -run '^$$' -fuzz FuzzEvaluate -fuzztime $(FUZZTIME)
