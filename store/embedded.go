@@ -27,34 +27,96 @@ type Embedded struct {
 	stop chan struct{}
 	done sync.WaitGroup
 	now  func() time.Time // real time, for TTLs only
+
+	// Moved is set when a damaged store file was moved aside at open:
+	// where it went, and MovedWhy why.
+	Moved    string
+	MovedWhy error
 }
 
 var bucketKV = []byte("kv")
 
 // OpenEmbedded opens (or creates) the store file. If another process
 // holds it, it gives up after a second with an error that says so.
+//
+// A file that is not a sound store (the machine crashed within the
+// second between syncs, or the disk failed) is moved aside to
+// PATH.corrupt-TIME and a new store is started, so that mail keeps
+// flowing: its contents are greylisting, rates and reputation, which
+// rebuild themselves. Moved and MovedWhy then say where it went and why;
+// the caller logs it.
 func OpenEmbedded(path string) (*Embedded, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	db, err := openChecked(path)
+	var moved string
+	var why error
+	if errors.Is(err, errDamaged) {
+		moved = path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
+		if rerr := os.Rename(path, moved); rerr != nil {
+			return nil, fmt.Errorf("store: %s: %w, and it cannot be moved aside: %w", path, err, rerr)
+		}
+		why = err
+		db, err = openChecked(path)
+	}
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: %s is in use by another process (wehr serve owns the embedded store; ops commands reach it through its admin socket, separate daemons need Redis)", path)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
+	e := &Embedded{db: db, path: path, stop: make(chan struct{}), now: time.Now, Moved: moved, MovedWhy: why}
+	e.done.Add(1)
+	go e.background()
+	return e, nil
+}
+
+// errDamaged marks a store file whose contents are broken.
+var errDamaged = errors.New("the store file is damaged")
+
+// openChecked opens the file and checks every page of it, so that a
+// damaged store is found now rather than by a panic in bbolt later.
+func openChecked(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %v", errDamaged, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrVersionMismatch) || errors.Is(err, bolterrors.ErrChecksum) {
+			err = fmt.Errorf("%w: %w", errDamaged, err)
+		}
+		return nil, err
+	}
+	var first error
+	if err := db.View(func(tx *bolt.Tx) error {
+		for cerr := range tx.Check() { // read to the end: the checker runs in its own goroutine
+			if first == nil {
+				first = cerr
+			}
+		}
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if first != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %w", errDamaged, first)
+	}
 	if err := db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketKV)
 		return err
 	}); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: %s: %w", path, err)
+		return nil, err
 	}
-	e := &Embedded{db: db, path: path, stop: make(chan struct{}), now: time.Now}
-	e.done.Add(1)
-	go e.background()
-	return e, nil
+	return db, nil
 }
 
 // background syncs every second and collects expired keys every minute.

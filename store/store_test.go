@@ -1,8 +1,10 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -138,5 +140,103 @@ func TestAdminSocketContract(t *testing.T) {
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket mode %v %v", fi.Mode(), err)
+	}
+}
+
+// A damaged store file is moved aside and a new store started: mail
+// must keep flowing after the machine crashed between two syncs. A sound
+// file is kept, and so is one we may not read.
+func TestEmbeddedDamaged(t *testing.T) {
+	ctx := context.Background()
+	// A sound store with some pages to damage.
+	good := filepath.Join(t.TempDir(), "good.db")
+	s, err := store.OpenEmbedded(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 {
+		s.Set(ctx, fmt.Sprintf("greylist:%d", i), bytes.Repeat([]byte("x"), 100), 0) //nolint:errcheck
+	}
+	s.Close()
+	sound, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		data  func() []byte
+		moved bool
+	}{
+		{"sound", func() []byte { return sound }, false},
+		{"random bytes", func() []byte { return bytes.Repeat([]byte("\x13\x37garbage"), 3000) }, true},
+		{"cut short", func() []byte { return sound[:len(sound)/3] }, true},
+		{"pages overwritten", func() []byte {
+			b := append([]byte(nil), sound...)
+			for i := 4 * 4096; i < len(b); i += 7 {
+				b[i] ^= 0x5a
+			}
+			return b
+		}, true},
+		{"one leaf page's type overwritten", func() []byte {
+			b := append([]byte(nil), sound...)
+			for off := 4 * 4096; off+4096 <= len(b); off += 4096 {
+				if b[off+8] == 0x02 && b[off+10] != 0 { // flags: leaf; count > 0
+					b[off+8] = 0x40
+					return b
+				}
+			}
+			return nil // no leaf page: the subtest fails
+		}, true},
+		{"meta pages zeroed", func() []byte {
+			b := append([]byte(nil), sound...)
+			clear(b[:2*4096])
+			return b
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "wehr.db")
+			data := tc.data()
+			if data == nil {
+				t.Fatal("no page to damage")
+			}
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := store.OpenEmbedded(p)
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer s.Close()
+			t.Logf("moved: %s: %v", s.Moved, s.MovedWhy)
+			if (s.Moved != "") != tc.moved {
+				t.Fatalf("moved %q, want moved=%v", s.Moved, tc.moved)
+			}
+			if tc.moved {
+				if s.MovedWhy == nil {
+					t.Error("no reason given for moving the file aside")
+				}
+				m, _ := filepath.Glob(p + ".corrupt-*")
+				if len(m) != 1 {
+					t.Fatalf("damaged file not kept aside: %v", m)
+				}
+			} else if v, ok, _ := s.Get(ctx, "greylist:7"); !ok || len(v) != 100 {
+				t.Fatal("sound store lost its data")
+			}
+			// The store works.
+			if err := s.Set(ctx, "k", []byte("v"), 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Not readable (not root): an error, nothing moved.
+	if os.Geteuid() != 0 {
+		p := filepath.Join(t.TempDir(), "wehr.db")
+		os.WriteFile(p, sound, 0o000) //nolint:errcheck
+		if _, err := store.OpenEmbedded(p); err == nil {
+			t.Fatal("opened an unreadable file")
+		}
+		if m, _ := filepath.Glob(p + ".corrupt-*"); len(m) != 0 {
+			t.Fatal("an unreadable file was moved aside")
+		}
 	}
 }

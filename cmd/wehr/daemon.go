@@ -149,6 +149,10 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		}
 		defer r.st.Close()
 		if emb, ok := r.st.(*store.Embedded); ok {
+			if emb.Moved != "" {
+				e.log.Error("wehr: the embedded store was damaged and has been moved aside; starting with an empty one (greylisting, rates, reputation and pass history start over)",
+					"path", e.cfg.Store.Path, "moved_to", emb.Moved, "error", emb.MovedWhy)
+			}
 			grp.Go(func() error { return store.ServeAdmin(ctx, emb, e.cfg.Store.AdminSocket, e.log) })
 			e.log.Info("wehr: embedded store", "path", e.cfg.Store.Path, "admin_socket", e.cfg.Store.AdminSocket)
 		} else {
