@@ -331,3 +331,69 @@ func TestGarbageOnSocket(t *testing.T) {
 		}
 	}
 }
+
+// On shutdown the message in progress is finished and answered, new
+// connections are refused, and Serve returns once the session ends.
+func TestShutdownFinishesMessage(t *testing.T) {
+	srv := dnstest.New(t, zone)
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test"}), Config{AuthservID: "mx.test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln, err := listener.Listen(listener.Address{Network: "tcp", Address: "127.0.0.1:0"}, listener.SocketPerms{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+
+	c := milter.NewClient("tcp", addr, milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second))
+	sess, err := c.Session(milter.NewMacroBag())
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []func() error{
+		func() error { _, err := sess.Conn("h.example", milter.FamilyInet, 40000, "192.0.2.1"); return err },
+		func() error { _, err := sess.Helo("h.example"); return err },
+		func() error { _, err := sess.Mail("a@good.example", ""); return err },
+		func() error { _, err := sess.Rcpt("user@mx.test", ""); return err },
+		func() error { _, err := sess.DataStart(); return err },
+		func() error { _, err := sess.HeaderField("From", " a@good.example", nil); return err },
+		func() error { _, err := sess.HeaderEnd(); return err },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel() // SIGTERM arrives mid-message
+	time.Sleep(100 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("a new connection was accepted during shutdown")
+	}
+	if _, err := sess.BodyChunk([]byte("body\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_, act, err := sess.End()
+	if err != nil || act.Type != milter.ActionAccept {
+		t.Fatalf("message in progress: %+v, %v", act, err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Serve returned (%v) while a session was open", err)
+	default:
+	}
+	sess.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after the session ended")
+	}
+}
