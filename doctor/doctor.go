@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -61,6 +62,12 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	}
 	add(checkDNS(ctx, in.Resolver))
 	add(checkStore(ctx, cfg, in.OpenStore))
+	if cfg.Store.Backend != "redis" {
+		if moved, _ := filepath.Glob(cfg.Store.Path + ".corrupt-*"); len(moved) > 0 {
+			add(Finding{"store", Warn, fmt.Sprintf("the embedded store was found damaged and reset %d time(s): %s", len(moved), strings.Join(moved, ", ")),
+				"the ERROR line of wehr serve at that time says why (a machine crash, a failing disk?); delete the files when done"})
+		}
+	}
 	add(checkListening("milter", cfg.Milter.Listen))
 	add(checkListening("policyd", cfg.Policyd.Listen))
 	if cfg.Metrics.Listen != "" {

@@ -73,6 +73,9 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	if err := os.WriteFile(filepath.Join(dir, "state.db.corrupt-20261127T012214Z"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	goodStore := func() (store.Store, error) { return nopClose{st}, nil }
 	badStore := func() (store.Store, error) {
 		return nil, errors.New("dial unix /run/wehr/admin.sock: connection refused")
@@ -125,6 +128,7 @@ func TestRun(t *testing.T) {
 					c.Milter.Listen = "inet:127.0.0.1:1"
 					c.Policyd.Listen = "unix:" + filepath.Join(dir, "nothing.sock")
 					c.DKIM.SenderMap = ""
+					c.Store.Path = filepath.Join(dir, "state.db")
 				}),
 				Resolver:  mustResolver(t, "127.0.0.1:1"),
 				OpenStore: badStore,
@@ -140,6 +144,7 @@ func TestRun(t *testing.T) {
 				"milter nothing listens":                       Fail,
 				"policyd nothing listens":                      Fail,
 				"dkim sender_map is not set":                   Warn,
+				"store found damaged and reset 1 time(s)":      Warn,
 				"postfix does not name inet:127.0.0.1:1":       Fail,
 				"postfix local sendmail(1) mail is not signed": Warn,
 				"postfix milter_default_action = accept":       Warn,
