@@ -583,3 +583,54 @@ func FuzzReadRequest(f *testing.F) {
 		}
 	})
 }
+
+// On shutdown a request being evaluated still gets its answer, idle
+// connections are ended, and Serve returns.
+func TestServerShutdown(t *testing.T) {
+	f := newFixture(t, nil)
+	f.srv.Delay("30.2.0.192.bl.test", 300*time.Millisecond)
+	s := NewServer(f.p, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer cancel()
+
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	busy, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	io.WriteString(busy, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.30\nhelo_name=mail.good.example\nsender=a@good.example\nrecipient=alice@example.test\n\n") //nolint:errcheck
+	time.Sleep(100 * time.Millisecond)
+	cancel()                                              // SIGTERM while the DNS list answers slowly
+	busy.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	line, err := bufio.NewReader(busy).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "action=") {
+		t.Fatalf("request in progress: %q, %v", line, err)
+	}
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("idle connection: %v, want EOF", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("accepted a connection after shutdown")
+	}
+}

@@ -22,9 +22,10 @@ type Server struct {
 	log  *slog.Logger
 	idle time.Duration
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool // shutting down: answer what is being asked, read no more
+	wg      sync.WaitGroup
 }
 
 // NewServer makes a server; idle is how long a connection may sit between
@@ -46,14 +47,18 @@ func (s *Server) SetPipeline(p *Pipeline) { s.p.Store(p) }
 // Pipeline is the current pipeline.
 func (s *Server) Pipeline() *Pipeline { return s.p.Load() }
 
-// Serve accepts connections until ctx ends, then closes them and waits.
+// Serve accepts connections until ctx ends. Then it stops accepting,
+// answers the requests being evaluated (Postfix would otherwise see a
+// broken connection and fall back to default_action), ends every
+// connection as it waits for its next request, and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
 		s.mu.Lock()
+		s.closing = true
 		for c := range s.conns {
-			c.Close()
+			c.SetReadDeadline(time.Now()) //nolint:errcheck
 		}
 		s.mu.Unlock()
 	}()
@@ -98,14 +103,30 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		}
 	}()
 	br := bufio.NewReaderSize(c, 4096)
+	// A request under way is finished even when the server shuts down;
+	// the pipeline's own deadline bounds it.
+	ctx = context.WithoutCancel(ctx)
 	for {
-		c.SetReadDeadline(time.Now().Add(s.idle)) //nolint:errcheck
+		s.mu.Lock()
+		closing := s.closing
+		if !closing {
+			c.SetReadDeadline(time.Now().Add(s.idle)) //nolint:errcheck
+		}
+		s.mu.Unlock()
+		if closing {
+			return
+		}
 		req, err := ReadRequest(br)
 		if err != nil {
 			var ne net.Error
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
 			switch {
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 				// Postfix closes idle connections: normal.
+			case closing:
+				// Shutting down between requests.
 			case errors.As(err, &ne) && ne.Timeout():
 				s.log.Info("policyd: idle connection closed", "remote", c.RemoteAddr().String(), "idle", s.idle)
 			default:
