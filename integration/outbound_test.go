@@ -222,3 +222,39 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("after the reload: %v", r)
 	}
 }
+
+// A key file that goes bad (here: readable by others) does not stop
+// signing at the next SIGHUP: the old keys stay, the log says why.
+func TestBrokenKeyOnReload(t *testing.T) {
+	key := filepath.Join(w.dir, "dkim", "example.test", "2026a-ed.pem")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	loaded := strings.Count(readFile(w.wehr.Log), "DKIM keys loaded")
+	defer func() {
+		os.Chmod(key, 0o600)          //nolint:errcheck
+		w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
+		waitLog(t, "DKIM keys loaded", loaded+1)
+	}()
+	before := strings.Count(readFile(w.wehr.Log), "DKIM keys not reloaded")
+	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, "DKIM keys not reloaded", before+1)
+	if !strings.Contains(readFile(w.wehr.Log), "2026a-ed.pem") {
+		t.Errorf("the log does not name the key file:\n%s", Tail(w.wehr.Log, 5))
+	}
+	data, marker := message(t, "Alice <alice@example.test>", "", "Signed with the old keys.\r\n")
+	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
+	client := Client{IP: "198.51.100.77", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
+	if r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data); err != nil || !r.OK() {
+		t.Fatalf("submission: %v %v", r, err)
+	}
+	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigs := strings.Join(header(m.Data, "DKIM-Signature"), "\n"); !strings.Contains(sigs, "s=2026a-ed") {
+		t.Fatalf("not signed with the kept key: %s", sigs)
+	}
+}
