@@ -194,12 +194,18 @@ func checkPostfix(cfg *config.Config, postconf func(args ...string) (string, err
 			"milter_default_action = tempfail (senders retry; nothing is lost)"})
 	}
 	pa, _ := listener.ParseAddress(cfg.Policyd.Listen, true)
-	rcpt, _ := get("smtpd_recipient_restrictions")
-	if !mentions(rcpt, pa) {
-		out = append(out, Finding{"postfix", Warn, "smtpd_recipient_restrictions does not ask wehr's policy service at " + pa.String(),
-			"add check_policy_service { " + pa.String() + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
+	where := ""
+	for _, name := range []string{"smtpd_recipient_restrictions", "smtpd_relay_restrictions", "smtpd_sender_restrictions", "smtpd_helo_restrictions", "smtpd_client_restrictions"} {
+		if v, _ := get(name); mentions(v, pa) {
+			where = name
+			break
+		}
+	}
+	if where == "" {
+		out = append(out, Finding{"postfix", Warn, "no smtpd_*_restrictions ask wehr's policy service at " + pa.String(),
+			"add to smtpd_recipient_restrictions, after reject_unauth_destination: check_policy_service { " + pa.String() + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
 	} else {
-		out = append(out, Finding{"postfix", OK, "smtpd_recipient_restrictions asks the policy service", ""})
+		out = append(out, Finding{"postfix", OK, where + " asks the policy service", ""})
 	}
 	return out
 }

@@ -122,6 +122,18 @@ func TestRun(t *testing.T) {
 			},
 		},
 		{
+			name: "policy service in smtpd_relay_restrictions",
+			in: Inputs{Config: cfg(nil), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore, Postconf: fakePostconf(map[string]string{
+				"smtpd_milters":            "inet:" + milterAddr,
+				"non_smtpd_milters":        "$smtpd_milters",
+				"milter_default_action":    "tempfail",
+				"smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination, check_policy_service inet:" + policyAddr,
+			})},
+			want: map[string]string{
+				"postfix smtpd_relay_restrictions asks the policy service": OK,
+			},
+		},
+		{
 			name: "broken",
 			in: Inputs{
 				Config: cfg(func(c *config.Config) {
@@ -138,17 +150,17 @@ func TestRun(t *testing.T) {
 				}),
 			},
 			want: map[string]string{
-				"config built-in defaults":                     Warn,
-				"dns do not answer":                            Fail,
-				"store connection refused":                     Fail,
-				"milter nothing listens":                       Fail,
-				"policyd nothing listens":                      Fail,
-				"dkim sender_map is not set":                   Warn,
-				"store found damaged and reset 1 time(s)":      Warn,
-				"postfix does not name inet:127.0.0.1:1":       Fail,
-				"postfix local sendmail(1) mail is not signed": Warn,
-				"postfix milter_default_action = accept":       Warn,
-				"postfix does not ask wehr's policy service":   Warn,
+				"config built-in defaults":                                  Warn,
+				"dns do not answer":                                         Fail,
+				"store connection refused":                                  Fail,
+				"milter nothing listens":                                    Fail,
+				"policyd nothing listens":                                   Fail,
+				"dkim sender_map is not set":                                Warn,
+				"store found damaged and reset 1 time(s)":                   Warn,
+				"postfix does not name inet:127.0.0.1:1":                    Fail,
+				"postfix local sendmail(1) mail is not signed":              Warn,
+				"postfix milter_default_action = accept":                    Warn,
+				"postfix no smtpd_*_restrictions ask wehr's policy service": Warn,
 			},
 		},
 	}
