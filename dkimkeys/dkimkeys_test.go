@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"net"
 	"os"
@@ -290,6 +292,29 @@ func benchSign(b *testing.B, alg string) {
 	for b.Loop() {
 		if _, err := Sign(m, "example.org", []*Key{k}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestAdvice(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	k := &Key{Domain: "example.org", Selector: "s1", Algorithm: Ed25519, Signer: priv}
+	for _, tc := range []struct {
+		state     string
+		published bool
+		want      string // prefix; "" for no advice
+	}{
+		{Active, false, "publish: s1._domainkey.example.org TXT v=DKIM1"},
+		{Pending, false, "publish: s1._domainkey.example.org TXT v=DKIM1"},
+		{Active, true, ""},
+		{Retiring, false, ""},
+		{Retired, true, "retired: the record at s1._domainkey.example.org can be removed"},
+		{Retired, false, ""},
+	} {
+		k.State = tc.state
+		got := k.Advice(tc.published)
+		if (tc.want == "") != (got == "") || !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s published=%v: %q, want %q...", tc.state, tc.published, got, tc.want)
 		}
 	}
 }

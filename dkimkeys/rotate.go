@@ -156,3 +156,15 @@ func Published(ctx context.Context, res TXTResolver, k *Key) (bool, string) {
 	}
 	return false, "the record at " + k.RecordName() + " holds another key"
 }
+
+// Advice says what to do about k's DNS record, given whether it is
+// published: "" when nothing. wehr dkim status and wehr doctor show it.
+func (k *Key) Advice(published bool) string {
+	switch {
+	case !published && (k.State == Active || k.State == Pending):
+		return "publish: " + k.RecordName() + " TXT " + k.Record()
+	case published && k.State == Retired:
+		return "retired: the record at " + k.RecordName() + " can be removed"
+	}
+	return ""
+}

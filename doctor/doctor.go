@@ -43,7 +43,7 @@ type Inputs struct {
 	Config     *config.Config
 	ConfigPath string // "" for built-in defaults
 	Resolver   *resolver.Resolver
-	// OpenStore opens the store as the ops commands do.
+	// OpenStore opens the store as the ops commands do (required).
 	OpenStore func() (store.Store, error)
 	// Postconf runs postconf with these args (nil: Postfix not checked).
 	Postconf func(args ...string) (string, error)
@@ -83,8 +83,8 @@ func Run(ctx context.Context, in Inputs) []Finding {
 func checkDNS(ctx context.Context, res *resolver.Resolver) Finding {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	// Any answer to a name that must exist will do, NXDOMAIN included:
-	// it shows the server answers.
+	// Any answer shows the server answers, NXDOMAIN included; only
+	// timeouts, SERVFAIL and the like are errors.
 	_, err := res.Exists(ctx, "localhost.")
 	if err != nil {
 		return Finding{"dns", Fail, fmt.Sprintf("the resolvers %v do not answer: %v", res.Servers(), err),
@@ -94,9 +94,6 @@ func checkDNS(ctx context.Context, res *resolver.Resolver) Finding {
 }
 
 func checkStore(ctx context.Context, cfg *config.Config, open func() (store.Store, error)) Finding {
-	if open == nil {
-		return Finding{"store", Warn, "not checked", ""}
-	}
 	st, err := open()
 	if err != nil {
 		fix := "start wehr serve (it owns the embedded store)"
@@ -157,9 +154,9 @@ func checkKeys(ctx context.Context, cfg *config.Config, res *resolver.Resolver) 
 			case ok:
 				out = append(out, Finding{"dkim " + d, OK, k.Selector + " (" + k.State + ") is published", ""})
 			case k.State == dkimkeys.Active:
-				out = append(out, Finding{"dkim " + d, Fail, k.Selector + " signs but " + why, "publish: " + k.RecordName() + " TXT " + k.Record()})
+				out = append(out, Finding{"dkim " + d, Fail, k.Selector + " signs but " + why, k.Advice(ok)})
 			default:
-				out = append(out, Finding{"dkim " + d, Warn, k.Selector + " is pending: " + why, "publish: " + k.RecordName() + " TXT " + k.Record()})
+				out = append(out, Finding{"dkim " + d, Warn, k.Selector + " is pending: " + why, k.Advice(ok)})
 			}
 		}
 	}

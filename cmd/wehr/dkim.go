@@ -74,22 +74,17 @@ The default selector is the year and the next free letter, e.g. 2026a.`,
 					return err
 				}
 			}
-			var plan [][2]string
-			switch algorithm {
-			case "both":
-				plan = [][2]string{{rsaSel, dkimkeys.RSA}, {edSel, dkimkeys.Ed25519}}
-			case dkimkeys.RSA, dkimkeys.Ed25519:
-				sel := selector
-				if sel == "" {
-					sel = map[string]string{dkimkeys.RSA: rsaSel, dkimkeys.Ed25519: edSel}[algorithm]
-				}
-				plan = [][2]string{{sel, algorithm}}
-			default:
-				return usagef("--algorithm %q: want rsa, ed25519 or both", algorithm)
+			algs, err := algorithms(algorithm)
+			if err != nil {
+				return err
 			}
 			var keys []*dkimkeys.Key
-			for _, p := range plan {
-				k, err := s.Generate(domain, p[0], p[1], dkimkeys.Active, now)
+			for _, a := range algs {
+				sel := map[string]string{dkimkeys.RSA: rsaSel, dkimkeys.Ed25519: edSel}[a]
+				if selector != "" && len(algs) == 1 {
+					sel = selector // one key: the selector as given
+				}
+				k, err := s.Generate(domain, sel, a, dkimkeys.Active, now)
 				if err != nil {
 					return err
 				}
@@ -183,13 +178,7 @@ The default selector is the year and the next free letter, e.g. 2026a.`,
 			}
 			for _, k := range keys {
 				ok, why := dkimkeys.Published(cmd.Context(), e.res, k)
-				advice := ""
-				switch {
-				case !ok && (k.State == dkimkeys.Active || k.State == dkimkeys.Pending):
-					advice = "publish: " + k.Record()
-				case ok && k.State == dkimkeys.Retired:
-					advice = "retired: the record can be removed"
-				}
+				advice := k.Advice(ok)
 				if g.json {
 					json.NewEncoder(g.stdout).Encode(map[string]any{"selector": k.Selector, "state": k.State, //nolint:errcheck
 						"published": ok, "detail": why, "advice": advice})
@@ -219,15 +208,11 @@ records, then wait (or run 'wehr dkim advance').`,
 			if err != nil {
 				return err
 			}
-			var algs []string
-			switch rotAlg {
-			case "":
-			case "both":
-				algs = []string{dkimkeys.RSA, dkimkeys.Ed25519}
-			case dkimkeys.RSA, dkimkeys.Ed25519:
-				algs = []string{rotAlg}
-			default:
-				return usagef("--algorithm %q: want rsa, ed25519 or both", rotAlg)
+			var algs []string // none: what the domain signs with now
+			if rotAlg != "" {
+				if algs, err = algorithms(rotAlg); err != nil {
+					return err
+				}
 			}
 			keys, err := s.Rotate(args[0], algs, time.Now())
 			if err != nil {
@@ -310,6 +295,18 @@ records, then wait (or run 'wehr dkim advance').`,
 
 	cmd.AddCommand(keygen, dnsRecord, list, status, rotate, advance, sign)
 	return cmd
+}
+
+// algorithms reads an --algorithm flag: rsa, ed25519 or both (RSA first,
+// the order signatures are added in).
+func algorithms(flag string) ([]string, error) {
+	switch flag {
+	case "both":
+		return []string{dkimkeys.RSA, dkimkeys.Ed25519}, nil
+	case dkimkeys.RSA, dkimkeys.Ed25519:
+		return []string{flag}, nil
+	}
+	return nil, usagef("--algorithm %q: want rsa, ed25519 or both", flag)
 }
 
 // crlf makes line endings CRLF.
