@@ -15,28 +15,15 @@ import (
 // must never panic and must fail only with a bare *net.DNSError, which
 // the SPF, DKIM and DMARC libraries classify by type assertion.
 func FuzzAnswer(f *testing.F) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { pc.Close() })
 	var reply atomic.Pointer[[]byte]
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			p := reply.Load()
-			if p == nil || n < 2 {
-				continue
-			}
-			out := append(append([]byte(nil), buf[:2]...), (*p)...)
-			pc.WriteTo(out, addr) //nolint:errcheck
+	addr := rawServer(f, func(q []byte) [][]byte {
+		p := reply.Load()
+		if p == nil || len(q) < 2 {
+			return nil
 		}
-	}()
-	r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: 100 * time.Millisecond, Attempts: 1, CacheSize: -1})
+		return [][]byte{append(append([]byte(nil), q[:2]...), (*p)...)}
+	})
+	r, err := New(Config{Servers: []string{addr}, Timeout: 100 * time.Millisecond, Attempts: 1, CacheSize: -1})
 	if err != nil {
 		f.Fatal(err)
 	}

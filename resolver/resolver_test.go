@@ -508,22 +508,8 @@ func TestGarbageAnswers(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pc.Close()
-			go func() {
-				buf := make([]byte, 4096)
-				for {
-					n, addr, err := pc.ReadFrom(buf)
-					if err != nil {
-						return
-					}
-					pc.WriteTo(tc.reply(buf[:n]), addr) //nolint:errcheck
-				}
-			}()
-			r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: 200 * time.Millisecond, Attempts: 1})
+			addr := rawServer(t, func(q []byte) [][]byte { return [][]byte{tc.reply(q)} })
+			r, err := New(Config{Servers: []string{addr}, Timeout: 200 * time.Millisecond, Attempts: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -541,34 +527,20 @@ func TestGarbageAnswers(t *testing.T) {
 // Over UDP, datagrams that are not the answer (junk, another ID) are
 // skipped and the real answer that follows is taken.
 func TestJunkBeforeAnswer(t *testing.T) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := new(dns.Msg)
-			if q.Unpack(buf[:n]) != nil {
-				continue
-			}
-			a := new(dns.Msg)
-			a.SetReply(q)
-			a.Answer = append(a.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"v=spf1 -all"}})
-			out, _ := a.Pack()
-			other := append([]byte(nil), out...)
-			other[0] ^= 0xff
-			pc.WriteTo([]byte("junk"), addr) //nolint:errcheck
-			pc.WriteTo(other, addr)          //nolint:errcheck
-			pc.WriteTo(out, addr)            //nolint:errcheck
+	addr := rawServer(t, func(query []byte) [][]byte {
+		q := new(dns.Msg)
+		if q.Unpack(query) != nil {
+			return nil
 		}
-	}()
-	r, err := New(Config{Servers: []string{pc.LocalAddr().String()}, Timeout: time.Second, Attempts: 1})
+		a := new(dns.Msg)
+		a.SetReply(q)
+		a.Answer = append(a.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{"v=spf1 -all"}})
+		out, _ := a.Pack()
+		other := append([]byte(nil), out...)
+		other[0] ^= 0xff
+		return [][]byte{[]byte("junk"), other, out}
+	})
+	r, err := New(Config{Servers: []string{addr}, Timeout: time.Second, Attempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -576,4 +548,28 @@ func TestJunkBeforeAnswer(t *testing.T) {
 	if err != nil || len(txts) != 1 || txts[0] != "v=spf1 -all" {
 		t.Fatalf("got %q, %v", txts, err)
 	}
+}
+
+// rawServer answers every UDP query with the datagrams reply makes of it,
+// for answers no well-behaved server would send. It returns the address.
+func rawServer(tb testing.TB, reply func(query []byte) [][]byte) string {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			for _, d := range reply(buf[:n]) {
+				pc.WriteTo(d, addr) //nolint:errcheck
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
 }
