@@ -32,18 +32,26 @@ d = dkim.DKIM(msg)
 print(json.dumps([bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(n)]))
 `
 
-func TestSubmissionSigned(t *testing.T) {
-	data, marker := message(t, "Alice <alice@example.test>", "", "Hello Bob, signed by wehr.\r\n")
+// aliceToBob submits a message from alice (SASL) to bob with the given
+// From header, and returns it as Dovecot delivered it, with its marker
+// (its Subject).
+func aliceToBob(t *testing.T, from, body string) (Message, string) {
+	t.Helper()
+	data, marker := message(t, from, "", body)
 	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
 	client := Client{IP: "198.51.100.77", Name: "[UNAVAILABLE]", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
-	r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data)
-	if err != nil || !r.OK() {
+	if r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data); err != nil || !r.OK() {
 		t.Fatalf("submission: %v %v", r, err)
 	}
 	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, marker
+}
+
+func TestSubmissionSigned(t *testing.T) {
+	m, marker := aliceToBob(t, "Alice <alice@example.test>", "Hello Bob, signed by wehr.\r\n")
 	sigs := header(m.Data, "DKIM-Signature")
 	if len(sigs) != 2 || !strings.Contains(sigs[0], "a=rsa-sha256") || !strings.Contains(sigs[1], "a=ed25519-sha256") ||
 		!strings.Contains(sigs[0], "d=example.test") {
@@ -106,17 +114,7 @@ func runPython(t *testing.T, records map[string]string, msg string) string {
 }
 
 func TestSubmissionForeignFromNotSigned(t *testing.T) {
-	data, marker := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
-	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
-	client := Client{IP: "198.51.100.77", Name: "[UNAVAILABLE]", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
-	r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data)
-	if err != nil || !r.OK() {
-		t.Fatalf("submission: %v %v", r, err)
-	}
-	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _ := aliceToBob(t, "CEO <ceo@bank.example>", "Pay now.\r\n")
 	if sigs := header(m.Data, "DKIM-Signature"); len(sigs) != 0 {
 		t.Fatalf("signed a From alice may not use: %q", sigs)
 	}
@@ -141,16 +139,7 @@ func TestKeyRotationWithSIGHUP(t *testing.T) {
 	newSel := keys[0].Selector
 	sendSigned := func() string {
 		t.Helper()
-		data, marker := message(t, "Alice <alice@example.test>", "", "Rotation.\r\n")
-		data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
-		client := Client{IP: "198.51.100.77", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
-		if r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data); err != nil || !r.OK() {
-			t.Fatalf("submission: %v %v", r, err)
-		}
-		m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m, _ := aliceToBob(t, "Alice <alice@example.test>", "Rotation.\r\n")
 		return strings.Join(header(m.Data, "DKIM-Signature"), "\n")
 	}
 	// Pending, not in DNS: the old key signs, even after a SIGHUP.
@@ -244,16 +233,7 @@ func TestBrokenKeyOnReload(t *testing.T) {
 	if !strings.Contains(readFile(w.wehr.Log), "2026a-ed.pem") {
 		t.Errorf("the log does not name the key file:\n%s", Tail(w.wehr.Log, 5))
 	}
-	data, marker := message(t, "Alice <alice@example.test>", "", "Signed with the old keys.\r\n")
-	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
-	client := Client{IP: "198.51.100.77", Helo: "alice-laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
-	if r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data); err != nil || !r.OK() {
-		t.Fatalf("submission: %v %v", r, err)
-	}
-	m, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, _ := aliceToBob(t, "Alice <alice@example.test>", "Signed with the old keys.\r\n")
 	if sigs := strings.Join(header(m.Data, "DKIM-Signature"), "\n"); !strings.Contains(sigs, "s=2026a-ed") {
 		t.Fatalf("not signed with the kept key: %s", sigs)
 	}
