@@ -94,6 +94,25 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
+// armIdle gives c the idle deadline for its next request, unless the
+// server is shutting down (false), which ends reading at once. Under
+// s.mu, so that a shutdown cannot slip between the check and the
+// deadline.
+func (s *Server) armIdle(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closing {
+		c.SetReadDeadline(time.Now().Add(s.idle)) //nolint:errcheck
+	}
+	return !s.closing
+}
+
+func (s *Server) shuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
 // handle serves one connection until the client closes it or sends
 // something we cannot read.
 func (s *Server) handle(ctx context.Context, c net.Conn) {
@@ -107,26 +126,17 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	// the pipeline's own deadline bounds it.
 	ctx = context.WithoutCancel(ctx)
 	for {
-		s.mu.Lock()
-		closing := s.closing
-		if !closing {
-			c.SetReadDeadline(time.Now().Add(s.idle)) //nolint:errcheck
-		}
-		s.mu.Unlock()
-		if closing {
+		if !s.armIdle(c) {
 			return
 		}
 		req, err := ReadRequest(br)
 		if err != nil {
 			var ne net.Error
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
 			switch {
 			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 				// Postfix closes idle connections: normal.
-			case closing:
-				// Shutting down between requests.
+			case s.shuttingDown():
+				// Shutdown ended the wait for the next request.
 			case errors.As(err, &ne) && ne.Timeout():
 				s.log.Info("policyd: idle connection closed", "remote", c.RemoteAddr().String(), "idle", s.idle)
 			default:
