@@ -57,17 +57,23 @@ func start(t *testing.T, mod func(*Config), engine *mailauth.Engine) (*milter.Cl
 	return milter.NewClient("tcp", addr, milter.WithReadTimeout(10*time.Second), milter.WithWriteTimeout(10*time.Second)), logs
 }
 
+// testEngine is the engine over the test zone.
+func testEngine(t testing.TB) *mailauth.Engine {
+	t.Helper()
+	srv := dnstest.New(t, zone)
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test"})
+}
+
 // startServer starts a milter server on a loopback port and returns its
 // address.
 func startServer(t testing.TB, mod func(*Config), engine *mailauth.Engine) (string, *logBuffer) {
 	t.Helper()
 	if engine == nil {
-		srv := dnstest.New(t, zone)
-		res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		engine = mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test"})
+		engine = testEngine(t)
 	}
 	cfg := Config{AuthservID: "mx.test", TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, OutboundDaemons: []string{"ORIGINATING"}}
 	if mod != nil {
@@ -335,12 +341,7 @@ func TestGarbageOnSocket(t *testing.T) {
 // On shutdown the message in progress is finished and answered, new
 // connections are refused, and Serve returns once the session ends.
 func TestShutdownFinishesMessage(t *testing.T) {
-	srv := dnstest.New(t, zone)
-	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := New(mailauth.NewEngine(res, mailauth.Config{AuthservID: "mx.test"}), Config{AuthservID: "mx.test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := New(testEngine(t), Config{AuthservID: "mx.test"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ln, err := listener.Listen(listener.Address{Network: "tcp", Address: "127.0.0.1:0"}, listener.SocketPerms{})
 	if err != nil {
 		t.Fatal(err)
