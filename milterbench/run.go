@@ -5,11 +5,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/wehr/wehr/listener"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +16,8 @@ import (
 	"github.com/d--j/go-milter"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/internal/loadstat"
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 )
 
@@ -37,9 +37,8 @@ type Report struct {
 	Errors    int
 	Elapsed   time.Duration
 	PerSecond float64
-	P50, P99  time.Duration
-	Max       time.Duration
-	Actions   map[string]int
+	loadstat.Latency
+	Actions map[string]int
 	// Agree and Checked count, per verdict field ("action", "dkim"),
 	// the messages whose result matched the manifest, out of those checked.
 	Agree, Checked map[string]int
@@ -155,11 +154,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	rep.Elapsed = time.Since(start)
+	rep.Latency = loadstat.Summarize(lat)
 	if len(lat) > 0 {
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		rep.P50 = lat[len(lat)/2]
-		rep.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
-		rep.Max = lat[len(lat)-1]
 		rep.PerSecond = float64(len(lat)) / rep.Elapsed.Seconds()
 	}
 	return rep, nil
@@ -276,14 +272,9 @@ func session(c *milter.Client, m message, fields [][2]string) ([]milter.ModifyAc
 
 // Print writes the report for a human.
 func (r *Report) Print(w io.Writer, label string) {
-	fmt.Fprintf(w, "%s: %d messages in %v: %.1f msg/s; latency p50 %v p99 %v max %v; errors %d\n",
-		label, r.Messages, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Errors)
-	var acts []string
-	for a, n := range r.Actions {
-		acts = append(acts, fmt.Sprintf("%s=%d", a, n))
-	}
-	sort.Strings(acts)
-	fmt.Fprintf(w, "  actions: %s\n", strings.Join(acts, " "))
+	fmt.Fprintf(w, "%s: %d messages in %v: %.1f msg/s; %v; errors %d\n",
+		label, r.Messages, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.Latency, r.Errors)
+	fmt.Fprintf(w, "  actions: %s\n", loadstat.Counts(r.Actions))
 	for _, f := range []string{"action", "dkim"} {
 		if r.Checked[f] > 0 {
 			fmt.Fprintf(w, "  %s agrees with the manifest: %d/%d\n", f, r.Agree[f], r.Checked[f])

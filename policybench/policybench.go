@@ -12,10 +12,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wehr/wehr/internal/loadstat"
 )
 
 // Options configure a run.
@@ -32,12 +33,11 @@ type Options struct {
 
 // Report is what a run measured.
 type Report struct {
-	Requests   int
-	Errors     int
-	Elapsed    time.Duration
-	PerSecond  float64
-	P50, P99   time.Duration
-	Max        time.Duration
+	Requests  int
+	Errors    int
+	Elapsed   time.Duration
+	PerSecond float64
+	loadstat.Latency
 	Actions    map[string]int
 	FirstError string
 }
@@ -104,9 +104,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	rep.Elapsed = time.Since(start)
+	rep.Latency = loadstat.Summarize(lat)
 	if len(lat) > 0 {
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		rep.P50, rep.P99, rep.Max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
 		rep.PerSecond = float64(len(lat)) / rep.Elapsed.Seconds()
 	}
 	return rep, nil
@@ -139,14 +138,9 @@ func classify(a string) string {
 
 // Print writes the report.
 func (r *Report) Print(w io.Writer, label string) {
-	fmt.Fprintf(w, "%s: %d requests in %v: %.0f req/s; latency p50 %v p99 %v max %v; errors %d\n", label, r.Requests,
-		r.Elapsed.Round(time.Millisecond), r.PerSecond, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.Errors)
-	var acts []string
-	for a, n := range r.Actions {
-		acts = append(acts, fmt.Sprintf("%s=%d", a, n))
-	}
-	sort.Strings(acts)
-	fmt.Fprintf(w, "  actions: %s\n", strings.Join(acts, " "))
+	fmt.Fprintf(w, "%s: %d requests in %v: %.0f req/s; %v; errors %d\n",
+		label, r.Requests, r.Elapsed.Round(time.Millisecond), r.PerSecond, r.Latency, r.Errors)
+	fmt.Fprintf(w, "  actions: %s\n", loadstat.Counts(r.Actions))
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "  first error: %s\n", r.FirstError)
 	}
