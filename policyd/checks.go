@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,29 +42,44 @@ var knownLists = map[string][]string{
 	"hostkarma.junkemailfilter.com": {"127.0.0.2/32"},
 }
 
+var (
+	answerNet  = netip.MustParsePrefix("127.0.0.0/8")
+	errorCodes = netip.MustParsePrefix("127.255.255.0/24")
+	notListed  = netip.MustParseAddr("127.0.0.1")
+)
+
+// withKnownCodes gives each list without configured codes the codes of
+// knownLists, once, when the pipeline is made.
+func withKnownCodes(lists []List) []List {
+	out := slices.Clone(lists)
+	for i, l := range out {
+		if len(l.Codes) > 0 {
+			continue
+		}
+		for _, c := range knownLists[strings.ToLower(l.Zone)] {
+			out[i].Codes = append(out[i].Codes, netip.MustParsePrefix(c))
+		}
+	}
+	return out
+}
+
 // listed reports whether an answer is a listing of l: it must be in
 // 127.0.0.0/8 (an answer elsewhere means the zone is hijacked or
 // wildcarded), must not be an error code, and must match l's codes.
 func (l List) listed(a netip.Addr) (bool, string) {
-	if !a.Is4() || !netip.MustParsePrefix("127.0.0.0/8").Contains(a) {
+	if !a.Is4() || !answerNet.Contains(a) {
 		return false, fmt.Sprintf("answer %s is outside 127.0.0.0/8", a)
 	}
-	if netip.MustParsePrefix("127.255.255.0/24").Contains(a) {
+	if errorCodes.Contains(a) {
 		return false, fmt.Sprintf("answer %s is the list's error code (refused or over quota)", a)
 	}
-	codes := l.Codes
-	if len(codes) == 0 {
-		for _, c := range knownLists[strings.ToLower(l.Zone)] {
-			codes = append(codes, netip.MustParsePrefix(c))
-		}
-	}
-	if len(codes) == 0 {
-		if a == netip.MustParseAddr("127.0.0.1") {
+	if len(l.Codes) == 0 {
+		if a == notListed {
 			return false, "answer 127.0.0.1 is not a listing"
 		}
 		return true, ""
 	}
-	for _, c := range codes {
+	for _, c := range l.Codes {
 		if c.Contains(a) {
 			return true, ""
 		}

@@ -128,6 +128,7 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
+	cfg.Lists = withKnownCodes(cfg.Lists)
 	return &Pipeline{cfg: cfg, res: res, st: st, log: log, now: time.Now,
 		spf: mailauth.NewSPFChecker(res, mailauth.SPFConfig{Timeout: cfg.Timeout / 2, Receiver: cfg.Hostname})}
 }

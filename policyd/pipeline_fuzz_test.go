@@ -3,6 +3,7 @@ package policyd
 import (
 	"bufio"
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,5 +83,30 @@ func TestUnknownPolicyContext(t *testing.T) {
 	d := fx.p.Evaluate(context.Background(), req)
 	if d.Context != "mx" || len(d.Contributions) == 0 || d.Contributions[0].Note != `unknown policy_context "backup-mx": MX checks` {
 		t.Fatalf("context %q, contributions %+v", d.Context, d.Contributions)
+	}
+}
+
+// A known list's codes apply when none are configured: an answer outside
+// them (a quota message, a public resolver's refusal) is no listing.
+func TestListedCodes(t *testing.T) {
+	lists := withKnownCodes([]List{{Zone: "ZEN.spamhaus.org"}, {Zone: "bl.test"}, {Zone: "zen.spamhaus.org", Codes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
+	for _, tc := range []struct {
+		list   int
+		answer string
+		want   bool
+	}{
+		{0, "127.0.0.2", true},
+		{0, "127.0.0.4", true},
+		{0, "127.0.0.8", false}, // not a zen code
+		{0, "127.255.255.254", false},
+		{1, "127.0.0.5", true}, // unknown list: any 127/8 answer but 127.0.0.1
+		{1, "127.0.0.1", false},
+		{1, "10.0.0.2", false},
+		{2, "127.0.0.1", true}, // configured codes win
+		{2, "127.0.0.2", false},
+	} {
+		if got, why := lists[tc.list].listed(netip.MustParseAddr(tc.answer)); got != tc.want {
+			t.Errorf("%s answers %s: listed=%v (%s), want %v", lists[tc.list].Zone, tc.answer, got, why, tc.want)
+		}
 	}
 }
