@@ -143,31 +143,31 @@ func TestKeyRotationWithSIGHUP(t *testing.T) {
 		return strings.Join(header(m.Data, "DKIM-Signature"), "\n")
 	}
 	// Pending, not in DNS: the old key signs, even after a SIGHUP.
-	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitLog(t, "SIGHUP: reloading", 1)
+	sighup(t, "DKIM keys loaded")
 	if sigs := sendSigned(); !strings.Contains(sigs, "s=2026a-rsa") || strings.Contains(sigs, "s="+newSel) {
 		t.Fatalf("before publication: %s", sigs)
 	}
 	// Published: after a SIGHUP the new key signs, the old RSA key retires.
 	w.dns.AddTXT(keys[0].RecordName(), keys[0].Record())
-	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitLog(t, "to=active", 1)
+	sighup(t, "to=active")
 	if sigs := sendSigned(); !strings.Contains(sigs, "s="+newSel) || strings.Contains(sigs, "s=2026a-rsa;") || !strings.Contains(sigs, "s=2026a-ed") {
 		t.Fatalf("after publication: %s", sigs)
 	}
 }
 
-// waitLog waits until wehr's log has n lines containing s.
-func waitLog(t *testing.T, s string, n int) {
+// sighup sends wehr SIGHUP and waits until its log has one more line
+// containing want than before: a count from before the signal, so that
+// lines of earlier reloads do not answer for this one.
+func sighup(t *testing.T, want string) {
 	t.Helper()
+	n := strings.Count(readFile(w.wehr.Log), want)
+	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for strings.Count(readFile(w.wehr.Log), s) < n {
+	for strings.Count(readFile(w.wehr.Log), want) <= n {
 		if time.Now().After(deadline) {
-			t.Fatalf("wehr did not log %q", s)
+			t.Fatalf("wehr did not log %q after SIGHUP", want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -179,8 +179,7 @@ func TestConfigReload(t *testing.T) {
 	orig := readFile(w.wehr.Config)
 	defer func() {
 		os.WriteFile(w.wehr.Config, []byte(orig), 0o644) //nolint:errcheck
-		w.wehr.Signal(syscall.SIGHUP)                    //nolint:errcheck
-		waitLog(t, "configuration reloaded", 2)
+		sighup(t, "configuration reloaded")
 	}()
 	spoof := func() Reply {
 		data, _ := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
@@ -193,8 +192,7 @@ func TestConfigReload(t *testing.T) {
 	if err := os.WriteFile(w.wehr.Config, []byte(orig+"dmarc:\n  refusal: sometimes\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
-	waitLog(t, "config not reloaded", 1)
+	sighup(t, "config not reloaded")
 	if !strings.Contains(readFile(w.wehr.Log), `dmarc.refusal: \"sometimes\" is not one of evidence, honor, quarantine`) {
 		t.Errorf("the log does not name the bad key:\n%s", Tail(w.wehr.Log, 5))
 	}
@@ -205,8 +203,7 @@ func TestConfigReload(t *testing.T) {
 	if err := os.WriteFile(w.wehr.Config, []byte(orig+"dmarc:\n  refusal: quarantine\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
-	waitLog(t, "configuration reloaded", 1)
+	sighup(t, "configuration reloaded")
 	if r := spoof(); !r.OK() {
 		t.Fatalf("after the reload: %v", r)
 	}
@@ -219,17 +216,11 @@ func TestBrokenKeyOnReload(t *testing.T) {
 	if err := os.Chmod(key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	loaded := strings.Count(readFile(w.wehr.Log), "DKIM keys loaded")
 	defer func() {
-		os.Chmod(key, 0o600)          //nolint:errcheck
-		w.wehr.Signal(syscall.SIGHUP) //nolint:errcheck
-		waitLog(t, "DKIM keys loaded", loaded+1)
+		os.Chmod(key, 0o600) //nolint:errcheck
+		sighup(t, "DKIM keys loaded")
 	}()
-	before := strings.Count(readFile(w.wehr.Log), "DKIM keys not reloaded")
-	if err := w.wehr.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	waitLog(t, "DKIM keys not reloaded", before+1)
+	sighup(t, "DKIM keys not reloaded")
 	if !strings.Contains(readFile(w.wehr.Log), "2026a-ed.pem") {
 		t.Errorf("the log does not name the key file:\n%s", Tail(w.wehr.Log, 5))
 	}
