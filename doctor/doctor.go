@@ -7,6 +7,7 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -46,7 +47,7 @@ type Inputs struct {
 	// OpenStore opens the store as the ops commands do (required).
 	OpenStore func() (store.Store, error)
 	// Postconf runs postconf with these args (nil: Postfix not checked).
-	Postconf func(args ...string) (string, error)
+	Postconf func(ctx context.Context, args ...string) (string, error)
 }
 
 // Run runs every check.
@@ -75,7 +76,7 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
 	if in.Postconf != nil {
-		out = append(out, checkPostfix(cfg, in.Postconf)...)
+		out = append(out, checkPostfix(ctx, cfg, in.Postconf)...)
 	}
 	return out
 }
@@ -166,9 +167,11 @@ func checkKeys(ctx context.Context, cfg *config.Config, res *resolver.Resolver) 
 	return out
 }
 
-func checkPostfix(cfg *config.Config, postconf func(args ...string) (string, error)) []Finding {
+func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx context.Context, args ...string) (string, error)) []Finding {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	get := func(name string) (string, error) {
-		v, err := postconf("-h", name)
+		v, err := postconf(ctx, "-h", name)
 		return strings.TrimSpace(v), err
 	}
 	var out []Finding
@@ -220,7 +223,7 @@ func mentions(setting string, a listener.Address) bool {
 
 // Postconf returns a runner of postconf for a config directory ("" for
 // the default instance), or nil when postconf is not installed.
-func Postconf(dir string) func(args ...string) (string, error) {
+func Postconf(dir string) func(ctx context.Context, args ...string) (string, error) {
 	bin, err := exec.LookPath("postconf")
 	if err != nil {
 		if _, err2 := exec.LookPath("/usr/sbin/postconf"); err2 != nil {
@@ -228,11 +231,16 @@ func Postconf(dir string) func(args ...string) (string, error) {
 		}
 		bin = "/usr/sbin/postconf"
 	}
-	return func(args ...string) (string, error) {
+	return func(ctx context.Context, args ...string) (string, error) {
 		if dir != "" {
 			args = append([]string{"-c", dir}, args...)
 		}
-		out, err := exec.Command(bin, args...).Output()
+		out, err := exec.CommandContext(ctx, bin, args...).Output()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+			// "exit status 1" alone says nothing; postconf's own words do.
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
 		return string(out), err
 	}
 }

@@ -38,8 +38,8 @@ func listen(t *testing.T) string {
 }
 
 // fakePostconf answers postconf -h NAME from a map.
-func fakePostconf(m map[string]string) func(args ...string) (string, error) {
-	return func(args ...string) (string, error) {
+func fakePostconf(m map[string]string) func(ctx context.Context, args ...string) (string, error) {
+	return func(_ context.Context, args ...string) (string, error) {
 		if len(args) != 2 || args[0] != "-h" {
 			return "", errors.New("unexpected args")
 		}

@@ -550,6 +550,11 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("doctor output lacks %q:\n%s", want, raw)
 		}
 	}
+	// A wrong --postfix-config: postconf's own words, not just its exit status.
+	raw, _ = exec.Command(w.wehr.Bin, "--config", w.wehr.Config, "--resolver", w.wehr.Resolver, "doctor", "--postfix-config", "/nonexistent").CombinedOutput()
+	if !strings.Contains(string(raw), "open /nonexistent/main.cf: No such file or directory") {
+		t.Errorf("doctor on a missing config directory:\n%s", raw)
+	}
 	// The bulk instance has no milter: doctor says so, and fails.
 	cmd = exec.Command(w.wehr.Bin, "--config", w.wehr.Config, "--resolver", w.wehr.Resolver, "doctor", "--postfix-config", filepath.Join(w.bulk.Dir, "etc"))
 	raw, err = cmd.CombinedOutput()
