@@ -198,6 +198,7 @@ type DMARC struct {
 	OnNoAuthor          string        `yaml:"on_no_author"`
 	ReferenceURL        string        `yaml:"reference_url"`
 	MaxAuthorDomains    int           `yaml:"max_author_domains"`
+	TooManyAuthors      string        `yaml:"too_many_authors"`
 	PassHistory         bool          `yaml:"pass_history"`
 	PassHistoryKeep     time.Duration `yaml:"pass_history_keep"`
 	TrustedForwarders   Override      `yaml:"trusted_forwarders"`
@@ -282,6 +283,7 @@ func Default() *Config {
 			OnTempError:         "accept",
 			OnNoAuthor:          "accept",
 			MaxAuthorDomains:    5,
+			TooManyAuthors:      "reject",
 			PassHistory:         true,
 			PassHistoryKeep:     180 * 24 * time.Hour,
 			TrustedForwarders:   Override{Disposition: mailauth.PolicyNone},
@@ -511,6 +513,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	oneOf("dmarc.refusal", c.DMARC.Refusal, mailauth.RefuseEvidence, mailauth.RefuseHonor, mailauth.RefuseQuarantine)
 	oneOf("dmarc.on_temperror", c.DMARC.OnTempError, "accept", "tempfail")
 	oneOf("dmarc.on_no_author", c.DMARC.OnNoAuthor, "accept", "reject")
+	oneOf("dmarc.too_many_authors", c.DMARC.TooManyAuthors, "reject", "quarantine")
 	if u := c.DMARC.ReferenceURL; u != "" {
 		if p, err := url.Parse(u); err != nil || p.Scheme == "" || strings.ContainsAny(u, " \r\n") {
 			bad("dmarc.reference_url", "%q is not a URL", u)
@@ -795,13 +798,14 @@ func (c *Config) Engine() mailauth.Config {
 		HeaderBytes:       c.Limits.HeaderBytes,
 		Deadline:          c.Limits.Deadline,
 		DMARC: mailauth.DMARCConfig{
-			Discovery:           d.Discovery,
-			PctZeroIsTesting:    d.LegacyPct0IsTesting,
-			Refusal:             d.Refusal,
-			TempfailOnTempError: d.OnTempError == "tempfail",
-			RejectNoAuthor:      d.OnNoAuthor == "reject",
-			ReferenceURL:        d.ReferenceURL,
-			MaxAuthorDomains:    d.MaxAuthorDomains,
+			Discovery:                d.Discovery,
+			PctZeroIsTesting:         d.LegacyPct0IsTesting,
+			Refusal:                  d.Refusal,
+			TempfailOnTempError:      d.OnTempError == "tempfail",
+			RejectNoAuthor:           d.OnNoAuthor == "reject",
+			ReferenceURL:             d.ReferenceURL,
+			MaxAuthorDomains:         d.MaxAuthorDomains,
+			TooManyAuthorsQuarantine: d.TooManyAuthors == "quarantine",
 			TrustedForwarders: mailauth.Override{Networks: networks(d.TrustedForwarders.Networks),
 				DKIMDomains: d.TrustedForwarders.DKIMDomains, Disposition: d.TrustedForwarders.Disposition},
 			LocalPolicy: mailauth.Override{Networks: networks(d.LocalPolicy.Networks),

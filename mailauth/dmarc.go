@@ -19,19 +19,30 @@ const (
 const maxWalkQueries = 8
 
 // dmarcDNS finds DMARC records, Organizational Domains and policies for
-// one message, remembering what it looked up so that the author's walk and
-// the identifiers' walks share queries.
+// one message. Lookups go through res; what was found (never a failure)
+// is remembered in a cache that views made by with share, so that the
+// author's walk and the identifiers' walks share queries while each
+// check spends its own DNS budget.
 type dmarcDNS struct {
 	res Resolver
 	psl bool
+	c   *dmarcCache
+}
 
+type dmarcCache struct {
 	mu    sync.Mutex
 	at    map[string]recordAt
 	walks map[string][]found
 }
 
 func newDMARCDNS(res Resolver, discovery string) *dmarcDNS {
-	return &dmarcDNS{res: res, psl: discovery == DiscoveryPSL, at: map[string]recordAt{}, walks: map[string][]found{}}
+	return &dmarcDNS{res: res, psl: discovery == DiscoveryPSL,
+		c: &dmarcCache{at: map[string]recordAt{}, walks: map[string][]found{}}}
+}
+
+// with returns a view of d that looks up through res.
+func (d *dmarcDNS) with(res Resolver) *dmarcDNS {
+	return &dmarcDNS{res: res, psl: d.psl, c: d.c}
 }
 
 // recordAt is what _dmarc.<domain> holds.
@@ -48,9 +59,9 @@ type found struct {
 }
 
 func (d *dmarcDNS) recordAt(ctx context.Context, domain string) recordAt {
-	d.mu.Lock()
-	r, ok := d.at[domain]
-	d.mu.Unlock()
+	d.c.mu.Lock()
+	r, ok := d.c.at[domain]
+	d.c.mu.Unlock()
 	if ok {
 		return r
 	}
@@ -77,9 +88,14 @@ func (d *dmarcDNS) recordAt(ctx context.Context, domain string) recordAt {
 			r.multiple = true
 		}
 	}
-	d.mu.Lock()
-	d.at[domain] = r
-	d.mu.Unlock()
+	if r.err != nil {
+		// A failure is not remembered: it may be this view's budget
+		// or deadline, which another check does not share.
+		return r
+	}
+	d.c.mu.Lock()
+	d.c.at[domain] = r
+	d.c.mu.Unlock()
 	return r
 }
 
@@ -102,9 +118,9 @@ func walkNames(start string) []string {
 // walk runs the DNS Tree Walk from start and returns the records found,
 // longest name first, stopping at a record with psd=y or psd=n.
 func (d *dmarcDNS) walk(ctx context.Context, start string) ([]found, error) {
-	d.mu.Lock()
-	w, ok := d.walks[start]
-	d.mu.Unlock()
+	d.c.mu.Lock()
+	w, ok := d.c.walks[start]
+	d.c.mu.Unlock()
 	if ok {
 		return w, nil
 	}
@@ -122,9 +138,9 @@ func (d *dmarcDNS) walk(ctx context.Context, start string) ([]found, error) {
 			break
 		}
 	}
-	d.mu.Lock()
-	d.walks[start] = w
-	d.mu.Unlock()
+	d.c.mu.Lock()
+	d.c.walks[start] = w
+	d.c.mu.Unlock()
 	return w, nil
 }
 
@@ -178,24 +194,40 @@ func pslOrgDomain(domain string) string {
 }
 
 // aligned reports whether identifier id aligns with the author domain
-// under mode 'r' or 's' (RFC 9989 3.2.10, 4.10.2).
-func (d *dmarcDNS) aligned(ctx context.Context, mode byte, author, id string) (bool, error) {
+// under mode 'r' or 's' (RFC 9989 3.2.10, 4.10.2); authorOrg is the
+// author's Organizational Domain, as policy discovery found it.
+//
+// Relaxed alignment is the equality of the two Organizational Domains,
+// and a name's Organizational Domain is the name itself or one of its
+// ancestors. So unless authorOrg is id or an ancestor of id, they cannot
+// be equal: the identifier is not aligned, and nothing is looked up. The
+// identifier's DNS is the sender's to choose (a forger's MAIL FROM domain
+// answering SERVFAIL); a failure there must never turn a forgery into a
+// temperror.
+func (d *dmarcDNS) aligned(ctx context.Context, mode byte, author, authorOrg, id string) (bool, error) {
 	id = strings.ToLower(strings.TrimSuffix(id, "."))
 	if id == author {
 		return true, nil
 	}
-	if mode == 's' {
+	if mode == 's' || id == "" {
 		return false, nil
 	}
-	oa, err := d.OrgDomain(ctx, author)
-	if err != nil {
-		return false, err
+	if authorOrg == "" {
+		authorOrg = author
+	}
+	if id == authorOrg {
+		// The Organizational Domain of an Organizational Domain is
+		// itself: its walk meets the records the author's walk met.
+		return true, nil
+	}
+	if !strings.HasSuffix(id, "."+authorOrg) {
+		return false, nil
 	}
 	oi, err := d.OrgDomain(ctx, id)
 	if err != nil {
 		return false, err
 	}
-	return oa == oi, nil
+	return oi == authorOrg, nil
 }
 
 // policyFound is the outcome of policy discovery for one Author Domain.

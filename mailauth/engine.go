@@ -100,8 +100,11 @@ type DMARCConfig struct {
 	RejectNoAuthor bool
 	// ReferenceURL is cited in refusals, if set.
 	ReferenceURL string
-	// MaxAuthorDomains caps the Author Domains evaluated (default 5).
-	MaxAuthorDomains int
+	// MaxAuthorDomains caps the Author Domains verified (default 5); a
+	// message with more is refused, or quarantined if
+	// TooManyAuthorsQuarantine.
+	MaxAuthorDomains         int
+	TooManyAuthorsQuarantine bool
 
 	TrustedForwarders Override
 	LocalPolicy       Override
@@ -220,14 +223,51 @@ type Verdict struct {
 	DNSQueries int `json:"-"`
 }
 
+// How the deadline and the DNS budget of one message are shared. Every
+// check runs at the same time, under its own share of both, so that no
+// check can spend what another needs: the checks whose DNS a sender
+// chooses (SPF of his MAIL FROM, the names his address's PTR record
+// lists, his DKIM keys, the list domains he writes) end at their share,
+// and the DMARC policy discovery of each Author Domain, the lookup that
+// decides, has the whole deadline and a budget of its own.
+const (
+	spfTimeShare   = 0.40
+	iprevTimeShare = 0.25
+	dkimTimeShare  = 0.50
+	listTimeShare  = 0.15
+
+	spfBudgetShare    = 0.40
+	iprevBudgetShare  = 0.10
+	dkimBudgetShare   = 0.10
+	authorBudgetShare = 0.30 // each Author Domain
+	listBudgetShare   = 0.10
+)
+
+// shareOf returns frac of n, at least least.
+func shareOf(n int, frac float64, least int) int {
+	return max(int(float64(n)*frac), least)
+}
+
+// checkCtx returns a context that ends at frac of the message deadline.
+func (e *Engine) checkCtx(ctx context.Context, start time.Time, frac float64) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(ctx, start.Add(time.Duration(float64(e.cfg.Deadline)*frac)))
+}
+
+// newBudget gives a check frac of the DNS budget, at least least lookups.
+func (e *Engine) newBudget(name string, frac float64, least int) *budget {
+	n := shareOf(e.cfg.DNSBudget, frac, least)
+	b := &budget{Resolver: e.res, check: name, max: n}
+	b.left.Store(int64(n))
+	return b
+}
+
 // Verify authenticates one message (header and body, LF or CRLF line
 // endings). The error is only for failing to read msg; every other
 // problem is part of the verdict.
 func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*Verdict, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Deadline)
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Deadline))
 	defer cancel()
-	b := &budget{Resolver: e.res, max: e.cfg.DNSBudget}
-	b.left.Store(int64(e.cfg.DNSBudget))
 
 	v := &Verdict{DKIM: []DKIMResult{}}
 	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.HeaderBytes)
@@ -235,57 +275,144 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		if !errors.Is(err, ErrHeaderTooLarge) {
 			return nil, fmt.Errorf("mailauth: %w", err)
 		}
-		v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom}
-		v.IPRev = IPRevResult{Result: IPRevNone}
-		v.Auth = e.auth(env)
-		v.DMARC = DMARCResult{Result: "permerror", Reason: err.Error(), Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
-		v.Reply = &smtpreply.Reply{Code: 552, Enhanced: "5.3.4", Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", e.cfg.HeaderBytes), Check: "limits"}
-		v.finish(e.cfg.AuthservID)
+		v.refuseUnverified(e, env, err.Error(), &smtpreply.Reply{Code: 552, Enhanced: "5.3.4",
+			Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", e.cfg.HeaderBytes), Check: "limits"})
+		return v, nil
+	}
+	if why := h.malformedFrom(); why != "" {
+		// A From field a mail reader may show differently from what
+		// we evaluate: see Header.malformedFrom.
+		v.refuseUnverified(e, env, why, &smtpreply.Reply{Code: 550, Enhanced: "5.6.0", Check: "header",
+			Text: "Message rejected: " + why + " (RFC 5322 2.2, 3.6.2); please correct the From header"})
 		return v, nil
 	}
 	if _, err := msg.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("mailauth: rewind message: %w", err)
 	}
+	authors, noAuthor := AuthorDomains(h)
+	if n := len(authors); n > e.cfg.DMARC.MaxAuthorDomains {
+		why := fmt.Sprintf("the From header fields name %d domains, more than the %d this server verifies", n, e.cfg.DMARC.MaxAuthorDomains)
+		if e.cfg.DMARC.TooManyAuthorsQuarantine {
+			v.refuseUnverified(e, env, why, nil)
+			v.DMARC.Disposition = PolicyQuarantine
+			v.DMARC.Overrides = []string{ReasonLocalPolicy}
+			v.AllDMARC = []DMARCResult{v.DMARC}
+			v.finish(e.cfg.AuthservID)
+		} else {
+			v.refuseUnverified(e, env, why, &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Check: "dmarc",
+				Text: "Message rejected: " + why + " (RFC 9989 11.5); send it with fewer authors"})
+		}
+		return v, nil
+	}
 
-	spfc := NewSPFChecker(b, e.cfg.SPF)
-	var wg sync.WaitGroup
-	wg.Add(2)
+	budgets := []*budget{}
+	newBudget := func(name string, frac float64, least int) *budget {
+		b := e.newBudget(name, frac, least)
+		budgets = append(budgets, b)
+		return b
+	}
+	spfRes := newBudget("SPF", spfBudgetShare, 30)
+	iprevRes := newBudget("iprev", iprevBudgetShare, 1+maxPTRNames)
+	dkimRes := newBudget("DKIM", dkimBudgetShare, e.cfg.DKIMMaxSignatures)
+	authorRes := make([]*budget, len(authors))
+	for i := range authors {
+		authorRes[i] = newBudget("DMARC", authorBudgetShare, 30)
+	}
+	listRes := newBudget("mailing-list", listBudgetShare, 10)
+
+	// Phase 1, all at once: SPF, iprev, DKIM, and each author's
+	// policy discovery. Phase 2, per author: alignment and disposition.
+	spfc := NewSPFChecker(spfRes, e.cfg.SPF)
+	var checks sync.WaitGroup
+	phase1 := make(chan struct{})
+	guard := func(name string, fail func(string)) {
+		if r := recover(); r != nil {
+			fail(fmt.Sprintf("internal error in %s: %v", name, r))
+		}
+	}
+	checks.Add(3)
 	go func() {
-		defer wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				v.SPF = SPFResult{Result: SPFTempError, Scope: ScopeMailFrom, Error: fmt.Sprintf("internal error: %v", r)}
-			}
-		}()
+		defer checks.Done()
+		defer guard("SPF", func(s string) { v.SPF = SPFResult{Result: SPFTempError, Scope: ScopeMailFrom, Error: s} })
+		ctx, cancel := e.checkCtx(ctx, start, spfTimeShare)
+		defer cancel()
 		if env.ClientIP == nil {
 			_, d := MailFromIdentity(env.MailFrom, env.Helo)
 			v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom, Domain: d, Detail: "no client IP given"}
-		} else {
-			v.SPF = spfc.CheckMailFrom(ctx, env.ClientIP, env.Helo, env.MailFrom)
-			if e.cfg.HeloCheck && env.Helo != "" {
-				h := spfc.CheckHelo(ctx, env.ClientIP, env.Helo)
-				v.HeloSPF = &h
-			}
+			return
+		}
+		v.SPF = spfc.CheckMailFrom(ctx, env.ClientIP, env.Helo, env.MailFrom)
+		if e.cfg.HeloCheck && env.Helo != "" {
+			h := spfc.CheckHelo(ctx, env.ClientIP, env.Helo)
+			v.HeloSPF = &h
 		}
 	}()
 	go func() {
-		defer wg.Done()
-		defer func() {
-			if r := recover(); r != nil {
-				v.IPRev = IPRevResult{Result: IPRevTempError, Error: fmt.Sprintf("internal error: %v", r)}
-			}
-		}()
-		v.IPRev = CheckIPRev(ctx, b, env.ClientIP)
+		defer checks.Done()
+		defer guard("iprev", func(s string) { v.IPRev = IPRevResult{Result: IPRevTempError, Error: s} })
+		ctx, cancel := e.checkCtx(ctx, start, iprevTimeShare)
+		defer cancel()
+		v.IPRev = CheckIPRev(ctx, iprevRes, env.ClientIP)
 	}()
-	// DKIM reads msg; nothing else does from here on.
-	v.DKIM = verifyDKIM(ctx, b, h, msg, e.cfg.DKIMMaxSignatures)
-	wg.Wait()
+	go func() {
+		defer checks.Done()
+		defer guard("DKIM", func(s string) { v.DKIM = []DKIMResult{{Result: DKIMTempError, Error: s}} })
+		ctx, cancel := e.checkCtx(ctx, start, dkimTimeShare)
+		defer cancel()
+		// DKIM reads msg; nothing else does from here on.
+		v.DKIM = verifyDKIM(ctx, dkimRes, h, msg, e.cfg.DKIMMaxSignatures)
+	}()
+	go func() {
+		checks.Wait()
+		close(phase1)
+	}()
 	v.Auth = e.auth(env)
 
-	e.evaluateDMARC(ctx, b, spfc, env, h, v)
-	v.DNSQueries = b.max - int(max(b.left.Load(), 0))
+	if len(authors) == 0 {
+		<-phase1
+		v.DMARC = DMARCResult{Result: "permerror", Reason: "no DMARC validation possible: " + noAuthor,
+			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+		v.AllDMARC = []DMARCResult{v.DMARC}
+		if e.cfg.DMARC.RejectNoAuthor {
+			v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Check: "dmarc",
+				Text: "Message rejected: " + noAuthor + "; a message needs one From header field with an address (RFC 5322 3.6.2)"}
+		}
+	} else {
+		d := newDMARCDNS(e.res, e.cfg.DMARC.Discovery)
+		v.AllDMARC = make([]DMARCResult, len(authors))
+		var wg sync.WaitGroup
+		for i, a := range authors {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer guard("DMARC", func(s string) {
+					v.AllDMARC[i] = DMARCResult{Result: "temperror", FromDomain: a, Reason: s, Discovery: e.cfg.DMARC.Discovery,
+						Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+				})
+				ev := &evaluation{e: e, ctx: ctx, start: start, d: d.with(authorRes[i]), list: d.with(listRes),
+					spfc: NewSPFChecker(authorRes[i], e.cfg.SPF), env: env, h: h, v: v, fromDomain: a}
+				v.AllDMARC[i] = ev.author(phase1)
+			}()
+		}
+		wg.Wait()
+		e.decideDMARC(v)
+	}
+	for _, b := range budgets {
+		v.DNSQueries += b.used()
+	}
 	v.finish(e.cfg.AuthservID)
 	return v, nil
+}
+
+// refuseUnverified fills a verdict for a message that is not verified
+// at all (why says why); reply, if set, refuses it.
+func (v *Verdict) refuseUnverified(e *Engine, env Envelope, why string, reply *smtpreply.Reply) {
+	v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom}
+	v.IPRev = IPRevResult{Result: IPRevNone}
+	v.Auth = e.auth(env)
+	v.DMARC = DMARCResult{Result: "permerror", Reason: why, Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+	v.Reply = reply
+	v.finish(e.cfg.AuthservID)
 }
 
 func (e *Engine) auth(env Envelope) AuthResult {
@@ -295,35 +422,12 @@ func (e *Engine) auth(env Envelope) AuthResult {
 	return AuthResult{Result: "pass", User: env.AuthUser}
 }
 
-// evaluateDMARC evaluates every Author Domain and applies the strictest
-// outcome (RFC 9989 11.5).
-func (e *Engine) evaluateDMARC(ctx context.Context, res Resolver, spfc *SPFChecker, env Envelope, h Header, v *Verdict) {
-	authors, why := AuthorDomains(h)
-	if len(authors) == 0 {
-		v.DMARC = DMARCResult{Result: "permerror", Reason: "no DMARC validation possible: " + why,
-			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
-		v.AllDMARC = []DMARCResult{v.DMARC}
-		if e.cfg.DMARC.RejectNoAuthor {
-			v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Check: "dmarc",
-				Text: "Message rejected: " + why + "; a message needs one From header field with an address (RFC 5322 3.6.2)"}
-		}
-		return
-	}
-	incomplete := ""
-	if len(authors) > e.cfg.DMARC.MaxAuthorDomains {
-		incomplete = fmt.Sprintf("only the first %d of %d From domains evaluated", e.cfg.DMARC.MaxAuthorDomains, len(authors))
-		authors = authors[:e.cfg.DMARC.MaxAuthorDomains]
-	}
-	d := newDMARCDNS(res, e.cfg.DMARC.Discovery)
-	ev := &evaluation{e: e, ctx: ctx, d: d, spfc: spfc, env: env, h: h, v: v}
-	best := -1
-	for i, a := range authors {
-		r := ev.author(a)
-		if incomplete != "" {
-			r.Reason = strings.TrimPrefix(r.Reason+"; "+incomplete, "; ")
-		}
-		v.AllDMARC = append(v.AllDMARC, r)
-		if best < 0 || stricter(r, v.AllDMARC[best]) {
+// decideDMARC applies the strictest outcome of the Author Domains (RFC
+// 9989 11.5).
+func (e *Engine) decideDMARC(v *Verdict) {
+	best := 0
+	for i := range v.AllDMARC {
+		if stricter(v.AllDMARC[i], v.AllDMARC[best]) {
 			best = i
 		}
 	}
@@ -348,25 +452,30 @@ func stricter(a, b DMARCResult) bool {
 	return resRank[a.Result] > resRank[b.Result]
 }
 
-// evaluation is the DMARC evaluation of one message.
+// evaluation is the DMARC evaluation of one Author Domain of a message.
 type evaluation struct {
-	e    *Engine
-	ctx  context.Context
-	d    *dmarcDNS
-	spfc *SPFChecker
-	env  Envelope
-	h    Header
-	v    *Verdict
-	// fromDomain is the Author Domain being disposed of.
+	e     *Engine
+	ctx   context.Context
+	start time.Time
+	d     *dmarcDNS // the author's budget
+	list  *dmarcDNS // the mailing-list check's budget
+	spfc  *SPFChecker
+	env   Envelope
+	h     Header
+	v     *Verdict // read only after phase 1
+	// fromDomain is the Author Domain evaluated.
 	fromDomain string
 }
 
-// author evaluates one Author Domain (RFC 9989 5.3).
-func (ev *evaluation) author(author string) DMARCResult {
+// author evaluates one Author Domain (RFC 9989 5.3): policy discovery at
+// once, the rest when phase1 is closed (SPF, iprev and DKIM done).
+func (ev *evaluation) author(phase1 <-chan struct{}) DMARCResult {
 	cfg := ev.e.cfg.DMARC
+	author := ev.fromDomain
 	r := DMARCResult{FromDomain: author, Discovery: cfg.Discovery, Disposition: PolicyNone,
 		Overrides: []string{}, RefusalEvidence: []string{}}
 	pf, err := ev.d.discover(ev.ctx, author)
+	<-phase1
 	r.OrgDomain = pf.org
 	if err != nil {
 		r.Result, r.Reason = "temperror", "DMARC record lookup: "+err.Error()
@@ -386,7 +495,7 @@ func (ev *evaluation) author(author string) DMARCResult {
 	spf := ev.v.SPF
 	spfDomain := strings.ToLower(spf.Domain)
 	if spf.Result == SPFPass || spf.Result == SPFTempError {
-		ok, err := ev.d.aligned(ev.ctx, rec.ASPF, author, spfDomain)
+		ok, err := ev.d.aligned(ev.ctx, rec.ASPF, author, pf.org, spfDomain)
 		switch {
 		case err != nil:
 			tempErr = err
@@ -400,7 +509,7 @@ func (ev *evaluation) author(author string) DMARCResult {
 		if s.Result != DKIMPass && s.Result != DKIMTempError {
 			continue
 		}
-		ok, err := ev.d.aligned(ev.ctx, rec.ADKIM, author, s.Domain)
+		ok, err := ev.d.aligned(ev.ctx, rec.ADKIM, author, pf.org, s.Domain)
 		switch {
 		case err != nil:
 			tempErr = err
@@ -420,7 +529,6 @@ func (ev *evaluation) author(author string) DMARCResult {
 		return r
 	}
 	r.Result = "fail"
-	ev.fromDomain = author
 	ev.dispose(&r)
 	return r
 }
@@ -664,8 +772,16 @@ func (ev *evaluation) mailingList(author string) string {
 	if !cfg.Enabled {
 		return ""
 	}
-	for _, ld := range listDomains(ev.h) {
-		lorg, err := ev.d.OrgDomain(ev.ctx, ld)
+	// The list domains are the sender's to write, and their DNS his to
+	// run: a share of the deadline and a budget of their own.
+	ctx, cancel := context.WithTimeout(ev.ctx, time.Duration(float64(ev.e.cfg.Deadline)*listTimeShare))
+	defer cancel()
+	lists := listDomains(ev.h)
+	if len(lists) > maxListDomains {
+		lists = lists[:maxListDomains]
+	}
+	for _, ld := range lists {
+		lorg, err := ev.list.OrgDomain(ctx, ld)
 		if err != nil || lorg == "" {
 			continue
 		}
@@ -676,7 +792,7 @@ func (ev *evaluation) mailingList(author string) string {
 			continue // the author's own domain cannot vouch for itself here
 		}
 		if ev.v.SPF.Result == SPFPass {
-			if o, err := ev.d.OrgDomain(ev.ctx, strings.ToLower(ev.v.SPF.Domain)); err == nil && o == lorg {
+			if o, err := ev.list.OrgDomain(ctx, strings.ToLower(ev.v.SPF.Domain)); err == nil && o == lorg {
 				return "list " + ld + " authenticated by SPF for " + ev.v.SPF.Domain
 			}
 		}
@@ -684,13 +800,16 @@ func (ev *evaluation) mailingList(author string) string {
 			if s.Result != DKIMPass {
 				continue
 			}
-			if o, err := ev.d.OrgDomain(ev.ctx, s.Domain); err == nil && o == lorg {
+			if o, err := ev.list.OrgDomain(ctx, s.Domain); err == nil && o == lorg {
 				return "list " + ld + " authenticated by DKIM d=" + s.Domain
 			}
 		}
 	}
 	return ""
 }
+
+// maxListDomains caps the list domains the mailing-list check considers.
+const maxListDomains = 5
 
 func domainListed(ld, lorg string, domains []string) bool {
 	for _, d := range domains {
@@ -850,16 +969,20 @@ func (v *Verdict) authResults() []authres.Result {
 // expensive message.
 type budget struct {
 	Resolver
-	max  int
-	left atomic.Int64
+	check string // whose budget
+	max   int
+	left  atomic.Int64
 }
 
 func (b *budget) take(name string) error {
 	if b.left.Add(-1) < 0 {
-		return &net.DNSError{Err: fmt.Sprintf("DNS budget of %d lookups for this message exhausted", b.max), Name: name, IsTemporary: true}
+		return &net.DNSError{Err: fmt.Sprintf("%s budget of %d DNS lookups for this message exhausted", b.check, b.max), Name: name, IsTemporary: true}
 	}
 	return nil
 }
+
+// used returns the lookups made (or refused past the budget).
+func (b *budget) used() int { return b.max - int(max(b.left.Load(), 0)) }
 
 func (b *budget) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	if err := b.take(name); err != nil {

@@ -41,28 +41,43 @@ var ErrHeaderTooLarge = errors.New("message header too large")
 // that ends the header, or at EOF (a message without body).
 func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 	var h Header
+	// The field being read; its continuation lines are appended to a
+	// builder, so that a long folded field costs linear time.
+	var cur strings.Builder
+	have := false
+	flush := func() {
+		if have {
+			h.Fields[len(h.Fields)-1].Raw = cur.String()
+			cur.Reset()
+			have = false
+		}
+	}
 	for {
 		line, err := r.ReadString('\n')
 		h.Size += len(line)
 		if max > 0 && h.Size > max {
+			flush()
 			return h, fmt.Errorf("%w: more than %d bytes", ErrHeaderTooLarge, max)
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
+			flush()
 			return h, fmt.Errorf("read header: %w", err)
 		}
 		body := strings.TrimRight(line, "\r\n")
 		if body == "" {
+			flush()
 			return h, nil // end of header (or of input)
 		}
 		switch {
 		case body[0] == ' ' || body[0] == '\t':
-			if len(h.Fields) == 0 {
+			if !have {
 				h.Malformed++
 			} else {
-				f := &h.Fields[len(h.Fields)-1]
-				f.Raw += "\r\n" + body
+				cur.WriteString("\r\n")
+				cur.WriteString(body)
 			}
 		default:
+			flush()
 			name, raw, ok := strings.Cut(body, ":")
 			// RFC 5322 2.2: field names are printable ASCII except
 			// colon; "From :" (space before the colon) is obsolete
@@ -71,10 +86,13 @@ func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 			if !ok || !ValidFieldName(name) {
 				h.Malformed++
 			} else {
-				h.Fields = append(h.Fields, Field{Name: name, Raw: raw})
+				h.Fields = append(h.Fields, Field{Name: name})
+				cur.WriteString(raw)
+				have = true
 			}
 		}
 		if errors.Is(err, io.EOF) {
+			flush()
 			return h, nil
 		}
 	}
@@ -130,97 +148,192 @@ var addrParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
 // AuthorDomains returns the Author Domains of a message (RFC 9989 5.3.1):
 // the distinct domains of the addresses in its From fields, lower-cased
 // A-labels. why says what was wrong when there are none.
+//
+// Every domain that can be read from any From field counts: an address
+// without a usable domain (a domain literal, "junk@") or a field that
+// is not valid RFC 5322 hides none of the others, since a forger would
+// add just such an address to a From naming the domain he spoofs.
 func AuthorDomains(h Header) (domains []string, why string) {
-	froms := h.Values("From")
-	if len(froms) == 0 {
-		return nil, "no From header field"
-	}
+	addrs, why := authorAddresses(h)
 	seen := map[string]bool{}
-	for _, v := range froms {
-		addrs, err := fromAddresses(v)
-		if err != nil {
-			return nil, fmt.Sprintf("From header field %q: %v", truncate(v, 80), err)
-		}
-		for _, a := range addrs {
-			_, d, ok := cutAt(a)
-			if !ok || d == "" {
-				return nil, fmt.Sprintf("From address %q has no domain", a)
-			}
-			ad, err := ToASCII(d)
-			if err != nil {
-				return nil, fmt.Sprintf("From domain %q: %v", d, err)
-			}
-			if !seen[ad] {
-				seen[ad] = true
-				domains = append(domains, ad)
-			}
+	for _, a := range addrs {
+		if !seen[a.domain] {
+			seen[a.domain] = true
+			domains = append(domains, a.domain)
 		}
 	}
-	if len(domains) == 0 {
-		return nil, "From header field holds no address"
-	}
-	return domains, ""
+	return domains, why
 }
 
 // AuthorAddresses returns the addresses of the message's From fields,
-// with lower-case A-label domains; why says what was wrong when there are
-// none.
+// with lower-case A-label domains, read as AuthorDomains reads them; why
+// says what was wrong when there are none.
 func AuthorAddresses(h Header) (addrs []string, why string) {
+	list, why := authorAddresses(h)
+	for _, a := range list {
+		addrs = append(addrs, a.local+"@"+a.domain)
+	}
+	return addrs, why
+}
+
+type address struct{ local, domain string }
+
+func authorAddresses(h Header) ([]address, string) {
 	froms := h.Values("From")
 	if len(froms) == 0 {
 		return nil, "no From header field"
 	}
+	var out []address
+	var whys []string
 	for _, v := range froms {
-		list, err := fromAddresses(v)
-		if err != nil {
-			return nil, fmt.Sprintf("From header field %q: %v", truncate(v, 80), err)
-		}
-		for _, a := range list {
-			local, d, ok := cutAt(a)
-			if !ok || d == "" {
-				return nil, fmt.Sprintf("From address %q has no domain", a)
-			}
-			ad, err := ToASCII(d)
-			if err != nil {
-				return nil, fmt.Sprintf("From domain %q: %v", d, err)
-			}
-			addrs = append(addrs, local+"@"+ad)
-		}
-	}
-	if len(addrs) == 0 {
-		return nil, "From header field holds no address"
-	}
-	return addrs, ""
-}
-
-// fromAddresses parses the addresses of a From value, leniently: groups
-// are flattened, and if the list does not parse as RFC 5322, the
-// angle-bracketed or bare addr-specs are taken.
-func fromAddresses(v string) ([]string, error) {
-	list, err := addrParser.ParseList(stripGroups(v))
-	if err == nil {
-		var out []string
-		for _, a := range list {
-			out = append(out, a.Address)
-		}
-		return out, nil
-	}
-	var out []string
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		if i := strings.LastIndexByte(part, '<'); i >= 0 {
-			if j := strings.IndexByte(part[i:], '>'); j > 0 {
-				part = part[i+1 : i+j]
-			}
-		}
-		if strings.Count(part, "@") >= 1 && !strings.ContainsAny(part, " <>\"") {
-			out = append(out, part)
+		list, why := fromAddresses(v)
+		out = append(out, list...)
+		if why != "" {
+			whys = append(whys, why)
 		}
 	}
 	if len(out) == 0 {
-		return nil, err
+		if len(whys) == 0 {
+			return nil, "From header field holds no address"
+		}
+		return nil, whys[0]
 	}
-	return out, nil
+	return out, ""
+}
+
+// fromAddresses reads the addresses of one From value with a usable
+// domain. A value that parses as RFC 5322 gives its addresses (groups
+// flattened); one that does not is scanned for every addr-spec it holds
+// (see scanAddresses). why says what was skipped, when nothing is left.
+func fromAddresses(v string) (out []address, why string) {
+	list, err := addrParser.ParseList(stripGroups(v))
+	var raw []string
+	if err == nil {
+		for _, a := range list {
+			raw = append(raw, a.Address)
+		}
+	} else {
+		raw = scanAddresses(v)
+		why = fmt.Sprintf("From header field %q: %v", truncate(v, 80), err)
+	}
+	for _, a := range raw {
+		local, d, ok := cutAt(a)
+		if !ok || d == "" {
+			why = fmt.Sprintf("From address %q has no domain", truncate(a, 80))
+			continue
+		}
+		ad, err := ToASCII(d)
+		if err != nil {
+			why = fmt.Sprintf("From domain %q: %v", truncate(d, 80), err)
+			continue
+		}
+		out = append(out, address{local: local, domain: ad})
+	}
+	if len(out) > 0 {
+		why = ""
+	}
+	return out, why
+}
+
+// scanAddresses finds the addr-specs of a From value that is not valid
+// RFC 5322: every word holding an "@", where words end at white space,
+// control characters and the specials that end an address. A complete
+// comment or quoted string is skipped (what a display name says is not
+// an address); an unterminated one is read as words, so that a missing
+// quote cannot hide an address from us that a mail reader still shows.
+func scanAddresses(v string) []string {
+	var out []string
+	word := func(w string) {
+		if strings.Contains(w, "@") {
+			out = append(out, w)
+		}
+	}
+	start := -1
+	end := func(i int) {
+		if start >= 0 {
+			word(v[start:i])
+			start = -1
+		}
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '"':
+			end(i)
+			if j := closeQuote(v, i); j > 0 {
+				i = j
+			}
+		case c == '(':
+			end(i)
+			if j := closeComment(v, i); j > 0 {
+				i = j
+			}
+		case c <= ' ' || c == 0x7f || strings.IndexByte(",;:<>)", c) >= 0:
+			end(i)
+		default:
+			if start < 0 {
+				start = i
+			}
+		}
+	}
+	end(len(v))
+	return out
+}
+
+// closeQuote returns the index of the quote closing the quoted string
+// that opens at i, or -1.
+func closeQuote(v string, i int) int {
+	for j := i + 1; j < len(v); j++ {
+		switch v[j] {
+		case '\\':
+			j++
+		case '"':
+			return j
+		}
+	}
+	return -1
+}
+
+// closeComment returns the index of the parenthesis closing the
+// (nested) comment that opens at i, or -1.
+func closeComment(v string, i int) int {
+	depth := 0
+	for j := i; j < len(v); j++ {
+		switch v[j] {
+		case '\\':
+			j++
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// malformedFrom says what makes a From field unreadable in a way that a
+// mail reader may show another address than the one we evaluate, or "":
+// a bare CR or a NUL inside it (RFC 5322 2.2 allows neither). Readers
+// differ on a bare CR (a line break to some, nothing to others), so no
+// domain read from such a field is safe to evaluate; the message is
+// refused as malformed.
+func (h Header) malformedFrom() string {
+	for _, f := range h.Fields {
+		if !strings.EqualFold(f.Name, "From") {
+			continue
+		}
+		v := strings.ReplaceAll(f.Raw, "\r\n", "")
+		switch {
+		case strings.IndexByte(v, '\r') >= 0:
+			return "the From header field contains a bare carriage return"
+		case strings.IndexByte(v, 0) >= 0:
+			return "the From header field contains a NUL character"
+		}
+	}
+	return ""
 }
 
 // stripGroups removes "name:" and ";" of RFC 5322 groups, which net/mail
