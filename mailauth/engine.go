@@ -265,6 +265,9 @@ func (e *Engine) newBudget(name string, frac float64, least int) *budget {
 // endings). The error is only for failing to read msg; every other
 // problem is part of the verdict.
 func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*Verdict, error) {
+	if e.res == nil {
+		panic("mailauth: Engine not made by NewEngine")
+	}
 	start := time.Now()
 	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Deadline))
 	defer cancel()
