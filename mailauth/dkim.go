@@ -1,16 +1,10 @@
 package mailauth
 
 import (
-	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
-	"fmt"
-	"io"
 	"strings"
-	"sync"
-
-	"github.com/emersion/go-msgauth/dkim"
 )
 
 // DKIM result values (RFC 8601 2.7.1).
@@ -76,85 +70,6 @@ func shortB(b string) string {
 		return b[:8]
 	}
 	return b
-}
-
-// verifyDKIM checks up to max DKIM signatures of the message; the rest are
-// reported neutral, not checked. Key lookups go through res with ctx.
-func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max int) []DKIMResult {
-	var tags []sigTags
-	for _, f := range h.Fields {
-		if strings.EqualFold(f.Name, "DKIM-Signature") {
-			tags = append(tags, parseSigTags(f.Value()))
-		}
-	}
-	if len(tags) == 0 {
-		return []DKIMResult{}
-	}
-	keys := &keyRecords{m: map[string][]string{}}
-	lookup := func(name string) ([]string, error) {
-		txt, err := res.LookupTXT(ctx, name)
-		if err == nil {
-			keys.put(name, txt)
-		}
-		return txt, err // a bare *net.DNSError, as the library needs
-	}
-	vs, verr := dkim.VerifyWithOptions(msg, &dkim.VerifyOptions{LookupTXT: lookup, MaxVerifications: max})
-
-	out := make([]DKIMResult, len(tags))
-	for i, t := range tags {
-		r := DKIMResult{Domain: t.d, Selector: t.s, Algorithm: t.a, B: shortB(t.b), Identifier: t.i}
-		switch {
-		case i < len(vs):
-			v := vs[i]
-			switch {
-			case v.Err == nil:
-				r.Result = DKIMPass
-			case dkim.IsTempFail(v.Err):
-				r.Result, r.Error = DKIMTempError, v.Err.Error()
-			case dkim.IsPermFail(v.Err):
-				r.Result, r.Error = DKIMPermError, v.Err.Error()
-			default:
-				r.Result, r.Error = DKIMFail, v.Err.Error()
-			}
-			if r.Domain == "" {
-				r.Domain = strings.ToLower(v.Domain)
-			}
-			if t.s != "" && t.d != "" {
-				r.KeyBits = keys.bits(t.s + "._domainkey." + t.d)
-			}
-		case verr != nil && verr != dkim.ErrTooManySignatures:
-			r.Result, r.Error = DKIMTempError, fmt.Sprintf("reading message: %v", verr)
-		default:
-			r.Result, r.Error = DKIMNeutral, fmt.Sprintf("not checked: more than %d signatures", max)
-		}
-		out[i] = r
-	}
-	return out
-}
-
-// keyRecords remembers the key records fetched, to report key sizes. The
-// library looks keys up concurrently, one goroutine per signature.
-type keyRecords struct {
-	mu sync.Mutex
-	m  map[string][]string
-}
-
-func (k *keyRecords) put(name string, txt []string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.m[strings.ToLower(strings.TrimSuffix(name, "."))] = txt
-}
-
-func (k *keyRecords) bits(name string) int {
-	k.mu.Lock()
-	txts := k.m[strings.ToLower(name)]
-	k.mu.Unlock()
-	for _, txt := range txts {
-		if n := KeyBits(txt); n > 0 {
-			return n
-		}
-	}
-	return 0
 }
 
 // KeyBits returns the size of the public key in a DKIM key record

@@ -184,3 +184,38 @@ func TestTooManyAuthorDomains(t *testing.T) {
 		t.Fatalf("five authors: %d results, decided by %s", len(v.AllDMARC), v.DMARC.FromDomain)
 	}
 }
+
+// Item 5: a DKIM-Signature whose field name other parsers read
+// differently cannot take the result of another signature. Each result
+// belongs to the field it was verified from.
+func TestDKIMResultsStayWithTheirSignature(t *testing.T) {
+	_, ek := keys(t)
+	w := newWorld(t)
+	w.srv.AddTXT("sel._domainkey.evil.example", keyRecord(t, ek))
+	junk := "v=1; a=ed25519-sha256; d=bank.example; s=sel; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n"
+	// Odd names are not fields: not verified, not counted.
+	for _, name := range []string{"\vDKIM-Signature: ", "DKIM-Signature\v: ", "DKIM-Signature\u00a0: ", "DKIM-Signature\x00: "} {
+		signed := sign(t, message("ceo@bank.example"), "evil.example", "sel", ek)
+		for _, at := range []string{"top", "bottom"} {
+			msg := name + junk + signed
+			if at == "bottom" {
+				msg = strings.Replace(signed, "\r\n\r\n", "\r\n"+name+junk+"\r\n", 1)
+			}
+			v := verify(t, w.engine(nil), "203.0.113.5", "x@evil.example", msg)
+			wantRefused(t, v)
+			if len(v.DKIM) != 1 || v.DKIM[0].Domain != "evil.example" || v.DKIM[0].Result != DKIMPass {
+				t.Errorf("%q at %s: %+v", name, at, v.DKIM)
+			}
+		}
+	}
+	// A real field claiming d=bank.example keeps its own failure; the
+	// evil.example pass stays with evil.example. (Any signature of the
+	// author's domain, valid or not, makes the refusal rule quarantine:
+	// forwarding breaks signatures.)
+	signed := sign(t, message("ceo@bank.example"), "evil.example", "sel", ek)
+	v := verify(t, w.engine(nil), "203.0.113.5", "x@evil.example", "DKIM-Signature: "+junk+signed)
+	if len(v.DKIM) != 2 || v.DKIM[0].Domain != "bank.example" || v.DKIM[0].Result == DKIMPass ||
+		v.DKIM[1].Domain != "evil.example" || v.DKIM[1].Result != DKIMPass || v.Action != ActionQuarantine {
+		t.Errorf("junk signature: %s %+v", v.Action, v.DKIM)
+	}
+}

@@ -15,6 +15,9 @@ import (
 // Field is one header field as received.
 type Field struct {
 	Name string // as written, e.g. "From"
+	// Sep is the white space between the name and the colon, usually
+	// none (RFC 5322 4.5.8); DKIM's simple canonicalization keeps it.
+	Sep string
 	// Raw is everything after the colon, line breaks kept as CRLF.
 	Raw string
 }
@@ -82,11 +85,11 @@ func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 			// RFC 5322 2.2: field names are printable ASCII except
 			// colon; "From :" (space before the colon) is obsolete
 			// syntax (RFC 5322 4.5.8) that mailers still accept.
-			name = strings.TrimRight(name, " \t")
-			if !ok || !ValidFieldName(name) {
+			trimmed := strings.TrimRight(name, " \t")
+			if !ok || !ValidFieldName(trimmed) {
 				h.Malformed++
 			} else {
-				h.Fields = append(h.Fields, Field{Name: name})
+				h.Fields = append(h.Fields, Field{Name: trimmed, Sep: name[len(trimmed):]})
 				cur.WriteString(raw)
 				have = true
 			}

@@ -1,0 +1,701 @@
+package mailauth
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rsa"
+	_ "crypto/sha256" // registers crypto.SHA256
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The DKIM verifier (RFC 6376 6.1). It works on the header as
+// ReadHeader parsed it, so that the fields it verifies are the fields the
+// rest of the engine reads (no second parser to disagree on a name like
+// "\vDKIM-Signature"), one signature at a time, in linear time, and it
+// stops when ctx ends.
+
+// dkimSig is a parsed DKIM-Signature field.
+type dkimSig struct {
+	field   int    // index in Header.Fields
+	algo    string // a=
+	keyType string // rsa or ed25519
+	hash    crypto.Hash
+	b, bh   []byte
+	domain  string // d=, lower case
+	sel     string // s=
+	headers []string
+	hcanon  string // simple or relaxed
+	bcanon  string
+	ident   string // i=
+	length  int64  // l=, -1 if absent
+	expires int64  // x=, 0 if absent
+	rawB    string // b= as written, whitespace removed
+}
+
+// dkimError is a verification outcome other than pass.
+type dkimError struct {
+	result string // DKIMFail, DKIMPermError, DKIMTempError, DKIMNeutral
+	msg    string
+}
+
+func (e *dkimError) Error() string { return e.msg }
+
+func permErr(format string, a ...any) *dkimError {
+	return &dkimError{DKIMPermError, fmt.Sprintf(format, a...)}
+}
+
+// parseTagList parses a tag=value list (RFC 6376 3.2): tags are
+// case-sensitive, white space around them and in values is folding
+// white space; a duplicate tag makes the list invalid.
+func parseTagList(v string) (map[string]string, error) {
+	tags := map[string]string{}
+	for _, part := range strings.Split(v, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("tag %q has no value", strings.TrimSpace(part))
+		}
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return nil, errors.New("empty tag name")
+		}
+		if _, dup := tags[name]; dup {
+			return nil, fmt.Errorf("tag %s twice", name)
+		}
+		tags[name] = strings.TrimSpace(val)
+	}
+	return tags, nil
+}
+
+// noWSP removes folding white space from a value (base64 tags).
+func noWSP(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// parseDKIMSig parses and checks a DKIM-Signature value (RFC 6376 3.5,
+// 6.1.1). The sig is returned, as far as it was read, even with an error,
+// for the report.
+func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
+	s := &dkimSig{length: -1}
+	tags, err := parseTagList(v)
+	if err != nil {
+		return s, permErr("malformed signature: %v", err)
+	}
+	// Values were trimmed; d=, s=, a= and i= hold no white space
+	// inside (RFC 6376 3.5), b= and bh= may be folded anywhere.
+	s.domain = strings.ToLower(tags["d"])
+	s.sel = tags["s"]
+	s.algo = strings.ToLower(tags["a"])
+	s.rawB = noWSP(tags["b"])
+	s.ident = tags["i"]
+	for _, t := range []string{"v", "a", "b", "bh", "d", "h", "s"} {
+		if _, ok := tags[t]; !ok {
+			return s, permErr("signature missing required tag %s=", t)
+		}
+	}
+	if tags["v"] != "1" {
+		return s, permErr("unsupported signature version %q", tags["v"])
+	}
+	switch s.algo {
+	case "rsa-sha256":
+		s.keyType, s.hash = "rsa", crypto.SHA256
+	case "ed25519-sha256":
+		s.keyType, s.hash = "ed25519", crypto.SHA256
+	case "rsa-sha1":
+		// RFC 8301 3.1: verifiers must not consider rsa-sha1 valid.
+		return s, permErr("rsa-sha1 signatures are not accepted (RFC 8301)")
+	default:
+		return s, permErr("unknown signature algorithm %q", s.algo)
+	}
+	if s.b, err = base64.StdEncoding.DecodeString(s.rawB); err != nil || len(s.b) == 0 {
+		return s, permErr("malformed b= tag")
+	}
+	if s.bh, err = base64.StdEncoding.DecodeString(noWSP(tags["bh"])); err != nil || len(s.bh) != s.hash.Size() {
+		return s, permErr("malformed bh= tag")
+	}
+	if !validDomainName(s.domain) {
+		return s, permErr("malformed d= tag %q", truncate(s.domain, 80))
+	}
+	if !validSelector(s.sel) {
+		return s, permErr("malformed s= tag %q", truncate(s.sel, 80))
+	}
+	for _, name := range strings.Split(tags["h"], ":") {
+		name = strings.TrimSpace(name)
+		if !ValidFieldName(name) {
+			return s, permErr("malformed h= tag")
+		}
+		s.headers = append(s.headers, name)
+	}
+	// RFC 6376 5.4: the From field must be signed.
+	if !containsFold(s.headers, "From") {
+		return s, permErr("From field not signed")
+	}
+	s.hcanon, s.bcanon = "simple", "simple"
+	if c, ok := tags["c"]; ok {
+		hc, bc, two := strings.Cut(noWSP(c), "/")
+		s.hcanon = hc
+		if two {
+			s.bcanon = bc
+		}
+		for _, x := range []string{s.hcanon, s.bcanon} {
+			if x != "simple" && x != "relaxed" {
+				return s, permErr("unknown canonicalization %q", c)
+			}
+		}
+	}
+	if q, ok := tags["q"]; ok && !strings.Contains(noWSP(q), "dns/txt") {
+		return s, permErr("unsupported query method %q", q)
+	}
+	// RFC 6376 3.5 i=: in d= or a subdomain of it.
+	if s.ident != "" {
+		_, id, ok := cutAt(s.ident)
+		id = strings.ToLower(id)
+		if !ok || (id != s.domain && !strings.HasSuffix(id, "."+s.domain)) {
+			return s, permErr("i= domain not within d=%s", s.domain)
+		}
+	}
+	if l, ok := tags["l"]; ok {
+		n, err := strconv.ParseInt(noWSP(l), 10, 64)
+		if err != nil || n < 0 {
+			return s, permErr("malformed l= tag")
+		}
+		s.length = n
+	}
+	var signed int64
+	if t, ok := tags["t"]; ok {
+		if signed, err = strconv.ParseInt(noWSP(t), 10, 64); err != nil {
+			return s, permErr("malformed t= tag")
+		}
+	}
+	if x, ok := tags["x"]; ok {
+		if s.expires, err = strconv.ParseInt(noWSP(x), 10, 64); err != nil {
+			return s, permErr("malformed x= tag")
+		}
+		if _, ok := tags["t"]; ok && s.expires < signed {
+			return s, permErr("x= before t=")
+		}
+		// RFC 6376 6.1.1: an expired signature is invalid.
+		if now.Unix() > s.expires {
+			return s, permErr("signature expired")
+		}
+	}
+	return s, nil
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// validDomainName checks a d= value: dot-separated labels of letters,
+// digits, hyphens (and underscores, seen in the wild), none empty.
+func validDomainName(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validSelector checks an s= value (RFC 6376 3.1: sub-domain syntax).
+func validSelector(s string) bool {
+	return validDomainName(strings.ToLower(s))
+}
+
+// dkimKey is a parsed DKIM key record (RFC 6376 3.6.1).
+type dkimKey struct {
+	rsa    *rsa.PublicKey
+	ed     ed25519.PublicKey
+	bits   int
+	strict bool // t=s: i= must be d= exactly
+}
+
+// parseDKIMKey parses a key record for sig.
+func parseDKIMKey(txt string, sig *dkimSig) (*dkimKey, error) {
+	tags, err := parseTagList(txt)
+	if err != nil {
+		return nil, permErr("malformed key record: %v", err)
+	}
+	if v, ok := tags["v"]; ok && v != "DKIM1" {
+		return nil, permErr("key record version %q", v)
+	}
+	if h, ok := tags["h"]; ok {
+		found := false
+		for _, a := range strings.Split(h, ":") {
+			if strings.TrimSpace(a) == "sha256" {
+				found = true
+			}
+		}
+		if !found {
+			return nil, permErr("key does not allow sha256 (h=%s)", h)
+		}
+	}
+	k := "rsa"
+	if v, ok := tags["k"]; ok {
+		k = strings.ToLower(v)
+	}
+	if k != sig.keyType {
+		return nil, permErr("key type %s does not match a=%s", k, sig.algo)
+	}
+	if s, ok := tags["s"]; ok {
+		okS := false
+		for _, x := range strings.Split(s, ":") {
+			if x = strings.TrimSpace(x); x == "*" || x == "email" {
+				okS = true
+			}
+		}
+		if !okS {
+			return nil, permErr("key not for email (s=%s)", s)
+		}
+	}
+	key := &dkimKey{}
+	if t, ok := tags["t"]; ok {
+		for _, f := range strings.Split(t, ":") {
+			if strings.TrimSpace(f) == "s" {
+				key.strict = true
+			}
+		}
+	}
+	p := noWSP(tags["p"])
+	if p == "" {
+		return nil, permErr("key revoked (empty p=)")
+	}
+	der, err := base64.StdEncoding.DecodeString(p)
+	if err != nil {
+		return nil, permErr("malformed key p=")
+	}
+	switch k {
+	case "ed25519":
+		if len(der) != ed25519.PublicKeySize {
+			return nil, permErr("malformed ed25519 key")
+		}
+		key.ed, key.bits = ed25519.PublicKey(der), 256
+	default:
+		pub, err := x509.ParsePKIXPublicKey(der)
+		if err != nil {
+			// Some publish a bare PKCS#1 key.
+			if rk, err2 := x509.ParsePKCS1PublicKey(der); err2 == nil {
+				pub = rk
+			} else {
+				return nil, permErr("malformed RSA key")
+			}
+		}
+		rk, ok := pub.(*rsa.PublicKey)
+		if !ok {
+			return nil, permErr("key in p= is not an RSA key")
+		}
+		key.rsa, key.bits = rk, rk.N.BitLen()
+		// RFC 8301 3.2: keys under 1024 bits are not valid.
+		if key.bits < 1024 {
+			return nil, permErr("RSA key of %d bits is too short (RFC 8301)", key.bits)
+		}
+	}
+	return key, nil
+}
+
+// lookupKey fetches and parses the key of sig (RFC 6376 6.1.2). A DNS
+// name that does not exist, or no usable record, is a permanent error; a
+// DNS failure a temporary one.
+func lookupKey(ctx context.Context, res Resolver, sig *dkimSig) (*dkimKey, []string, error) {
+	name := sig.sel + "._domainkey." + sig.domain
+	txts, err := res.LookupTXT(ctx, name)
+	if err != nil {
+		var de *net.DNSError
+		if errors.As(err, &de) && de.IsNotFound {
+			return nil, nil, permErr("no key for signature at %s", name)
+		}
+		return nil, nil, &dkimError{DKIMTempError, fmt.Sprintf("key lookup %s: %v", name, err)}
+	}
+	var first error
+	for _, t := range txts {
+		k, err := parseDKIMKey(t, sig)
+		if err == nil {
+			return k, txts, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = permErr("no key record at %s", name)
+	}
+	return nil, txts, first
+}
+
+// canonHeader canonicalizes one header field (RFC 6376 3.4.1, 3.4.2),
+// with its trailing CRLF.
+func canonHeader(f Field, canon string) string {
+	if canon == "simple" {
+		return f.Name + f.Sep + ":" + f.Raw + "\r\n"
+	}
+	var b strings.Builder
+	b.Grow(len(f.Name) + len(f.Raw) + 3)
+	b.WriteString(strings.ToLower(f.Name))
+	b.WriteByte(':')
+	v := strings.ReplaceAll(f.Raw, "\r\n", "")
+	v = strings.Trim(v, " \t")
+	wsp := false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == ' ' || c == '\t' {
+			wsp = true
+			continue
+		}
+		if wsp {
+			b.WriteByte(' ')
+			wsp = false
+		}
+		b.WriteByte(c)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// withoutB returns the raw DKIM-Signature value with the b= tag's value
+// removed (RFC 6376 3.7), everything else as it was.
+func withoutB(raw string) string {
+	var b strings.Builder
+	rest := raw
+	for {
+		part, after, more := strings.Cut(rest, ";")
+		name, _, hasEq := strings.Cut(part, "=")
+		if hasEq && strings.TrimSpace(name) == "b" {
+			b.WriteString(part[:strings.IndexByte(part, '=')+1])
+		} else {
+			b.WriteString(part)
+		}
+		if !more {
+			return b.String()
+		}
+		b.WriteByte(';')
+		rest = after
+	}
+}
+
+// headerHash computes the hash the signature signs (RFC 6376 3.7, 5.4.2):
+// the fields named by h=, each taken from the bottom up, then the
+// signature field itself without b= and without its CRLF.
+func headerHash(h Header, sig *dkimSig) []byte {
+	hh := sig.hash.New()
+	// Each name's fields, bottom first; a name listed once more than
+	// it occurs signs nothing (RFC 6376 5.4.2).
+	byName := map[string][]int{}
+	for i := len(h.Fields) - 1; i >= 0; i-- {
+		n := strings.ToLower(h.Fields[i].Name)
+		byName[n] = append(byName[n], i)
+	}
+	for _, name := range sig.headers {
+		n := strings.ToLower(name)
+		if idx := byName[n]; len(idx) > 0 {
+			io.WriteString(hh, canonHeader(h.Fields[idx[0]], sig.hcanon))
+			byName[n] = idx[1:]
+		}
+	}
+	f := h.Fields[sig.field]
+	f.Raw = withoutB(f.Raw)
+	io.WriteString(hh, strings.TrimSuffix(canonHeader(f, sig.hcanon), "\r\n"))
+	return hh.Sum(nil)
+}
+
+// bodyCanon canonicalizes a body as it is written (RFC 6376 3.4.3,
+// 3.4.4), LF or CRLF line endings alike, into w, up to limit bytes
+// (-1: all). It keeps only a line's state: any body costs linear time
+// and constant memory.
+type bodyCanon struct {
+	w       io.Writer
+	relaxed bool
+	limit   int64
+	n       int64 // bytes written
+	empty   int   // empty lines held back
+	content bool  // the current line has content
+	wsp     bool  // relaxed: white space held back
+	cr      bool  // a CR held back
+	out     []byte
+}
+
+func (c *bodyCanon) emit(p []byte) {
+	c.out = append(c.out, p...)
+}
+
+func (c *bodyCanon) startContent() {
+	if !c.content {
+		for ; c.empty > 0; c.empty-- {
+			c.emit([]byte("\r\n"))
+		}
+		c.content = true
+	}
+}
+
+func (c *bodyCanon) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if c.cr {
+			c.cr = false
+			if b != '\n' {
+				c.char('\r')
+			}
+		}
+		switch b {
+		case '\r':
+			c.cr = true
+		case '\n':
+			c.wsp = false
+			if c.content {
+				c.emit([]byte("\r\n"))
+				c.content = false
+			} else {
+				c.empty++
+			}
+		default:
+			c.char(b)
+		}
+	}
+	c.flush()
+	return len(p), nil
+}
+
+func (c *bodyCanon) char(b byte) {
+	if c.relaxed && (b == ' ' || b == '\t') {
+		c.wsp = true
+		return
+	}
+	c.startContent()
+	if c.wsp {
+		c.emit([]byte{' '})
+		c.wsp = false
+	}
+	c.emit([]byte{b})
+}
+
+func (c *bodyCanon) flush() {
+	out := c.out
+	if c.limit >= 0 && c.n+int64(len(out)) > c.limit {
+		out = out[:max(c.limit-c.n, 0)]
+	}
+	if len(out) > 0 {
+		c.w.Write(out)
+		c.n += int64(len(out))
+	}
+	c.out = c.out[:0]
+}
+
+// close ends the body: simple canonicalization ends a body in CRLF (an
+// empty body is one CRLF); relaxed leaves an empty body empty.
+func (c *bodyCanon) close() {
+	if c.cr {
+		c.cr = false
+		c.char('\r')
+	}
+	c.wsp = false
+	if c.content {
+		c.emit([]byte("\r\n"))
+		c.content = false
+	}
+	if !c.relaxed && c.n == 0 && len(c.out) == 0 {
+		c.emit([]byte("\r\n"))
+	}
+	c.flush()
+}
+
+// bodyHasher hashes the body once for every (canonicalization, hash,
+// length) the signatures ask for.
+type bodyHasher struct {
+	hashes map[bodyKey]*bodyHash
+	canons []*bodyCanon
+}
+
+type bodyKey struct {
+	relaxed bool
+	hash    crypto.Hash
+	length  int64
+}
+
+type bodyHash struct {
+	h     hash.Hash
+	canon *bodyCanon
+}
+
+func (bh *bodyHasher) add(s *dkimSig) {
+	k := bodyKey{s.bcanon == "relaxed", s.hash, s.length}
+	if _, ok := bh.hashes[k]; ok {
+		return
+	}
+	h := k.hash.New()
+	c := &bodyCanon{w: h, relaxed: k.relaxed, limit: k.length}
+	bh.hashes[k] = &bodyHash{h: h, canon: c}
+	bh.canons = append(bh.canons, c)
+}
+
+// read hashes the body from r, checking ctx between chunks.
+func (bh *bodyHasher) read(ctx context.Context, r io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := r.Read(buf)
+		for _, c := range bh.canons {
+			c.Write(buf[:n])
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, c := range bh.canons {
+		c.close()
+	}
+	return nil
+}
+
+func (bh *bodyHasher) sum(s *dkimSig) (sum []byte, tooShort bool) {
+	b := bh.hashes[bodyKey{s.bcanon == "relaxed", s.hash, s.length}]
+	return b.h.Sum(nil), s.length >= 0 && b.canon.n < s.length
+}
+
+// verifyDKIM checks up to max DKIM signatures of the message (RFC 6376
+// 6.1), the header as h holds it and the body read from msg after it;
+// the rest are reported neutral, not checked. Key lookups go through res,
+// at once for every signature; everything stops when ctx ends.
+func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max int) []DKIMResult {
+	now := time.Now()
+	out := []DKIMResult{}
+	var sigs []*dkimSig
+	var errs []error
+	for i, f := range h.Fields {
+		if !strings.EqualFold(f.Name, "DKIM-Signature") {
+			continue
+		}
+		if len(out) >= max {
+			t := parseSigTags(f.Value())
+			out = append(out, DKIMResult{Result: DKIMNeutral, Domain: t.d, Selector: t.s, Algorithm: t.a, B: shortB(t.b), Identifier: t.i,
+				Error: fmt.Sprintf("not checked: more than %d signatures", max)})
+			continue
+		}
+		s, err := parseDKIMSig(f.Value(), now)
+		s.field = i
+		out = append(out, DKIMResult{Domain: s.domain, Selector: s.sel, Algorithm: s.algo, B: shortB(s.rawB), Identifier: s.ident})
+		sigs = append(sigs, s)
+		errs = append(errs, err)
+	}
+	if len(sigs) == 0 {
+		return out
+	}
+
+	// Keys, all at once, while the body is hashed.
+	keys := make([]*dkimKey, len(sigs))
+	var wg sync.WaitGroup
+	bh := &bodyHasher{hashes: map[bodyKey]*bodyHash{}}
+	for i, s := range sigs {
+		if errs[i] != nil {
+			continue
+		}
+		bh.add(s)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, txts, err := lookupKey(ctx, res, s)
+			keys[i], errs[i] = k, err
+			for _, t := range txts {
+				if n := KeyBits(t); n > 0 {
+					out[i].KeyBits = n
+					break
+				}
+			}
+		}()
+	}
+	br := bufio.NewReader(msg)
+	var bodyErr error
+	if _, err := br.Discard(h.Size); err != nil && !errors.Is(err, io.EOF) {
+		bodyErr = err
+	} else {
+		bodyErr = bh.read(ctx, br)
+	}
+	wg.Wait()
+
+	for i, s := range sigs {
+		err := errs[i]
+		if err == nil && bodyErr != nil {
+			err = &dkimError{DKIMTempError, fmt.Sprintf("reading message: %v", bodyErr)}
+		}
+		if err == nil {
+			err = checkSig(h, s, keys[i], bh)
+		}
+		var de *dkimError
+		switch {
+		case err == nil:
+			out[i].Result = DKIMPass
+		case errors.As(err, &de):
+			out[i].Result, out[i].Error = de.result, de.msg
+		default:
+			out[i].Result, out[i].Error = DKIMTempError, err.Error()
+		}
+	}
+	return out
+}
+
+// checkSig verifies one signature whose key was found (RFC 6376 6.1.3).
+func checkSig(h Header, s *dkimSig, k *dkimKey, bh *bodyHasher) error {
+	if k.strict && s.ident != "" {
+		if _, id, _ := cutAt(s.ident); !strings.EqualFold(id, s.domain) {
+			return permErr("key t=s: i= must be in d=%s itself", s.domain)
+		}
+	}
+	sum, short := bh.sum(s)
+	if short {
+		return &dkimError{DKIMFail, "body shorter than l="}
+	}
+	if !bytesEqual(sum, s.bh) {
+		return &dkimError{DKIMFail, "body hash did not verify"}
+	}
+	hashed := headerHash(h, s)
+	var ok bool
+	switch {
+	case k.ed != nil:
+		ok = ed25519.Verify(k.ed, hashed, s.b)
+	default:
+		ok = rsa.VerifyPKCS1v15(k.rsa, s.hash, hashed, s.b) == nil
+	}
+	if !ok {
+		return &dkimError{DKIMFail, "signature did not verify"}
+	}
+	return nil
+}
+
+func bytesEqual(a, b []byte) bool {
+	return len(a) == len(b) && string(a) == string(b)
+}

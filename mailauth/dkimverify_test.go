@@ -1,0 +1,185 @@
+package mailauth
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+)
+
+func signWith(t testing.TB, msg string, key crypto.Signer, hc, bc dkim.Canonicalization) string {
+	t.Helper()
+	var out bytes.Buffer
+	opts := &dkim.SignOptions{Domain: "example.org", Selector: "s", Signer: key,
+		HeaderCanonicalization: hc, BodyCanonicalization: bc,
+		HeaderKeys: []string{"From", "To", "Subject", "Date"}}
+	if err := dkim.Sign(&out, strings.NewReader(msg), opts); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// Our verifier against the library's signer, every canonicalization,
+// with the changes each one tolerates and the ones it does not.
+func TestDKIMCanonicalizations(t *testing.T) {
+	rk, _ := keys(t)
+	res, _ := testResolver(t, map[string]string{"s._domainkey.example.org": keyRecord(t, rk)})
+	msg := "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject:  Invoice\r\n\t42\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nPlease  pay.\r\n\r\n\r\n"
+	c := []dkim.Canonicalization{dkim.CanonicalizationSimple, dkim.CanonicalizationRelaxed}
+	for _, hc := range c {
+		for _, bc := range c {
+			signed := signWith(t, msg, rk, hc, bc)
+			name := string(hc) + "/" + string(bc)
+			check := func(what, m, want string) {
+				t.Helper()
+				rs := runDKIM(t, res, []byte(m), 5)
+				if len(rs) != 1 || rs[0].Result != want {
+					t.Errorf("%s %s: %+v, want %s", name, what, rs, want)
+				}
+			}
+			check("as signed", signed, DKIMPass)
+			check("LF line endings", strings.ReplaceAll(signed, "\r\n", "\n"), DKIMPass)
+			check("trailing empty lines added", signed+"\r\n\r\n", DKIMPass)
+			headerWS := strings.Replace(signed, "Subject:  Invoice", "Subject: Invoice ", 1)
+			bodyWS := strings.Replace(signed, "Please  pay.", "Please pay. ", 1)
+			check("header white space", headerWS, map[bool]string{true: DKIMPass, false: DKIMFail}[hc == dkim.CanonicalizationRelaxed])
+			check("body white space", bodyWS, map[bool]string{true: DKIMPass, false: DKIMFail}[bc == dkim.CanonicalizationRelaxed])
+			check("body changed", strings.Replace(signed, "Please", "Pleas", 1), DKIMFail)
+			check("From changed", strings.Replace(signed, "alice@example.org", "alice@example.com", 1), DKIMFail)
+		}
+	}
+}
+
+func TestBodyCanon(t *testing.T) {
+	tests := []struct {
+		in              string
+		simple, relaxed string
+	}{
+		{"", "\r\n", ""},
+		{"\r\n\r\n", "\r\n", ""},
+		{"a\r\n", "a\r\n", "a\r\n"},
+		{"a", "a\r\n", "a\r\n"},
+		{"a\n\n\n", "a\r\n", "a\r\n"},
+		{" a  b \t\r\n", " a  b \t\r\n", " a b\r\n"},
+		{"a\r\n \r\n\r\nb\r\n", "a\r\n \r\n\r\nb\r\n", "a\r\n\r\n\r\nb\r\n"},
+		{"a\r\n \t\r\n", "a\r\n \t\r\n", "a\r\n"},
+		{"a\rb\r\n", "a\rb\r\n", "a\rb\r\n"},
+		{"a\r", "a\r\r\n", "a\r\r\n"},
+	}
+	for _, tc := range tests {
+		for _, relaxed := range []bool{false, true} {
+			want := tc.simple
+			if relaxed {
+				want = tc.relaxed
+			}
+			// Written whole, and byte by byte: the state carries over.
+			for _, step := range []int{len(tc.in) + 1, 1} {
+				var out bytes.Buffer
+				c := &bodyCanon{w: &out, relaxed: relaxed, limit: -1}
+				for i := 0; i < len(tc.in); i += step {
+					c.Write([]byte(tc.in[i:min(i+step, len(tc.in))]))
+				}
+				c.close()
+				if out.String() != want {
+					t.Errorf("relaxed=%v step %d: %q → %q, want %q", relaxed, step, tc.in, out.String(), want)
+				}
+			}
+		}
+	}
+	// l= counts canonical bytes.
+	var out bytes.Buffer
+	c := &bodyCanon{w: &out, relaxed: true, limit: 4}
+	c.Write([]byte("ab  cd\r\nef\r\n"))
+	c.close()
+	if out.String() != "ab c" {
+		t.Errorf("limit 4: %q", out.String())
+	}
+}
+
+// handSigned signs a message with the tags given, as a forger or an old
+// signer would write them (the library's signer writes no l=, x= or
+// rsa-sha1).
+func handSigned(t *testing.T, key crypto.Signer, tags, body string) string {
+	t.Helper()
+	header := "From: alice@example.org\r\nSubject: hi\r\n"
+	bh := sha256.Sum256([]byte(body))
+	sigv := " v=1; a=" + map[bool]string{true: "ed25519-sha256", false: "rsa-sha256"}[isEd(key)] +
+		"; c=simple/simple; d=example.org; s=s; h=From:Subject; bh=" + base64.StdEncoding.EncodeToString(bh[:]) + "; " + tags + "b="
+	h := sha256.New()
+	h.Write([]byte(header))
+	h.Write([]byte("DKIM-Signature:" + sigv))
+	sum := h.Sum(nil)
+	var sig []byte
+	var err error
+	if isEd(key) {
+		sig, err = key.Sign(nil, sum, crypto.Hash(0))
+	} else {
+		sig, err = key.Sign(rand.Reader, sum, crypto.SHA256)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "DKIM-Signature:" + sigv + base64.StdEncoding.EncodeToString(sig) + "\r\n" + header + "\r\n" + body
+}
+
+func TestDKIMTags(t *testing.T) {
+	rk, ek := keys(t)
+	res, srv := testResolver(t, map[string]string{"s._domainkey.example.org": keyRecord(t, rk)})
+	body := "Hello.\r\n"
+	future := time.Now().Add(time.Hour).Unix()
+	past := time.Now().Add(-time.Hour).Unix()
+	tests := []struct {
+		name, msg, want, why string
+	}{
+		{"plain", handSigned(t, rk, "", body), DKIMPass, ""},
+		{"l= covers the body", handSigned(t, rk, "l=8; ", body), DKIMPass, ""},
+		{"l= with text appended", handSigned(t, rk, "l=8; ", body) + "Appended by a forger.\r\n", DKIMPass, ""},
+		{"l= longer than the body", handSigned(t, rk, "l=9; ", body), DKIMFail, "shorter than l="},
+		{"x= in the future", handSigned(t, rk, itoaTag("x", future), body), DKIMPass, ""},
+		{"x= in the past", handSigned(t, rk, itoaTag("x", past), body), DKIMPermError, "expired"},
+		{"i= outside d=", handSigned(t, rk, "i=a@example.com; ", body), DKIMPermError, "i= domain"},
+		{"i= in a subdomain", handSigned(t, rk, "i=a@sub.example.org; ", body), DKIMPass, ""},
+		{"wrong key type", handSigned(t, ek, "", body), DKIMPermError, "key type"},
+	}
+	for _, tc := range tests {
+		rs := runDKIM(t, res, []byte(tc.msg), 5)
+		if len(rs) != 1 || rs[0].Result != tc.want || !strings.Contains(rs[0].Error, tc.why) {
+			t.Errorf("%s: %+v, want %s (%s)", tc.name, rs, tc.want, tc.why)
+		}
+	}
+	// Signatures refused before any lookup.
+	before := srv.Queries()
+	for _, tc := range []struct{ name, sig, why string }{
+		{"rsa-sha1", "v=1; a=rsa-sha1; d=example.org; s=s; h=from; bh=AAAA; b=AAAA", "rsa-sha1"},
+		{"From not signed", "v=1; a=rsa-sha256; d=example.org; s=s; h=subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "From field not signed"},
+		{"duplicate tag", "v=1; a=rsa-sha256; d=example.org; d=bank.example; s=s; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "twice"},
+		{"selector not a name", "v=1; a=rsa-sha256; d=example.org; s=" + strings.Repeat("x", 70) + "; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "s= tag"},
+		{"selector with a space", "v=1; a=rsa-sha256; d=example.org; s=a b; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "s= tag"},
+		{"missing bh", "v=1; a=rsa-sha256; d=example.org; s=s; h=from; b=AAAA", "bh="},
+	} {
+		rs := runDKIM(t, res, []byte("DKIM-Signature: "+tc.sig+"\r\nFrom: a@example.org\r\n\r\nx\r\n"), 5)
+		if len(rs) != 1 || rs[0].Result != DKIMPermError || !strings.Contains(rs[0].Error, tc.why) {
+			t.Errorf("%s: %+v, want permerror (%s)", tc.name, rs, tc.why)
+		}
+	}
+	if srv.Queries() != before {
+		t.Errorf("%d lookups for signatures refused on sight", srv.Queries()-before)
+	}
+}
+
+func itoaTag(name string, v int64) string {
+	return name + "=" + strconv.FormatInt(v, 10) + "; "
+}
+
+func isEd(k crypto.Signer) bool {
+	_, ok := k.(ed25519.PrivateKey)
+	return ok
+}
