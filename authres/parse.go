@@ -282,3 +282,53 @@ func (p *parser) resinfo() (r Result, none bool, err error) {
 		r.Props = append(r.Props, Prop{Type: strings.ToLower(ptype), Property: strings.ToLower(prop), Value: v})
 	}
 }
+
+// LooseID returns the authserv-id a mail reader could take from an A-R
+// field value, however it is written, for deciding whether a field
+// claims to be ours: leading comments and white space skipped, up to the
+// first ";", lower-cased, quotes and backslashes dropped, cut at the
+// first character a host name cannot hold, trailing dots removed. So
+// "mx.example.", "mx.example\u00a0", `mx\.example`, `"mx.example"` and
+// "mx.example=" are all mx.example (RFC 8601 5: the fields claiming our
+// id must go, in every spelling).
+func LooseID(v string) string {
+	s := v
+	for {
+		s = strings.TrimLeft(s, " \t\r\n")
+		if !strings.HasPrefix(s, "(") {
+			break
+		}
+		depth, i := 0, 0
+		for ; i < len(s); i++ {
+			if s[i] == '\\' {
+				i++
+				continue
+			}
+			if s[i] == '(' {
+				depth++
+			} else if s[i] == ')' {
+				depth--
+				if depth == 0 {
+					break
+				}
+			}
+		}
+		if i >= len(s) {
+			return ""
+		}
+		s = s[i+1:]
+	}
+	if i := strings.IndexByte(s, ';'); i >= 0 {
+		s = s[:i]
+	}
+	s = strings.ToLower(s)
+	s = strings.NewReplacer(`\`, "", `"`, "").Replace(s)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			s = s[:i]
+			break
+		}
+	}
+	return strings.TrimRight(s, ".")
+}

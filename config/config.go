@@ -731,6 +731,7 @@ func (c *Config) MilterServer() milter.Config {
 		BodyMemory:           m.BodyMemory,
 		TempDir:              m.TempDir,
 		Timeout:              m.Timeout,
+		HeaderBytes:          c.Limits.HeaderBytes,
 		RefuseUnauthorized:   c.DKIM.UnauthorizedSender == "refuse",
 	}
 }

@@ -1,7 +1,6 @@
 package dkimkeys
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/wehr/wehr/mailauth"
 )
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
@@ -220,7 +221,7 @@ func TestSignOversigning(t *testing.T) {
 	rk, _ := s.Generate("example.org", "r", RSA, Active, t0)
 	ek, _ := s.Generate("example.org", "e", Ed25519, Active, t0)
 	dns := fakeDNS{rk.RecordName(): {rk.Record()}, ek.RecordName(): {ek.Record()}}
-	sigs, err := Sign(bytes.NewReader([]byte(msg)), "example.org", []*Key{rk, ek})
+	sigs, err := Sign(context.Background(), bytes.NewReader([]byte(msg)), "example.org", []*Key{rk, ek}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,12 +259,35 @@ func TestSignOversigning(t *testing.T) {
 			t.Fatalf("relaxed canonicalization: %v", v.Err)
 		}
 	}
-	if _, err := Sign(bytes.NewReader([]byte("Subject: x\r\n\r\nbody\r\n")), "example.org", []*Key{rk}); err == nil {
+	if _, err := Sign(context.Background(), bytes.NewReader([]byte("Subject: x\r\n\r\nbody\r\n")), "example.org", []*Key{rk}, 0); err == nil {
 		t.Fatal("signed a message without From")
 	}
-	names, _ := FieldNames(bufio.NewReader(strings.NewReader(msg)))
-	if len(names) != 6 {
-		t.Fatalf("names %v", names)
+}
+
+// The outbound path has the inbound path's header cap and a deadline,
+// and signs long folded fields in linear time (issue 10.10).
+func TestSignLimits(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	rk, _ := s.Generate("example.org", "r", RSA, Active, t0)
+	fold := "X-Fold:" + strings.Repeat(" a\r\n", 25000)
+	big := "From: a@example.org\r\n" + strings.Repeat(fold, 3) + "\r\nbody\r\n"
+	if _, err := Sign(context.Background(), strings.NewReader(big), "example.org", []*Key{rk}, 1<<17); !errors.Is(err, mailauth.ErrHeaderTooLarge) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	sigs, err := Sign(context.Background(), strings.NewReader(big), "example.org", []*Key{rk}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := fakeDNS{rk.RecordName(): {rk.Record()}}
+	for _, v := range verify(t, dns, "DKIM-Signature:"+sigs[0]+"\r\n"+big) {
+		if v.Err != nil {
+			t.Fatalf("folded fields: %v", v.Err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Sign(ctx, strings.NewReader(big), "example.org", []*Key{rk}, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
 	}
 }
 
@@ -298,7 +322,7 @@ func benchSign(b *testing.B, lines int, algs ...string) {
 	m := bytes.NewReader([]byte(msg + strings.Repeat("A line of body text for the benchmark.\r\n", lines)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Sign(m, "example.org", keys); err != nil {
+		if _, err := Sign(context.Background(), m, "example.org", keys, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

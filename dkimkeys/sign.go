@@ -2,11 +2,14 @@ package dkimkeys
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"time"
 
-	"github.com/emersion/go-msgauth/dkim"
+	"github.com/wehr/wehr/mailauth"
 )
 
 // oversigned are signed once more than they occur, so that a copy added
@@ -40,77 +43,44 @@ func HeaderKeys(names []string) []string {
 	return keys
 }
 
-// FieldNames reads the header field names of a message.
-func FieldNames(r io.Reader) ([]string, error) {
-	br := bufio.NewReader(r)
-	var names []string
-	for {
-		line, err := br.ReadString('\n')
-		t := strings.TrimRight(line, "\r\n")
-		if t == "" {
-			return names, nil
-		}
-		if t[0] != ' ' && t[0] != '\t' {
-			if n, _, ok := strings.Cut(t, ":"); ok {
-				names = append(names, strings.TrimSpace(n))
-			}
-		}
-		if err != nil {
-			if err == io.EOF {
-				return names, nil
-			}
-			return nil, err
-		}
-	}
-}
-
 // Sign signs the message with each key as d=domain, relaxed/relaxed, and
 // returns the DKIM-Signature field values (without the name, starting
-// with a space, folded with CRLF), in the order of keys.
-func Sign(msg io.ReadSeeker, domain string, keys []*Key) ([]string, error) {
+// with a space, folded with CRLF), in the order of keys. A header
+// section over maxHeader bytes (0: no cap) is an error wrapping
+// mailauth.ErrHeaderTooLarge; the body is hashed once for every key, and
+// the work stops when ctx ends.
+func Sign(ctx context.Context, msg io.ReadSeeker, domain string, keys []*Key, maxHeader int) ([]string, error) {
 	if _, err := msg.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	names, err := FieldNames(msg)
+	br := bufio.NewReader(msg)
+	h, err := mailauth.ReadHeader(br, maxHeader)
 	if err != nil {
-		return nil, fmt.Errorf("dkim sign: read header: %w", err)
+		return nil, fmt.Errorf("dkim sign: %w", err)
 	}
-	hasFrom := false
-	for _, n := range names {
-		if strings.EqualFold(n, "From") {
-			hasFrom = true
-		}
+	var names []string
+	for _, f := range h.Fields {
+		names = append(names, f.Name)
 	}
-	if !hasFrom {
+	if h.Get("From") == "" && !slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, "From") }) {
 		return nil, fmt.Errorf("dkim sign: the message has no From header field (RFC 6376 5.4 requires it signed)")
 	}
+	bh, err := mailauth.DKIMBodyHash(ctx, br)
+	if err != nil {
+		return nil, fmt.Errorf("dkim sign: body: %w", err)
+	}
 	hk := HeaderKeys(names)
+	now := time.Now()
 	var out []string
 	for _, k := range keys {
-		if _, err := msg.Seek(0, io.SeekStart); err != nil {
-			return nil, err
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("dkim sign: %w", err)
 		}
-		s, err := dkim.NewSigner(&dkim.SignOptions{
-			Domain: domain, Selector: k.Selector, Signer: k.Signer,
-			HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
-			HeaderKeys: hk,
-		})
+		v, err := mailauth.SignDKIM(h, domain, k.Selector, k.Signer, hk, bh, now)
 		if err != nil {
 			return nil, fmt.Errorf("dkim sign %s: %w", k.Selector, err)
 		}
-		if _, err := io.Copy(s, msg); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("dkim sign %s: %w", k.Selector, err)
-		}
-		if err := s.Close(); err != nil {
-			return nil, fmt.Errorf("dkim sign %s: %w", k.Selector, err)
-		}
-		sig := s.Signature()
-		_, v, ok := strings.Cut(sig, ":")
-		if !ok {
-			return nil, fmt.Errorf("dkim sign %s: unexpected signature %q", k.Selector, sig)
-		}
-		out = append(out, strings.TrimSuffix(v, "\r\n"))
+		out = append(out, v)
 	}
 	return out, nil
 }

@@ -55,9 +55,12 @@ type Config struct {
 	// spills to a temp file in TempDir.
 	BodyMemory int
 	TempDir    string
-	// Timeout bounds one message's verification; past it the message
-	// gets a 451.
+	// Timeout bounds one message's verification or signing; past it
+	// the message gets a 451.
 	Timeout time.Duration
+	// HeaderBytes caps the header section of outbound mail (inbound
+	// mail has the engine's cap); 0: 1 MiB.
+	HeaderBytes int
 
 	// Keys are the DKIM keys outbound mail is signed with (nil: no
 	// signing); SetKeys replaces them at run time.
@@ -116,6 +119,9 @@ func newSetup(engine *mailauth.Engine, cfg Config) *setup {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.HeaderBytes <= 0 {
+		cfg.HeaderBytes = 1 << 20
 	}
 	st := &setup{cfg: cfg, engine: engine, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
 	for _, id := range cfg.ExtraAuthservIDs {
@@ -331,16 +337,16 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 	case lname == "authentication-results" || lname == "x-authentication-results":
 		// Never trust results we did not compute (CVE-2019-20790): a
 		// header carrying our authserv-id came from outside.
-		id, perr := authres.AuthservID(value)
-		if perr != nil || ss.set.ids[strings.ToLower(id)] {
-			why := "forged authserv-id " + id
-			if perr != nil {
-				why = "unparsable: " + perr.Error()
-			}
+		// Ours in any spelling a reader might take for ours (a trailing
+		// dot, a quoted or escaped id, a no-break space after it).
+		id := authres.LooseID(value)
+		_, perr := authres.AuthservID(value)
+		switch {
+		case ss.set.ids[id]:
+			ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "forged authserv-id " + id})
+		case perr != nil && ss.mentionsOurID(value):
 			// An unparsable one goes only if it might be ours.
-			if perr == nil || ss.mentionsOurID(value) {
-				ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: why})
-			}
+			ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "unparsable: " + perr.Error()})
 		}
 	case lname == strings.ToLower(ss.set.cfg.QuarantineHeaderName):
 		ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "inbound copy of our quarantine marker"})
@@ -425,6 +431,14 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		outbound = "authenticated as " + ss.authUser
 	}
 	if outbound != "" {
+		// Outbound and local mail too: a user must not hand a colleague
+		// our authserv-id vouching for a bank (RFC 8601 5). The fields
+		// go before anything is signed or inserted.
+		if err := ss.removeForged(m, log); err != nil {
+			ss.observe("tempfail")
+			log.Error("milter: removing forged headers failed, answered 451", "error", err)
+			return tempfail("4.3.0 Mail filter could not change the headers; please try again later")
+		}
 		return ss.outboundMessage(m, log.With("outbound", outbound))
 	}
 
@@ -540,15 +554,33 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 	}
 }
 
-// modify removes forged headers and adds ours. Deletes come first, from
-// the highest index down (Postfix renumbers after each; OpenDKIM #185),
-// and before our insert (Postfix counts inserted headers in the indexes).
-func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
+// deleteRemovals deletes the fields to remove, from the highest index
+// down (Postfix renumbers after each; OpenDKIM #185).
+func (ss *session) deleteRemovals(m milter.Modifier) error {
 	for i := len(ss.remove) - 1; i >= 0; i-- {
 		r := ss.remove[i]
 		if err := m.ChangeHeader(r.index, r.name, ""); err != nil {
 			return fmt.Errorf("delete %s #%d: %w", r.name, r.index, err)
 		}
+	}
+	return nil
+}
+
+// removeForged deletes the forged fields of an outbound message, and
+// logs each.
+func (ss *session) removeForged(m milter.Modifier, log *slog.Logger) error {
+	for _, r := range ss.remove {
+		log.Info("milter: removed a forged header", "header", r.name, "why", r.why)
+	}
+	return ss.deleteRemovals(m)
+}
+
+// modify removes forged headers and adds ours. Deletes come first, from
+// the highest index down (Postfix renumbers after each; OpenDKIM #185),
+// and before our insert (Postfix counts inserted headers in the indexes).
+func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
+	if err := ss.deleteRemovals(m); err != nil {
+		return err
 	}
 	if v.Action == mailauth.ActionQuarantine {
 		reason := "DMARC " + v.DMARC.FromDomain + " " + v.DMARC.PolicyTag + "=" + v.DMARC.Policy

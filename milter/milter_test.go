@@ -398,3 +398,54 @@ func TestShutdownFinishesMessage(t *testing.T) {
 		t.Fatal("Serve did not return after the session ended")
 	}
 }
+
+// Issue 10.7: our authserv-id in any spelling is removed, inbound and on
+// every outbound path (trusted network, logged-in user, outbound smtpd),
+// with the quarantine marker; outbound, the deletions come before any
+// signature is inserted.
+func TestForgedHeadersRemovedEveryPath(t *testing.T) {
+	c, _ := start(t, nil, nil)
+	forged := [][2]string{
+		{"From", " colleague@none.example"},
+		{"Authentication-Results", " mx.test.; dkim=pass header.d=bank.example; dmarc=pass"},
+		{"Authentication-Results", " mx.test\u00a0; dmarc=pass"},
+		{"Authentication-Results", ` mx\.test; dmarc=pass`},
+		{"Authentication-Results", " mx.test=; dmarc=pass"},
+		{"Authentication-Results", ` "mx.test"; dmarc=pass`},
+		{"X-Wehr-Quarantine", " no"},
+		{"Authentication-Results", " other.example; dmarc=pass"},
+		{"Subject", " salary"},
+	}
+	want := "X-Wehr-Quarantine#1 Authentication-Results#5 Authentication-Results#4 Authentication-Results#3 Authentication-Results#2 Authentication-Results#1"
+	base := msg{helo: "web.local", from: "x@bank.example", headers: forged, body: "x\n"}
+	for name, m := range map[string]msg{
+		"inbound":         func() msg { m := base; m.ip = "203.0.113.5"; m.from = "x@evil.example"; return m }(),
+		"trusted network": func() msg { m := base; m.ip = "127.0.0.1"; return m }(),
+		"authenticated": func() msg {
+			m := base
+			m.ip = "203.0.113.5"
+			m.macros = map[milter.MacroName]string{milter.MacroAuthAuthen: "alice"}
+			return m
+		}(),
+		"outbound smtpd": func() msg {
+			m := base
+			m.ip = "203.0.113.5"
+			m.macros = map[milter.MacroName]string{milter.MacroDaemonName: "ORIGINATING"}
+			return m
+		}(),
+	} {
+		mods, act := send(t, c, m)
+		if act.Type != milter.ActionAccept && act.Type != milter.ActionRejectWithCode {
+			t.Fatalf("%s: %+v", name, act)
+		}
+		var got []string
+		for _, md := range mods {
+			if md.Type == milter.ActionChangeHeader {
+				got = append(got, md.HeaderName+"#"+itoa(int(md.HeaderIndex)))
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s: deleted %v\nwant %s", name, got, want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package milter
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -34,7 +36,14 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 	if err != nil {
 		return nil, err
 	}
-	h, err := mailauth.ReadHeader(bufio.NewReader(rd), 0)
+	h, err := mailauth.ReadHeader(bufio.NewReader(rd), ss.set.cfg.HeaderBytes)
+	if errors.Is(err, mailauth.ErrHeaderTooLarge) {
+		// The cap inbound mail has, for the same reason: a header
+		// section costs work to read and to sign.
+		log.Info("milter: refused outbound: header too large", "why", err.Error(), "reply", "552 5.3.4", "check", "limits")
+		return respond(smtpreply.Reply{Code: 552, Enhanced: "5.3.4", Check: "limits",
+			Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", ss.set.cfg.HeaderBytes)})
+	}
 	if err != nil {
 		return done("outbound, not signed", "why", err.Error())
 	}
@@ -73,7 +82,9 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 	if len(ks) == 0 {
 		return done("outbound, not signed: no DKIM key for the From domain or its parents", "from_domain", domain)
 	}
-	sigs, err := dkimkeys.Sign(rd, signDomain, ks)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.set.cfg.Timeout)
+	defer cancel()
+	sigs, err := dkimkeys.Sign(ctx, rd, signDomain, ks, ss.set.cfg.HeaderBytes)
 	if err != nil {
 		log.Error("milter: signing failed, answered 451", "error", err)
 		return tempfail("4.3.0 Could not sign this message; please try again later")

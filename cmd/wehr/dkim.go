@@ -258,7 +258,7 @@ records, then wait (or run 'wehr dkim advance').`,
 			}
 			return nil
 		},
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			var in io.Reader = g.stdin
 			if len(args) == 1 && args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -277,7 +277,7 @@ records, then wait (or run 'wehr dkim advance').`,
 				return usageError{err}
 			}
 			k.Domain, k.Selector = signDomain, signSelector
-			sigs, err := dkimkeys.Sign(bytes.NewReader(crlf(data)), signDomain, []*dkimkeys.Key{k})
+			sigs, err := dkimkeys.Sign(cmd.Context(), bytes.NewReader(crlf(data)), signDomain, []*dkimkeys.Key{k}, 0)
 			if err != nil {
 				return err
 			}
