@@ -11,6 +11,7 @@ package authres
 
 import (
 	"strings"
+	"unicode/utf8"
 )
 
 // Result is one resinfo: a method, its result and properties.
@@ -61,6 +62,27 @@ func Fold(authservID string, results []Result, nl string) string {
 	return b.String()
 }
 
+// Caps on what a sender can make long (an SPF explanation, a malformed
+// tag quoted in a reason, an address): with the number of results
+// bounded by the engine, the field stays far below the milter
+// protocol's 64 KiB for a header value (issue 10.11).
+const (
+	maxText  = 200 // a comment or reason
+	maxValue = 320 // a property value: a local part and a domain
+)
+
+// clip shortens s to at most n bytes, at a UTF-8 boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - 3
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "..."
+}
+
 // parts returns "authserv-id;" and each "resinfo;" (the last without
 // the semicolon).
 func parts(authservID string, results []Result) []string {
@@ -75,19 +97,19 @@ func parts(authservID string, results []Result) []string {
 		b.WriteByte('=')
 		b.WriteString(strings.ToLower(r.Value))
 		if r.Comment != "" {
-			b.WriteString(" " + comment(r.Comment))
+			b.WriteString(" " + comment(clip(r.Comment, maxText)))
 		}
 		if r.Reason != "" {
-			b.WriteString(" reason=" + quote(r.Reason))
+			b.WriteString(" reason=" + quote(clip(r.Reason, maxText)))
 		}
 		for _, p := range r.Props {
 			b.WriteByte(' ')
 			if p.Type != "" {
 				b.WriteString(strings.ToLower(p.Type) + ".")
 			}
-			b.WriteString(strings.ToLower(p.Property) + "=" + pvalue(p.Value))
+			b.WriteString(strings.ToLower(p.Property) + "=" + pvalue(clip(p.Value, maxValue)))
 			if p.Comment != "" {
-				b.WriteString(" " + comment(p.Comment))
+				b.WriteString(" " + comment(clip(p.Comment, maxText)))
 			}
 		}
 		if i < len(results)-1 {

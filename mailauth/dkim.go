@@ -28,6 +28,8 @@ type DKIMResult struct {
 	Error     string `json:"error"`     // why it is not pass
 
 	Identifier string `json:"-"` // i=
+	// notChecked: past the cap of signatures verified.
+	notChecked bool
 }
 
 // sigTags are the tags of a DKIM-Signature we report; the library checks

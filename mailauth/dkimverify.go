@@ -603,7 +603,7 @@ func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max 
 		if len(out) >= max {
 			t := parseSigTags(f.Value())
 			out = append(out, DKIMResult{Result: DKIMNeutral, Domain: t.d, Selector: t.s, Algorithm: t.a, B: shortB(t.b), Identifier: t.i,
-				Error: fmt.Sprintf("not checked: more than %d signatures", max)})
+				Error: fmt.Sprintf("not checked: more than %d signatures", max), notChecked: true})
 			continue
 		}
 		s, err := parseDKIMSig(f.Value(), now)

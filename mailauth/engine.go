@@ -927,7 +927,14 @@ func (v *Verdict) authResults() []authres.Result {
 	if len(v.DKIM) == 0 {
 		rs = append(rs, authres.Result{Method: "dkim", Value: DKIMNone, Comment: "no signatures"})
 	}
+	notChecked := 0
 	for _, s := range v.DKIM {
+		if s.notChecked {
+			// One entry for them all: a message with 500 signatures
+			// must not make a header too large to add (issue 10.11).
+			notChecked++
+			continue
+		}
 		r := authres.Result{Method: "dkim", Value: s.Result, Reason: s.Error}
 		if s.KeyBits > 0 {
 			r.Comment = fmt.Sprintf("%d-bit key", s.KeyBits)
@@ -938,6 +945,10 @@ func (v *Verdict) authResults() []authres.Result {
 			}
 		}
 		rs = append(rs, r)
+	}
+	if notChecked > 0 {
+		rs = append(rs, authres.Result{Method: "dkim", Value: DKIMNeutral,
+			Comment: fmt.Sprintf("%d more signatures not checked", notChecked)})
 	}
 	for _, d := range v.AllDMARC {
 		r := authres.Result{Method: "dmarc", Value: d.Result}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wehr/wehr/authres"
 )
 
 // The forger of these tests sends from 203.0.113.5, which his own SPF
@@ -217,5 +219,27 @@ func TestDKIMResultsStayWithTheirSignature(t *testing.T) {
 	if len(v.DKIM) != 2 || v.DKIM[0].Domain != "bank.example" || v.DKIM[0].Result == DKIMPass ||
 		v.DKIM[1].Domain != "evil.example" || v.DKIM[1].Result != DKIMPass || v.Action != ActionQuarantine {
 		t.Errorf("junk signature: %s %+v", v.Action, v.DKIM)
+	}
+}
+
+// Item 11: however many signatures and whatever they hold, our A-R
+// field stays far below the milter protocol's 64 KiB.
+func TestAuthResultsAlwaysFits(t *testing.T) {
+	w := newWorld(t)
+	var sigs strings.Builder
+	long := strings.Repeat("x", 300)
+	for i := range 500 {
+		fmt.Fprintf(&sigs, "DKIM-Signature: v=1; a=rsa-sha256; d=%s%d.evil.example; s=%s; h=from; bh=%s; b=%s\r\n", long[:60], i, long, long, long)
+	}
+	for _, max := range []int{5, 50} {
+		e := w.engine(func(c *Config) { c.DKIMMaxSignatures = max })
+		v := verify(t, e, "203.0.113.5", "x@evil.example", sigs.String()+message("a@none.example"))
+		folded := authres.Fold("mx.test", v.Results, "\n")
+		if len(folded) > 32<<10 || len(v.DKIM) != 500 {
+			t.Fatalf("max %d: A-R of %d bytes, %d DKIM results", max, len(folded), len(v.DKIM))
+		}
+		if !strings.Contains(v.AuthenticationResults, fmt.Sprintf("(%d more signatures not checked)", 500-max)) {
+			t.Errorf("no summary: %.300s", v.AuthenticationResults)
+		}
 	}
 }
