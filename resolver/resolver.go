@@ -326,6 +326,12 @@ func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dn
 		r.tcpRetry.Add(1)
 		r.exchanges.Add(1)
 		resp, err = roundTrip(ctx, r.tcp, m, srv)
+		if err == nil && resp.Truncated {
+			// Over TCP there is nothing larger to ask for: the answer
+			// we have is incomplete, never "no such record" (a DKIM
+			// key would turn into a permanent error).
+			return nil, &net.DNSError{Err: "answer truncated over TCP", Server: srv, IsTemporary: true}
+		}
 	}
 	if err != nil {
 		var ne net.Error

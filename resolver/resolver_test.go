@@ -260,6 +260,23 @@ func TestTruncationRetriesOverTCP(t *testing.T) {
 	}
 }
 
+// Issue 10.12: TC set over TCP too is a temporary failure, not an empty
+// answer (and not cached as one).
+func TestTruncatedOverTCPIsTemporary(t *testing.T) {
+	srv := dnstest.New(t, "sel._domainkey.example.org. 300 IN TXT \"v=DKIM1; p=abc\"\n")
+	srv.TruncateTCP("sel._domainkey.example.org")
+	r, _ := newResolver(t, srv, nil)
+	for range 2 {
+		_, err := r.LookupTXT(context.Background(), "sel._domainkey.example.org")
+		if de := dnsErr(t, err); !de.Temporary() || de.IsNotFound {
+			t.Fatalf("%v: want a temporary error", err)
+		}
+	}
+	if srv.TCPQueries() < 2 {
+		t.Errorf("%d TCP queries: the failure was cached", srv.TCPQueries())
+	}
+}
+
 func TestCoalescing(t *testing.T) {
 	srv := dnstest.New(t, zone)
 	srv.Delay("example.org", 200*time.Millisecond)

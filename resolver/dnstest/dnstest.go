@@ -28,6 +28,7 @@ type Server struct {
 	rrs      map[string][]dns.RR // lower-case FQDN → records
 	servfail map[string]bool
 	refused  map[string]bool
+	tcTCP    map[string]bool
 	delay    map[string]time.Duration
 	timeout  map[string]map[uint16]bool // name → answered types; a name present here times out for other types
 	queries  map[string]int             // "name/TYPE" → count
@@ -47,6 +48,7 @@ func StartAt(addr, zone string) (*Server, error) {
 		rrs:      map[string][]dns.RR{},
 		servfail: map[string]bool{},
 		refused:  map[string]bool{},
+		tcTCP:    map[string]bool{},
 		delay:    map[string]time.Duration{},
 		timeout:  map[string]map[uint16]bool{},
 		queries:  map[string]int{},
@@ -222,6 +224,14 @@ func (s *Server) Refuse(name string) {
 	s.refused[key(name)] = true
 }
 
+// TruncateTCP makes every answer for name, over TCP too, come with TC
+// set and no records: a broken server or middlebox.
+func (s *Server) TruncateTCP(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tcTCP[key(name)] = true
+}
+
 // Delay makes every answer for name wait d before it is sent.
 func (s *Server) Delay(name string, d time.Duration) {
 	s.mu.Lock()
@@ -308,7 +318,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	s.queries[name+"/"+dns.TypeToString[q.Qtype]]++
 	delay := s.delay[name]
 	answered, times := s.timeout[name]
-	servfail, refused := s.servfail[name], s.refused[name]
+	servfail, refused, tc := s.servfail[name], s.refused[name], s.tcTCP[name]
 	m := s.answer(r, q, name)
 	s.mu.Unlock()
 
@@ -325,6 +335,10 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	case refused:
 		m = new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
+	case tc:
+		m = new(dns.Msg)
+		m.SetReply(r)
+		m.Truncated = true
 	}
 	if !tcp {
 		size := dns.MinMsgSize
