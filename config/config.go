@@ -88,6 +88,7 @@ type Policyd struct {
 	AllowRemote      bool          `yaml:"allow_remote"`
 	RequestTimeout   time.Duration `yaml:"request_timeout"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
+	MaxConnections   int           `yaml:"max_connections"`
 	LocalDomains     []string      `yaml:"local_domains"`
 	ExemptRecipients []string      `yaml:"exempt_recipients"`
 	ReferenceURL     string        `yaml:"reference_url"`
@@ -177,6 +178,8 @@ type Milter struct {
 	BodyMemory          int           `yaml:"body_memory"`
 	TempDir             string        `yaml:"temp_dir"`
 	Timeout             time.Duration `yaml:"timeout"`
+	IdleTimeout         time.Duration `yaml:"idle_timeout"`
+	MaxConnections      int           `yaml:"max_connections"`
 }
 
 // DKIM configures DKIM verification and signing.
@@ -300,6 +303,8 @@ func Default() *Config {
 			QuarantineHeader:    "X-Wehr-Quarantine",
 			BodyMemory:          1 << 20,
 			Timeout:             30 * time.Second,
+			IdleTimeout:         10 * time.Minute,
+			MaxConnections:      500,
 		},
 		Store: Store{
 			Backend:     "embedded",
@@ -311,6 +316,7 @@ func Default() *Config {
 			Listen:          "inet:127.0.0.1:10045",
 			RequestTimeout:  10 * time.Second,
 			IdleTimeout:     330 * time.Second,
+			MaxConnections:  500,
 			RejectScore:     5,
 			SuspiciousScore: 1,
 			OnStoreError:    "dunno",
@@ -600,6 +606,12 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		}
 	}
 	positive("milter.timeout", m.Timeout)
+	if m.IdleTimeout < 5*time.Minute {
+		bad("milter.idle_timeout", "%v: keep it above Postfix's smtpd_timeout (300s), or Postfix sees its milter gone mid-session", m.IdleTimeout)
+	}
+	if m.MaxConnections < 1 {
+		bad("milter.max_connections", "must be at least 1, got %d", m.MaxConnections)
+	}
 
 	st := c.Store
 	oneOf("store.backend", st.Backend, "embedded", "redis")
@@ -647,6 +659,9 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		bad("policyd.request_timeout", "%v: keep it well under Postfix's smtpd_policy_service_timeout (100s)", pd.RequestTimeout)
 	}
 	positive("policyd.idle_timeout", pd.IdleTimeout)
+	if pd.MaxConnections < 1 {
+		bad("policyd.max_connections", "must be at least 1, got %d", pd.MaxConnections)
+	}
 	if pd.RejectScore <= 0 || pd.SuspiciousScore <= 0 || pd.SuspiciousScore > pd.RejectScore {
 		bad("policyd.suspicious_score", "want 0 < suspicious_score (%g) <= reject_score (%g)", pd.SuspiciousScore, pd.RejectScore)
 	}
@@ -732,6 +747,8 @@ func (c *Config) MilterServer() milter.Config {
 		TempDir:              m.TempDir,
 		Timeout:              m.Timeout,
 		HeaderBytes:          c.Limits.HeaderBytes,
+		MaxConnections:       m.MaxConnections,
+		IdleTimeout:          m.IdleTimeout,
 		RefuseUnauthorized:   c.DKIM.UnauthorizedSender == "refuse",
 	}
 }

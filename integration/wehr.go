@@ -26,17 +26,26 @@ type Wehr struct {
 	Resolver   string
 	MilterPort int
 	Log        string
-	cmd        *exec.Cmd
-	done       chan struct{}
+	// NoFile, if set, is the open-file limit (soft and hard) the
+	// process runs with.
+	NoFile int
+	cmd    *exec.Cmd
+	done   chan struct{}
 }
 
 // StartWehr writes the config into dir and starts `wehr serve`.
 func StartWehr(bin, dir, config, resolver string, milterPort int) (*Wehr, error) {
-	w := &Wehr{Bin: bin, Config: filepath.Join(dir, "wehr.yaml"), Resolver: resolver, MilterPort: milterPort, Log: filepath.Join(dir, "wehr.log")}
-	if err := writeFile(w.Config, config, 0o644); err != nil {
+	w, err := NewWehr(bin, dir, config, resolver, milterPort)
+	if err != nil {
 		return nil, err
 	}
 	return w, w.Start()
+}
+
+// NewWehr writes the config into dir; Start starts it.
+func NewWehr(bin, dir, config, resolver string, milterPort int) (*Wehr, error) {
+	w := &Wehr{Bin: bin, Config: filepath.Join(dir, "wehr.yaml"), Resolver: resolver, MilterPort: milterPort, Log: filepath.Join(dir, "wehr.log")}
+	return w, writeFile(w.Config, config, 0o644)
 }
 
 // Start starts the process (again).
@@ -46,6 +55,10 @@ func (w *Wehr) Start() error {
 		return err
 	}
 	cmd := exec.Command(w.Bin, "--config", w.Config, "--resolver", w.Resolver, "serve")
+	if w.NoFile > 0 {
+		cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, w.NoFile),
+			w.Bin, "--config", w.Config, "--resolver", w.Resolver, "serve")
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/smtpreply"
@@ -61,6 +62,11 @@ type Config struct {
 	// HeaderBytes caps the header section of outbound mail (inbound
 	// mail has the engine's cap); 0: 1 MiB.
 	HeaderBytes int
+	// MaxConnections caps the connections served at once (default
+	// 500); IdleTimeout ends a session that sends nothing for that long
+	// (default 10m, above Postfix's smtpd_timeout).
+	MaxConnections int
+	IdleTimeout    time.Duration
 
 	// Keys are the DKIM keys outbound mail is signed with (nil: no
 	// signing); SetKeys replaces them at run time.
@@ -123,9 +129,15 @@ func newSetup(engine *mailauth.Engine, cfg Config) *setup {
 	if cfg.HeaderBytes <= 0 {
 		cfg.HeaderBytes = 1 << 20
 	}
-	st := &setup{cfg: cfg, engine: engine, ids: map[string]bool{strings.ToLower(cfg.AuthservID): true}}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 500
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	st := &setup{cfg: cfg, engine: engine, ids: map[string]bool{authres.LooseID(cfg.AuthservID): true}}
 	for _, id := range cfg.ExtraAuthservIDs {
-		st.ids[strings.ToLower(id)] = true
+		st.ids[authres.LooseID(id)] = true
 	}
 	return st
 }
@@ -151,7 +163,8 @@ var libraryLog sync.Once
 // New makes a milter server.
 func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 	s := &Server{log: log}
-	s.cur.Store(newSetup(engine, cfg))
+	st := newSetup(engine, cfg)
+	s.cur.Store(st)
 	if cfg.Keys != nil {
 		s.keys.Store(cfg.Keys)
 	}
@@ -175,6 +188,8 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroMTAFQDN}),
 		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroQueueId}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
+		// A session stalled mid-message is closed, not held for ever.
+		milter.WithReadTimeout(st.cfg.IdleTimeout),
 	)
 	return s
 }
@@ -183,6 +198,9 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 // progress finish (up to 10 s) and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
+	// Out of file descriptors, a local user opening connections by the
+	// hundred: wait and retry, never return (listener.Limit).
+	ln = listener.Limit(ln, s.cur.Load().cfg.MaxConnections, "milter", s.log)
 	go func() { errc <- s.srv.Serve(guardListener{ln, s.log}) }()
 	select {
 	case err := <-errc:

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wehr/wehr/listener"
 )
 
 // Server answers Postfix's policy requests on one listener: many
@@ -21,6 +23,9 @@ type Server struct {
 	p    atomic.Pointer[Pipeline]
 	log  *slog.Logger
 	idle time.Duration
+	// MaxConnections caps the connections served at once (default
+	// 500); set before Serve.
+	MaxConnections int
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -62,17 +67,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		s.mu.Unlock()
 	}()
+	if s.MaxConnections <= 0 {
+		s.MaxConnections = 500
+	}
+	// Out of file descriptors, a local user opening connections by the
+	// hundred: wait and retry, never return (listener.Limit).
+	ln = listener.Limit(ln, s.MaxConnections, "policyd", s.log)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				s.wg.Wait()
 				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				continue
 			}
 			s.wg.Wait()
 			return fmt.Errorf("policyd: accept: %w", err)

@@ -199,6 +199,7 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 			return err
 		}
 		r.pd = policyd.NewServer(r.pipeline(e.cfg), e.log, e.cfg.Policyd.IdleTimeout)
+		r.pd.MaxConnections = e.cfg.Policyd.MaxConnections
 		e.log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(e.cfg.Policyd.DNSLists),
 			"greylisting", e.cfg.Policyd.Greylist.Enabled)
 		grp.Go(func() error { return r.pd.Serve(ctx, ln) })
