@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -78,6 +80,9 @@ var errDamaged = errors.New("the store file is damaged")
 // openChecked opens the file and checks every page of it, so that a
 // damaged store is found now rather than by a panic in bbolt later.
 func openChecked(path string) (db *bolt.DB, err error) {
+	if err := checkSize(path); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
@@ -117,6 +122,78 @@ func openChecked(path string) (db *bolt.DB, err error) {
 		return nil, err
 	}
 	return db, nil
+}
+
+// checkSize checks, before bbolt maps the file, that it holds every page
+// its newest valid meta page counts: bbolt reads pages past the end of a
+// truncated file through its memory map, and that is a SIGBUS, not an
+// error (issue 10.9). The layout is bbolt's (page header of 16 bytes,
+// then magic, version, page size, flags, root bucket, freelist page, page
+// count, txid and an FNV-64a checksum of what precedes it).
+func checkSize(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size == 0 {
+		return nil // bbolt makes a new store
+	}
+	const pageHeader, metaLen = 16, 64
+	first := make([]byte, pageHeader+metaLen)
+	if _, err := f.ReadAt(first, 0); err != nil {
+		return fmt.Errorf("%w: %d bytes, too short for a store", errDamaged, size)
+	}
+	pageSize := int64(binary.LittleEndian.Uint32(first[pageHeader+8:]))
+	if pageSize < 512 || pageSize > 1<<20 || pageSize&(pageSize-1) != 0 {
+		pageSize = int64(os.Getpagesize()) // meta page 0 is broken: try 1 where bbolt would
+	}
+	if size < 2*pageSize {
+		return fmt.Errorf("%w: %d bytes, shorter than its two meta pages", errDamaged, size)
+	}
+	var best []byte
+	for i := int64(0); i < 2; i++ {
+		m := make([]byte, metaLen)
+		if _, err := f.ReadAt(m, i*pageSize+pageHeader); err != nil {
+			continue
+		}
+		if binary.LittleEndian.Uint32(m[0:]) != 0xED0CDAED {
+			continue
+		}
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if h.Sum64() != binary.LittleEndian.Uint64(m[56:]) {
+			continue
+		}
+		if best == nil || binary.LittleEndian.Uint64(m[48:]) > binary.LittleEndian.Uint64(best[48:]) {
+			best = m
+		}
+	}
+	if best == nil {
+		return nil // no valid meta page: bbolt says so (ErrInvalid)
+	}
+	pages := int64(binary.LittleEndian.Uint64(best[40:]))
+	if ps := int64(binary.LittleEndian.Uint32(best[8:])); ps != pageSize {
+		return fmt.Errorf("%w: the meta pages disagree on the page size", errDamaged)
+	}
+	if pages < 2 || pages > size/pageSize {
+		return fmt.Errorf("%w: truncated: %d bytes, but it counts %d pages of %d bytes", errDamaged, size, pages, pageSize)
+	}
+	// The root bucket's page and the freelist's (none: all ones).
+	for _, p := range []uint64{binary.LittleEndian.Uint64(best[16:]), binary.LittleEndian.Uint64(best[32:])} {
+		if p != ^uint64(0) && p >= uint64(pages) {
+			return fmt.Errorf("%w: a meta page points past the end (page %d of %d)", errDamaged, p, pages)
+		}
+	}
+	return nil
 }
 
 // background syncs every second and collects expired keys every minute.

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -162,6 +163,12 @@ func TestEmbeddedDamaged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The pages the meta pages count (bbolt's layout: the page count
+	// at offset 16+40 of each meta page); the file may be longer.
+	counted := 4096 * int(max(binary.LittleEndian.Uint64(sound[56:]), binary.LittleEndian.Uint64(sound[4096+56:])))
+	if counted < 5*4096 || counted > len(sound) {
+		t.Fatalf("counted %d bytes of %d", counted, len(sound))
+	}
 	for _, tc := range []struct {
 		name  string
 		data  func() []byte
@@ -170,6 +177,16 @@ func TestEmbeddedDamaged(t *testing.T) {
 		{"sound", func() []byte { return sound }, false},
 		{"random bytes", func() []byte { return bytes.Repeat([]byte("\x13\x37garbage"), 3000) }, true},
 		{"cut short", func() []byte { return sound[:len(sound)/3] }, true},
+		// Truncation at page boundaries and inside a page: bbolt would
+		// map pages past the end of the file, a SIGBUS (issue 10.9).
+		{"truncated to 4096", func() []byte { return sound[:4096] }, true},
+		{"truncated to 8192", func() []byte { return sound[:8192] }, true},
+		{"truncated to 12288", func() []byte { return sound[:12288] }, true},
+		{"truncated to 16384", func() []byte { return sound[:16384] }, true},
+		{"truncated by one counted page", func() []byte { return sound[:counted-4096] }, true},
+		{"truncated inside the last counted page", func() []byte { return sound[:counted-100] }, true},
+		{"only the preallocated tail cut", func() []byte { return sound[:counted] }, false},
+		{"truncated to 100 bytes", func() []byte { return sound[:100] }, true},
 		{"pages overwritten", func() []byte {
 			b := append([]byte(nil), sound...)
 			for i := 4 * 4096; i < len(b); i += 7 {
