@@ -188,6 +188,7 @@ type DKIM struct {
 	KeysDir            string        `yaml:"keys_dir"`
 	SenderMap          string        `yaml:"sender_map"`
 	UnauthorizedSender string        `yaml:"unauthorized_sender"`
+	OnKeyError         string        `yaml:"on_key_error"`
 	RotationOverlap    time.Duration `yaml:"rotation_overlap"`
 	RotationCheck      time.Duration `yaml:"rotation_check"`
 }
@@ -278,7 +279,7 @@ func Default() *Config {
 			Timeout:            10 * time.Second,
 			DefaultExplanation: mailauth.DefaultSPFExplanation,
 		},
-		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
+		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", OnKeyError: "tempfail", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
 		DMARC: DMARC{
 			Discovery:           mailauth.DiscoveryTreeWalk,
 			LegacyPct0IsTesting: true,
@@ -513,6 +514,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 		}
 	}
 	oneOf("dkim.unauthorized_sender", c.DKIM.UnauthorizedSender, "unsigned", "refuse")
+	oneOf("dkim.on_key_error", c.DKIM.OnKeyError, "tempfail", "unsigned")
 	positive("dkim.rotation_overlap", c.DKIM.RotationOverlap)
 	positive("dkim.rotation_check", c.DKIM.RotationCheck)
 	oneOf("dmarc.discovery", c.DMARC.Discovery, mailauth.DiscoveryTreeWalk, mailauth.DiscoveryPSL)
@@ -750,6 +752,7 @@ func (c *Config) MilterServer() milter.Config {
 		MaxConnections:       m.MaxConnections,
 		IdleTimeout:          m.IdleTimeout,
 		RefuseUnauthorized:   c.DKIM.UnauthorizedSender == "refuse",
+		OnKeyError:           c.DKIM.OnKeyError,
 	}
 }
 

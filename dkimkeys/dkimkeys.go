@@ -73,46 +73,97 @@ var ErrPermissions = errors.New("key file readable by group or others")
 
 // Set is every key of a store, by domain.
 type Set struct {
-	keys map[string][]*Key // lower-case domain → keys, by selector
+	keys   map[string][]*Key // lower-case domain → keys, by selector
+	broken map[string]error  // domains whose keys could not be loaded
+	all    error             // the directory could not be read: every domain is broken
 }
 
 // Load reads every key in the store. A key file with loose permissions, a
-// file that is not a private key, or a broken state file is an error that
-// names the file: wehr does not start with half its keys.
+// file that is not a private key, or a broken state file breaks its
+// domain: the set holds none of that domain's keys, Signing answers an
+// error for it, and the error returned names every such file. The set
+// is returned with the other domains' keys all the same: one bad file
+// must not stop inbound mail, nor other domains' outbound mail. If the
+// directory cannot be read, every domain is broken.
 func (s *Store) Load() (*Set, error) {
-	set := &Set{keys: map[string][]*Key{}}
+	set := &Set{keys: map[string][]*Key{}, broken: map[string]error{}}
 	entries, err := os.ReadDir(s.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("dkimkeys: %w", err)
+		set.all = fmt.Errorf("dkimkeys: %w", err)
+		return set, set.all
 	}
+	var errs []error
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
 		domain := strings.ToLower(e.Name())
-		st, err := s.readState(domain)
+		keys, err := s.loadDomain(e.Name(), domain)
 		if err != nil {
-			return nil, err
+			set.broken[domain] = err
+			errs = append(errs, err)
+			continue
 		}
-		files, err := filepath.Glob(filepath.Join(s.Dir, e.Name(), "*.pem"))
-		if err != nil {
-			return nil, err
-		}
-		for _, f := range files {
-			k, err := loadKey(f)
-			if err != nil {
-				return nil, err
-			}
-			k.Domain = domain
-			k.Selector = strings.TrimSuffix(filepath.Base(f), ".pem")
-			k.State = Active
-			if ss, ok := st.Selectors[k.Selector]; ok {
-				k.State, k.Since = ss.State, ss.Since
-			}
-			set.keys[domain] = append(set.keys[domain], k)
+		if len(keys) > 0 {
+			set.keys[domain] = keys
 		}
 	}
-	return set, nil
+	return set, errors.Join(errs...)
+}
+
+// loadDomain reads the keys of one domain directory.
+func (s *Store) loadDomain(dir, domain string) ([]*Key, error) {
+	st, err := s.readState(domain)
+	if err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(s.Dir, dir, "*.pem"))
+	if err != nil {
+		return nil, err
+	}
+	var keys []*Key
+	for _, f := range files {
+		k, err := loadKey(f)
+		if err != nil {
+			return nil, err
+		}
+		k.Domain = domain
+		k.Selector = strings.TrimSuffix(filepath.Base(f), ".pem")
+		k.State = Active
+		if ss, ok := st.Selectors[k.Selector]; ok {
+			k.State, k.Since = ss.State, ss.Since
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// Broken returns the domains whose keys could not be loaded, and why.
+func (set *Set) Broken() map[string]error {
+	out := map[string]error{}
+	for d, err := range set.broken {
+		out[d] = err
+	}
+	return out
+}
+
+// KeepFrom takes, for each domain broken in set, the keys old had for it
+// (a reload that found a key file broken keeps signing with what was
+// loaded before); it returns the domains kept so.
+func (set *Set) KeepFrom(old *Set) []string {
+	var kept []string
+	if old == nil || set.all != nil {
+		return nil
+	}
+	for d := range set.broken {
+		if ks, ok := old.keys[d]; ok && old.broken[d] == nil {
+			set.keys[d] = ks
+			delete(set.broken, d)
+			kept = append(kept, d)
+		}
+	}
+	sort.Strings(kept)
+	return kept
 }
 
 // LoadKey reads one PEM private key file (PKCS#8 or PKCS#1), refusing a
@@ -223,9 +274,18 @@ func (set *Set) Keys(domain string) []*Key {
 // domain, or of its nearest parent that has active keys (news.example.org
 // signs as d=example.org, which relaxed alignment accepts). RSA comes
 // first: Ed25519 alone is not accepted everywhere.
-func (set *Set) Signing(domain string) (signingDomain string, keys []*Key) {
+//
+// A broken domain met on the way (see Load) is an error: its mail is not
+// signed with a parent's keys instead.
+func (set *Set) Signing(domain string) (signingDomain string, keys []*Key, err error) {
 	d := strings.ToLower(strings.TrimSuffix(domain, "."))
+	if set.all != nil {
+		return d, nil, set.all
+	}
 	for d != "" {
+		if err := set.broken[d]; err != nil {
+			return d, nil, err
+		}
 		for _, k := range set.Keys(d) {
 			if k.State == Active {
 				keys = append(keys, k)
@@ -233,7 +293,7 @@ func (set *Set) Signing(domain string) (signingDomain string, keys []*Key) {
 		}
 		if len(keys) > 0 {
 			sort.SliceStable(keys, func(i, j int) bool { return keys[i].Algorithm == RSA && keys[j].Algorithm != RSA })
-			return d, keys
+			return d, keys, nil
 		}
 		i := strings.IndexByte(d, '.')
 		if i < 0 {
@@ -244,7 +304,7 @@ func (set *Set) Signing(domain string) (signingDomain string, keys []*Key) {
 			break // never sign as a TLD
 		}
 	}
-	return "", nil
+	return "", nil, nil
 }
 
 // Generate makes a new key for domain and selector, writes it with mode

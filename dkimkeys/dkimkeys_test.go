@@ -64,6 +64,49 @@ func TestGenerateLoadPermissions(t *testing.T) {
 	}
 }
 
+// One broken domain breaks that domain alone: the others sign, it is
+// never signed with a parent's keys instead, and a reload keeps what was
+// loaded before for it (issue 10, local users).
+func TestBrokenDomainAlone(t *testing.T) {
+	s := &Store{Dir: t.TempDir()}
+	s.Generate("example.org", "a", Ed25519, Active, t0)      //nolint:errcheck
+	s.Generate("news.example.org", "n", Ed25519, Active, t0) //nolint:errcheck
+	s.Generate("example.net", "b", Ed25519, Active, t0)      //nolint:errcheck
+	before, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(s.Dir, "news.example.org", "n.pem")
+	os.Chmod(bad, 0o644) //nolint:errcheck
+	set, err := s.Load()
+	if !errors.Is(err, ErrPermissions) || set == nil {
+		t.Fatalf("Load: %v %v", set, err)
+	}
+	if d, ks, err := set.Signing("example.net"); err != nil || d != "example.net" || len(ks) != 1 {
+		t.Errorf("example.net: %s %v %v", d, ks, err)
+	}
+	if d, ks, err := set.Signing("news.example.org"); err == nil || d != "news.example.org" || len(ks) != 0 {
+		t.Errorf("news.example.org signed as %s with %v (%v)", d, ks, err)
+	}
+	if _, ok := set.Broken()["news.example.org"]; !ok || len(set.Broken()) != 1 {
+		t.Errorf("broken %v", set.Broken())
+	}
+	if kept := set.KeepFrom(before); len(kept) != 1 || kept[0] != "news.example.org" {
+		t.Errorf("kept %v", kept)
+	}
+	if _, ks, err := set.Signing("news.example.org"); err != nil || len(ks) != 1 {
+		t.Errorf("after KeepFrom: %v %v", ks, err)
+	}
+	// The directory unreadable: every domain broken, none signed.
+	none, err := (&Store{Dir: filepath.Join(s.Dir, "missing")}).Load()
+	if err == nil || none == nil {
+		t.Fatalf("missing dir: %v %v", none, err)
+	}
+	if _, _, err := none.Signing("example.net"); err == nil {
+		t.Error("signing with an unreadable key directory")
+	}
+}
+
 func TestZoneLine(t *testing.T) {
 	s := &Store{Dir: t.TempDir()}
 	k, err := s.Generate("example.org", "sel", RSA, Active, t0)
@@ -113,7 +156,10 @@ func TestSigningParentDomain(t *testing.T) {
 		{"other.test", "", ""},
 	}
 	for _, tc := range tests {
-		d, keys := set.Signing(tc.from)
+		d, keys, err := set.Signing(tc.from)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var sels []string
 		for _, k := range keys {
 			sels = append(sels, k.Selector)
@@ -158,7 +204,7 @@ func TestRotation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, ks := set.Signing("example.org")
+		_, ks, _ := set.Signing("example.org")
 		var sels []string
 		for _, k := range ks {
 			sels = append(sels, k.Selector)

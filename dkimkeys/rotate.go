@@ -37,7 +37,9 @@ func (s *Store) Rotate(domain string, algorithms []string, now time.Time) ([]*Ke
 	domain = strings.ToLower(domain)
 	set, err := s.Load()
 	if err != nil {
-		return nil, err
+		if berr := set.Broken()[domain]; berr != nil || set.all != nil {
+			return nil, err
+		}
 	}
 	for _, k := range set.Keys(domain) {
 		if k.State == Pending {
@@ -93,9 +95,10 @@ type Transition struct {
 // overlap. It changes the state files and reports what it did; a DNS
 // failure leaves a pending key pending.
 func (s *Store) Advance(ctx context.Context, res TXTResolver, overlap time.Duration, now time.Time) ([]Transition, error) {
-	set, err := s.Load()
-	if err != nil {
-		return nil, err
+	// Broken domains are skipped (and reported); the others advance.
+	set, loadErr := s.Load()
+	if set.all != nil {
+		return nil, loadErr
 	}
 	var out []Transition
 	for _, domain := range set.Domains() {
@@ -137,7 +140,7 @@ func (s *Store) Advance(ctx context.Context, res TXTResolver, overlap time.Durat
 			}
 		}
 	}
-	return out, nil
+	return out, loadErr
 }
 
 // Published reports whether DNS serves k's record at its name.

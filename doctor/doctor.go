@@ -9,10 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wehr/wehr/config"
@@ -95,6 +99,15 @@ func checkDNS(ctx context.Context, res *resolver.Resolver) Finding {
 }
 
 func checkStore(ctx context.Context, cfg *config.Config, open func() (store.Store, error)) Finding {
+	if cfg.Store.Backend != "redis" {
+		// wehr serve starts without its store when it cannot write
+		// it (a read-only file system): say so, it is not a crash.
+		dir := filepath.Dir(cfg.Store.Path)
+		if err := syscall.Access(dir, 2 /* W_OK */); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return Finding{"store", Fail, "the store directory " + dir + " is not writable: " + err.Error(),
+				"wehr serve runs without its store (greylisting, rates, reputation take policyd.on_store_error); make it writable and restart wehr"}
+		}
+	}
 	st, err := open()
 	if err != nil {
 		fix := "start wehr serve (it owns the embedded store)"
@@ -134,10 +147,17 @@ func checkKeys(ctx context.Context, cfg *config.Config, res *resolver.Resolver) 
 		return []Finding{{"dkim", Warn, "dkim.keys_dir is not set: outbound mail is not signed", "wehr dkim keygen DOMAIN, then set dkim.keys_dir"}}
 	}
 	set, err := (&dkimkeys.Store{Dir: cfg.DKIM.KeysDir}).Load()
-	if err != nil {
-		return []Finding{{"dkim", Fail, err.Error(), "wehr will not start with this key directory"}}
-	}
 	var out []Finding
+	if err != nil {
+		what := "outbound mail of the domain gets dkim.on_key_error=" + cfg.DKIM.OnKeyError + " until it is fixed (then SIGHUP)"
+		broken := set.Broken()
+		if len(broken) == 0 {
+			out = append(out, Finding{"dkim", Fail, err.Error(), "wehr runs, but signs nothing: " + what})
+		}
+		for _, d := range slices.Sorted(maps.Keys(broken)) {
+			out = append(out, Finding{"dkim " + d, Fail, broken[d].Error(), "wehr runs, but " + what})
+		}
+	}
 	if cfg.DKIM.SenderMap == "" {
 		out = append(out, Finding{"dkim", Warn, "dkim.sender_map is not set: nothing is signed", "list who may send as which addresses (see the README)"})
 	} else if _, err := sendermap.Load(cfg.DKIM.SenderMap); err != nil {

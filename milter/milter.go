@@ -67,6 +67,9 @@ type Config struct {
 	// (default 10m, above Postfix's smtpd_timeout).
 	MaxConnections int
 	IdleTimeout    time.Duration
+	// OnKeyError is what outbound mail of a domain whose DKIM keys are
+	// broken gets: KeyErrorTempfail (default) or KeyErrorUnsigned.
+	OnKeyError string
 
 	// Keys are the DKIM keys outbound mail is signed with (nil: no
 	// signing); SetKeys replaces them at run time.
@@ -152,9 +155,18 @@ func (s *Server) Reload(engine *mailauth.Engine, cfg Config) {
 	}
 }
 
+// Keys returns the signing keys in use (nil: none).
+func (s *Server) Keys() *dkimkeys.Set { return s.keys.Load() }
+
 // SetKeys replaces the signing keys (after a reload or a rotation step);
 // messages in progress keep the keys they started with.
 func (s *Server) SetKeys(k *dkimkeys.Set) { s.keys.Store(k) }
+
+// What outbound mail gets when its domain's DKIM keys are broken.
+const (
+	KeyErrorTempfail = "tempfail"
+	KeyErrorUnsigned = "unsigned"
+)
 
 // libraryLog routes go-milter's package-level warning hook (a global of
 // the library; we set it once) to slog.

@@ -78,7 +78,18 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 			return done("outbound, not signed: sender may not use the From address", "from", a, "user", ss.authUser, "why", why)
 		}
 	}
-	signDomain, ks := keys.Signing(domain)
+	signDomain, ks, kerr := keys.Signing(domain)
+	if kerr != nil {
+		// One broken key file: this domain's mail only, as configured.
+		if ss.set.cfg.OnKeyError == KeyErrorUnsigned {
+			log.Error("milter: outbound, not signed: the DKIM keys of the domain are broken", "d", signDomain, "error", kerr)
+			return done("outbound, not signed: DKIM keys broken", "d", signDomain)
+		}
+		log.Error("milter: outbound refused for now, answered 451: the DKIM keys of the domain are broken", "d", signDomain, "error", kerr,
+			"reply", "451 4.3.0", "check", "dkim_keys")
+		return respond(smtpreply.Reply{Code: 451, Enhanced: "4.3.0", Check: "dkim_keys",
+			Text: "The DKIM key of " + signDomain + " cannot be used here; the message stays queued with you, please try again later"})
+	}
 	if len(ks) == 0 {
 		return done("outbound, not signed: no DKIM key for the From domain or its parents", "from_domain", domain)
 	}

@@ -64,7 +64,7 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	}
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("store: %s is in use by another process (wehr serve owns the embedded store; ops commands reach it through its admin socket, separate daemons need Redis)", path)
+			return nil, fmt.Errorf("store: %s is in use by another process (wehr serve owns the embedded store; ops commands reach it through its admin socket, separate daemons need Redis): %w", path, ErrInUse)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
@@ -73,6 +73,9 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	go e.background()
 	return e, nil
 }
+
+// ErrInUse is wrapped when another process holds the store file.
+var ErrInUse = errors.New("store file in use")
 
 // errDamaged marks a store file whose contents are broken.
 var errDamaged = errors.New("the store file is damaged")

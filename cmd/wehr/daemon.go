@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/wehr/wehr/listener"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/wehr/wehr/config"
 	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/milter"
@@ -145,10 +147,20 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 	if d.policyd || e.cfg.Store.Backend == "redis" {
 		var err error
 		if r.st, err = openStore(e, d.milter && d.policyd); err != nil {
-			return err
+			var ue usageError
+			if errors.As(err, &ue) || errors.Is(err, store.ErrInUse) {
+				return err
+			}
+			// A store that cannot be opened (a read-only file system)
+			// must not stop inbound mail: the checks that need it take
+			// their store-down fallback. wehr doctor says FAIL.
+			e.log.Error("wehr: the store cannot be opened; running without it: greylisting, rates, reputation and pass history "+
+				"take their store-down fallback (policyd.on_store_error) until it is fixed and wehr restarted",
+				"backend", e.cfg.Store.Backend, "error", err)
+			r.st = store.Down{Err: err}
 		}
 		defer r.st.Close()
-		if emb, ok := r.st.(*store.Embedded); ok {
+		if emb, ok := r.st.(*store.Embedded); ok && emb != nil {
 			if emb.Moved != "" {
 				e.log.Error("wehr: the embedded store was damaged and has been moved aside; starting with an empty one (greylisting, rates, reputation and pass history start over)",
 					"path", e.cfg.Store.Path, "moved_to", emb.Moved, "error", emb.MovedWhy)
@@ -212,8 +224,12 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		mc := r.milterConfig(e.cfg)
 		if dir := e.cfg.DKIM.KeysDir; dir != "" {
 			r.keyStore = &dkimkeys.Store{Dir: dir}
+			// One broken key file must not stop inbound mail: the
+			// domain it belongs to is broken (dkim.on_key_error), the
+			// others sign. wehr doctor says FAIL.
 			if mc.Keys, err = r.keyStore.Load(); err != nil {
-				return usageError{err}
+				e.log.Error("wehr: DKIM keys broken; starting without them: outbound mail of these domains gets dkim.on_key_error="+e.cfg.DKIM.OnKeyError,
+					"broken_domains", brokenDomains(mc.Keys), "error", err)
 			}
 		}
 		if mc.Keys != nil && mc.Senders == nil {
@@ -341,11 +357,25 @@ func (r *running) reloadKeys() {
 	}
 	set, err := r.keyStore.Load()
 	if err != nil {
-		r.e.log.Error("wehr: DKIM keys not reloaded, keeping the old ones", "error", err)
-		return
+		kept := set.KeepFrom(r.m.Keys())
+		r.e.log.Error("wehr: DKIM keys broken on reload; the domains loaded before keep their old keys",
+			"kept", strings.Join(kept, ","), "broken_domains", brokenDomains(set), "error", err)
 	}
 	r.m.SetKeys(set)
 	r.e.log.Info("wehr: DKIM keys loaded", "domains", len(set.Domains()))
+}
+
+// brokenDomains lists the domains of set whose keys are broken.
+func brokenDomains(set *dkimkeys.Set) string {
+	var out []string
+	for d := range set.Broken() {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "all"
+	}
+	return strings.Join(out, ",")
 }
 
 func (r *running) advance(ctx context.Context) {
