@@ -89,6 +89,9 @@ type Policyd struct {
 	RequestTimeout   time.Duration `yaml:"request_timeout"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout"`
 	MaxConnections   int           `yaml:"max_connections"`
+	SocketMode       string        `yaml:"socket_mode"`
+	SocketOwner      string        `yaml:"socket_owner"`
+	SocketGroup      string        `yaml:"socket_group"`
 	LocalDomains     []string      `yaml:"local_domains"`
 	ExemptRecipients []string      `yaml:"exempt_recipients"`
 	ReferenceURL     string        `yaml:"reference_url"`
@@ -296,8 +299,9 @@ func Default() *Config {
 		},
 		Limits: Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
 		Milter: Milter{
-			Listen:              "inet:127.0.0.1:8895",
+			Listen:              "unix:/var/spool/postfix/wehr/milter.sock",
 			SocketMode:          "0660",
+			SocketGroup:         "postfix",
 			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
 			OutboundDaemonNames: []string{"ORIGINATING"},
 			Quarantine:          "header",
@@ -314,7 +318,9 @@ func Default() *Config {
 			Redis:       Redis{Mode: "single", Timeout: 300 * time.Millisecond, Prefix: "wehr:"},
 		},
 		Policyd: Policyd{
-			Listen:          "inet:127.0.0.1:10045",
+			Listen:          "unix:/var/spool/postfix/wehr/policy.sock",
+			SocketMode:      "0660",
+			SocketGroup:     "postfix",
 			RequestTimeout:  10 * time.Second,
 			IdleTimeout:     330 * time.Second,
 			MaxConnections:  500,
@@ -577,14 +583,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	if _, err := listener.ParseAddress(m.Listen, m.AllowRemote); err != nil {
 		bad("milter.listen", "%v", err)
 	}
-	if _, err := c.SocketMode(); err != nil {
-		bad("milter.socket_mode", "%v", err)
-	}
-	if m.SocketOwner != "" || m.SocketGroup != "" {
-		if err := listener.CheckOwner(m.SocketOwner, m.SocketGroup); err != nil {
-			bad("milter.socket_owner", "%v", err)
-		}
-	}
+	checkSocket(bad, "milter", m.SocketMode)
 	for i, n := range m.TrustedNetworks {
 		if _, err := parseNetwork(n); err != nil {
 			bad(fmt.Sprintf("milter.trusted_networks[%d]", i), "%v", err)
@@ -656,6 +655,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	if _, err := listener.ParseAddress(pd.Listen, pd.AllowRemote); err != nil {
 		bad("policyd.listen", "%v", err)
 	}
+	checkSocket(bad, "policyd", pd.SocketMode)
 	positive("policyd.request_timeout", pd.RequestTimeout)
 	if pd.RequestTimeout > 60*time.Second {
 		bad("policyd.request_timeout", "%v: keep it well under Postfix's smtpd_policy_service_timeout (100s)", pd.RequestTimeout)
@@ -727,12 +727,33 @@ func (c *Config) finish(lines map[string]int) []Problem {
 }
 
 // SocketMode is milter.socket_mode as a file mode.
-func (c *Config) SocketMode() (fs.FileMode, error) {
-	v, err := strconv.ParseUint(c.Milter.SocketMode, 8, 32)
+func (c *Config) SocketMode() (fs.FileMode, error) { return parseMode(c.Milter.SocketMode) }
+
+func parseMode(s string) (fs.FileMode, error) {
+	v, err := strconv.ParseUint(s, 8, 32)
 	if err != nil || v > 0o777 {
-		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", c.Milter.SocketMode)
+		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", s)
 	}
 	return fs.FileMode(v), nil
+}
+
+// checkSocket validates the mode of a listen address's socket (key is
+// "milter" or "policyd"). Whether the owner and group exist is checked by
+// CheckSocketOwner when a daemon starts: `wehr check` on a machine
+// without Postfix has no postfix group and needs none.
+func checkSocket(bad func(key, format string, args ...any), key, mode string) {
+	if _, err := parseMode(mode); err != nil {
+		bad(key+".socket_mode", "%v", err)
+	}
+}
+
+// CheckSocketOwner checks that the owner and group a daemon's unix
+// socket gets exist (key: milter or policyd).
+func CheckSocketOwner(key string, perms listener.SocketPerms) error {
+	if err := listener.CheckOwner(perms.Owner, perms.Group); err != nil {
+		return fmt.Errorf("%s.socket_group: %w (the group Postfix runs as must exist; with Postfix installed it is postfix)", key, err)
+	}
+	return nil
 }
 
 // MilterServer returns the milter's configuration.
@@ -930,11 +951,16 @@ func (c *Config) submission() policyd.Submission {
 
 // PolicydListen returns the policy daemon's listen address; listen, if
 // not empty, replaces policyd.listen.
-func (c *Config) PolicydListen(listen string) (listener.Address, error) {
+func (c *Config) PolicydListen(listen string) (listener.Address, listener.SocketPerms, error) {
 	if listen == "" {
 		listen = c.Policyd.Listen
 	}
-	return listener.ParseAddress(listen, c.Policyd.AllowRemote)
+	a, err := listener.ParseAddress(listen, c.Policyd.AllowRemote)
+	if err != nil {
+		return a, listener.SocketPerms{}, err
+	}
+	mode, _ := parseMode(c.Policyd.SocketMode)
+	return a, listener.SocketPerms{Mode: mode, Owner: c.Policyd.SocketOwner, Group: c.Policyd.SocketGroup}, nil
 }
 
 // RedisStore returns the Redis store's configuration.

@@ -199,12 +199,17 @@ func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx con
 	if err != nil {
 		return []Finding{{"postfix", Warn, "postconf: " + err.Error(), "is Postfix installed? (--postfix-config DIR for another instance)"}}
 	}
+	queue, _ := get("queue_directory")
+	if queue == "" {
+		queue = "/var/spool/postfix"
+	}
+	mentions := func(setting string, a listener.Address) bool { return mentions(setting, a, queue) }
 	ma, _ := listener.ParseAddress(cfg.Milter.Listen, true)
 	if mentions(milters, ma) {
 		out = append(out, Finding{"postfix", OK, "smtpd_milters names wehr (" + milters + ")", ""})
 	} else {
 		out = append(out, Finding{"postfix", Fail, "smtpd_milters = " + milters + " does not name " + ma.String(),
-			"add to main.cf: smtpd_milters = " + ma.String() + " and non_smtpd_milters = $smtpd_milters"})
+			"add to main.cf: smtpd_milters = " + postfixForm(ma, queue) + " and non_smtpd_milters = $smtpd_milters"})
 	}
 	if v, _ := get("non_smtpd_milters"); !mentions(v, ma) && !strings.Contains(v, "$smtpd_milters") {
 		out = append(out, Finding{"postfix", Warn, "non_smtpd_milters = " + v + ": local sendmail(1) mail is not signed", "non_smtpd_milters = $smtpd_milters"})
@@ -223,7 +228,7 @@ func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx con
 	}
 	if where == "" {
 		out = append(out, Finding{"postfix", Warn, "no smtpd_*_restrictions ask wehr's policy service at " + pa.String(),
-			"add to smtpd_recipient_restrictions, after reject_unauth_destination: check_policy_service { " + pa.String() + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
+			"add to smtpd_recipient_restrictions, after reject_unauth_destination: check_policy_service { " + postfixForm(pa, queue) + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
 	} else {
 		out = append(out, Finding{"postfix", OK, where + " asks the policy service", ""})
 	}
@@ -231,14 +236,31 @@ func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx con
 }
 
 // mentions reports whether a Postfix setting names the address, in any
-// of its spellings.
-func mentions(setting string, a listener.Address) bool {
+// of its spellings: a socket inside the queue directory also by its
+// path relative to it ("unix:wehr/milter.sock", what the README writes:
+// Postfix daemons run in the queue directory, chrooted or not) or by
+// the path inside the chroot ("unix:/wehr/milter.sock").
+func mentions(setting string, a listener.Address, queue string) bool {
 	if a.Network == "unix" {
-		return strings.Contains(setting, a.Address) || strings.Contains(setting, strings.TrimPrefix(a.Address, "/var/spool/postfix"))
+		if strings.Contains(setting, "unix:"+a.Address) {
+			return true
+		}
+		rel, ok := strings.CutPrefix(a.Address, strings.TrimSuffix(queue, "/")+"/")
+		return ok && (strings.Contains(setting, "unix:"+rel) || strings.Contains(setting, "unix:/"+rel))
 	}
 	host, port, _ := net.SplitHostPort(a.Address)
 	return strings.Contains(setting, "inet:"+host+":"+port) || strings.Contains(setting, port+"@"+host) ||
 		(host == "127.0.0.1" && strings.Contains(setting, "localhost:"+port))
+}
+
+// postfixForm is how main.cf should name the address.
+func postfixForm(a listener.Address, queue string) string {
+	if a.Network == "unix" {
+		if rel, ok := strings.CutPrefix(a.Address, strings.TrimSuffix(queue, "/")+"/"); ok {
+			return "unix:" + rel
+		}
+	}
+	return a.String()
 }
 
 // Postconf returns a runner of postconf for a config directory ("" for

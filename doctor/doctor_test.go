@@ -218,6 +218,9 @@ func TestMentions(t *testing.T) {
 		{"inet:127.0.0.1:8892", "inet:127.0.0.1:8891", false},
 		{"unix:/run/wehr/milter.sock", "unix:/run/wehr/milter.sock", true},
 		{"unix:/wehr/milter.sock", "unix:/var/spool/postfix/wehr/milter.sock", true},
+		{"unix:wehr/milter.sock", "unix:/var/spool/postfix/wehr/milter.sock", true},
+		{"unix:wehr/milter.sock", "unix:/run/wehr/milter.sock", false},
+		{"unix:other/milter.sock", "unix:/var/spool/postfix/wehr/milter.sock", false},
 		{"", "inet:127.0.0.1:8891", false},
 	}
 	for _, tc := range tests {
@@ -225,7 +228,7 @@ func TestMentions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := mentions(tc.setting, a); got != tc.want {
+		if got := mentions(tc.setting, a, "/var/spool/postfix"); got != tc.want {
 			t.Errorf("mentions(%q, %s) = %v, want %v", tc.setting, tc.addr, got, tc.want)
 		}
 	}

@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -103,5 +107,44 @@ policyd:
 	}
 	if strings.Contains(readFile(wh.Log), "wehr: stopped") {
 		t.Fatal("the daemon stopped")
+	}
+}
+
+// Local users: with the documented unix sockets (group postfix, in a
+// directory of group postfix), an account that is not Postfix cannot
+// reach the milter or the policy service; over loopback TCP it could
+// spend a customer's sending limit (issue 10, local users).
+func TestSocketsRefuseOtherLocalUsers(t *testing.T) {
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	dir := filepath.Dir(w.wehr.MilterSocket)
+	for _, sock := range []string{"milter.sock", "policy.sock"} {
+		path := filepath.Join(dir, sock)
+		connect := func(cred *syscall.Credential) error {
+			cmd := exec.Command("/usr/bin/python3", "-c", "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])", path)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}
+		if err := connect(&syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Errorf("%s: nobody connected (%v)", sock, err)
+		}
+		// The postfix user can: what smtpd runs as.
+		pf, err := user.Lookup("postfix")
+		if err != nil {
+			t.Fatal(err)
+		}
+		puid, _ := strconv.Atoi(pf.Uid)
+		pgid, _ := strconv.Atoi(pf.Gid)
+		if err := connect(&syscall.Credential{Uid: uint32(puid), Gid: uint32(pgid)}); err != nil {
+			t.Errorf("%s: postfix cannot connect: %v", sock, err)
+		}
 	}
 }

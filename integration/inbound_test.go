@@ -139,7 +139,7 @@ func setup() (*world, error) {
 	if err != nil {
 		return wo, err
 	}
-	for _, p := range []string{"smtp", "submission", "lmtp", "milter", "policyd", "bulk"} {
+	for _, p := range []string{"smtp", "submission", "lmtp", "bulk"} {
 		if ports[p], err = FreePort(); err != nil {
 			return wo, err
 		}
@@ -158,26 +158,40 @@ func setup() (*world, error) {
 	if err != nil {
 		return wo, err
 	}
-	config := fmt.Sprintf(`authserv_id: %s
-hostname: %s
+	// The documented single-host wiring: unix sockets in Postfix's queue
+	// directory, group postfix, named relative to it in main.cf.
+	sockDir := filepath.Join(dir, "mx1", "queue", "wehr")
+	if err := os.MkdirAll(filepath.Dir(sockDir), 0o755); err != nil { // as Postfix makes it
+		return wo, err
+	}
+	if err := os.Mkdir(sockDir, 0o750); err != nil {
+		return wo, err
+	}
+	if out, err := exec.Command("chgrp", "postfix", sockDir).CombinedOutput(); err != nil {
+		return wo, fmt.Errorf("chgrp %s: %v: %s", sockDir, err, out)
+	}
+	config := fmt.Sprintf(`authserv_id: %[1]s
+hostname: %[1]s
 log:
   level: debug
 dns:
   timeout: 1s
   attempts: 1
 milter:
-  listen: inet:127.0.0.1:%d
+  listen: unix:%[2]s/milter.sock
+  socket_group: postfix
 dkim:
-  keys_dir: %s
-  sender_map: %s
+  keys_dir: %[3]s
+  sender_map: %[4]s
 store:
   backend: redis
   redis:
     mode: single
-    addrs: [%s]
+    addrs: [%[5]s]
     timeout: 200ms
 policyd:
-  listen: inet:127.0.0.1:%d
+  listen: unix:%[2]s/policy.sock
+  socket_group: postfix
   local_domains: [example.test]
   dns_lists: [{zone: bl.test, weight: 5}]
   greylist:
@@ -189,18 +203,22 @@ policyd:
       tight: {messages: 2, window: 1h}
     user_classes: {bob@example.test: tight}
     bulk:
-      filter: "smtp:[127.0.0.1]:%d"
+      filter: "smtp:[127.0.0.1]:%[6]d"
       min_recipients: 3
-`, authservID, authservID, ports["milter"], keysDir, senderMap, wo.redis.Addr, ports["policyd"], ports["bulk"])
-	wo.wehr, err = StartWehr(bin, dir, config, wo.dns.Addr(), ports["milter"])
+`, authservID, sockDir, keysDir, senderMap, wo.redis.Addr, ports["bulk"])
+	wo.wehr, err = NewWehr(bin, dir, config, wo.dns.Addr(), 0)
 	if err != nil {
 		return wo, err
 	}
+	wo.wehr.MilterSocket = filepath.Join(sockDir, "milter.sock")
+	if err := wo.wehr.Start(); err != nil {
+		return wo, err
+	}
 	wo.postfix, err = StartPostfix(filepath.Join(dir, "mx1"), PostfixConfig{
-		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["milter"]),
+		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: "unix:wehr/milter.sock",
 		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol"},
 		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
-		PolicyAddr: fmt.Sprintf("inet:127.0.0.1:%d", ports["policyd"]),
+		PolicyAddr: "unix:wehr/policy.sock",
 	})
 	if err != nil {
 		return wo, err
@@ -558,7 +576,7 @@ func TestDoctor(t *testing.T) {
 	// The bulk instance has no milter: doctor says so, and fails.
 	cmd = exec.Command(w.wehr.Bin, "--config", w.wehr.Config, "--resolver", w.wehr.Resolver, "doctor", "--postfix-config", filepath.Join(w.bulk.Dir, "etc"))
 	raw, err = cmd.CombinedOutput()
-	if out = strings.Join(strings.Fields(string(raw)), " "); err == nil || !strings.Contains(out, "FAIL postfix smtpd_milters = does not name inet:127.0.0.1:") {
+	if out = strings.Join(strings.Fields(string(raw)), " "); err == nil || !strings.Contains(out, "FAIL postfix smtpd_milters = does not name unix:") {
 		t.Fatalf("doctor on the bulk instance: %v\n%s", err, raw)
 	}
 }

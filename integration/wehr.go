@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,10 @@ type Wehr struct {
 	Config     string
 	Resolver   string
 	MilterPort int
-	Log        string
+	// MilterSocket, if set, is the unix socket the milter listens on
+	// (then MilterPort is 0).
+	MilterSocket string
+	Log          string
 	// NoFile, if set, is the open-file limit (soft and hard) the
 	// process runs with.
 	NoFile int
@@ -68,11 +72,28 @@ func (w *Wehr) Start() error {
 	w.cmd = cmd
 	w.done = make(chan struct{})
 	go func() { cmd.Wait(); close(w.done) }() //nolint:errcheck
-	if err := WaitListening(w.MilterPort, 10*time.Second); err != nil {
+	wait := func() error { return WaitListening(w.MilterPort, 10*time.Second) }
+	if w.MilterSocket != "" {
+		wait = func() error { return WaitSocket(w.MilterSocket, 10*time.Second) }
+	}
+	if err := wait(); err != nil {
 		w.Kill()
 		return fmt.Errorf("wehr: %w\n%s", err, Tail(w.Log, 20))
 	}
 	return nil
+}
+
+// WaitSocket waits until something accepts connections on a unix socket.
+func WaitSocket(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after %v", path, timeout)
 }
 
 // Kill ends the process at once, as a crash would.

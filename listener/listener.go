@@ -111,6 +111,10 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 			return nil, fmt.Errorf("listener: remove stale socket: %w", err)
 		}
 	}
+	if _, err := os.Stat(filepath.Dir(a.Address)); errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(a.Address)
+		return nil, fmt.Errorf("listener: listen %s: the directory %s does not exist; create it for the user wehr runs as, e.g. install -d -o wehr -g postfix -m 0750 %s", a, dir, dir)
+	}
 	ln, err := net.Listen("unix", a.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listener: listen %s: %w", a, err)

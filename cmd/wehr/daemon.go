@@ -202,11 +202,16 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		}
 	}
 	if d.policyd {
-		addr, err := e.cfg.PolicydListen(d.policydListen)
+		addr, perms, err := e.cfg.PolicydListen(d.policydListen)
 		if err != nil {
 			return usagef("%v", err)
 		}
-		ln, err := listener.Listen(addr, listener.SocketPerms{})
+		if addr.Network == "unix" {
+			if err := config.CheckSocketOwner("policyd", perms); err != nil {
+				return usageError{err}
+			}
+		}
+		ln, err := listener.Listen(addr, perms)
 		if err != nil {
 			return err
 		}
@@ -220,6 +225,11 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 		addr, perms, err := e.cfg.MilterListen(d.milterListen)
 		if err != nil {
 			return usagef("%v", err)
+		}
+		if addr.Network == "unix" {
+			if err := config.CheckSocketOwner("milter", perms); err != nil {
+				return usageError{err}
+			}
 		}
 		mc := r.milterConfig(e.cfg)
 		if dir := e.cfg.DKIM.KeysDir; dir != "" {
