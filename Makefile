@@ -37,6 +37,8 @@ fuzz:
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzFromHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./mailauth -run '^$$' -fuzz FuzzFoldedHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./resolver -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
