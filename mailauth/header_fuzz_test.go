@@ -84,7 +84,7 @@ func (s staticTXT) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
 	return nil, s.nx()
 }
 func (s staticTXT) LookupAddr(context.Context, string) ([]string, error) { return nil, s.nx() }
-func (s staticTXT) Exists(context.Context, string) (bool, error)        { return false, nil }
+func (s staticTXT) Exists(context.Context, string) (bool, error)         { return false, nil }
 func (staticTXT) nx() error                                              { return &net.DNSError{Err: "no such host", IsNotFound: true} }
 
 // FuzzFoldedHeader: header sections with long folded fields, in a
