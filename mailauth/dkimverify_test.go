@@ -1,7 +1,9 @@
 package mailauth
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -182,4 +184,25 @@ func itoaTag(name string, v int64) string {
 func isEd(k crypto.Signer) bool {
 	_, ok := k.(ed25519.PrivateKey)
 	return ok
+}
+
+// Issue 10.10: when the deadline has passed, the verifier stops instead
+// of hashing on after the milter has answered.
+func TestDKIMStopsAtDeadline(t *testing.T) {
+	rk, _ := keys(t)
+	res, _ := testResolver(t, map[string]string{"s._domainkey.example.org": keyRecord(t, rk)})
+	msg := signWith(t, plainMessage+strings.Repeat("A line of body text.\r\n", 200000), rk, dkim.CanonicalizationRelaxed, dkim.CanonicalizationRelaxed)
+	h, err := ReadHeader(bufio.NewReader(strings.NewReader(msg)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rs := verifyDKIM(ctx, res, h, strings.NewReader(msg), 5)
+	if len(rs) != 1 || rs[0].Result != DKIMTempError || !strings.Contains(rs[0].Error, "context canceled") {
+		t.Fatalf("%+v", rs)
+	}
+	if rs := verifyDKIM(context.Background(), res, h, strings.NewReader(msg), 5); rs[0].Result != DKIMPass {
+		t.Fatalf("with time: %+v", rs)
+	}
 }

@@ -57,6 +57,13 @@ func (s *Server) Pipeline() *Pipeline { return s.p.Load() }
 // broken connection and fall back to default_action), ends every
 // connection as it waits for its next request, and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	maxConns := s.MaxConnections
+	if maxConns <= 0 {
+		maxConns = 500
+	}
+	// Out of file descriptors, a local user opening connections by the
+	// hundred: wait and retry, never return (listener.Limit).
+	ln = listener.Limit(ln, maxConns, "policyd", s.log)
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -67,12 +74,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		s.mu.Unlock()
 	}()
-	if s.MaxConnections <= 0 {
-		s.MaxConnections = 500
-	}
-	// Out of file descriptors, a local user opening connections by the
-	// hundred: wait and retry, never return (listener.Limit).
-	ln = listener.Limit(ln, s.MaxConnections, "policyd", s.log)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
