@@ -560,7 +560,7 @@ func (bh *bodyHasher) add(s *dkimSig) {
 
 // read hashes the body from r, checking ctx between chunks.
 func (bh *bodyHasher) read(ctx context.Context, r io.Reader) error {
-	buf := make([]byte, 32<<10)
+	buf := make([]byte, 8<<10)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -620,22 +620,31 @@ func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max 
 	keys := make([]*dkimKey, len(sigs))
 	var wg sync.WaitGroup
 	bh := &bodyHasher{hashes: map[bodyKey]*bodyHash{}}
+	lookup := func(i int, s *dkimSig) {
+		k, txts, err := lookupKey(ctx, res, s)
+		keys[i], errs[i] = k, err
+		for _, t := range txts {
+			if n := KeyBits(t); n > 0 {
+				out[i].KeyBits = n
+				break
+			}
+		}
+	}
 	for i, s := range sigs {
 		if errs[i] != nil {
 			continue
 		}
 		bh.add(s)
+		if len(sigs) == 1 {
+			// One key: a goroutine costs more than it saves (the key
+			// is usually cached, the body short).
+			lookup(i, s)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			k, txts, err := lookupKey(ctx, res, s)
-			keys[i], errs[i] = k, err
-			for _, t := range txts {
-				if n := KeyBits(t); n > 0 {
-					out[i].KeyBits = n
-					break
-				}
-			}
+			lookup(i, s)
 		}()
 	}
 	br := bufio.NewReader(msg)

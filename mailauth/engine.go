@@ -333,7 +333,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 			fail(fmt.Sprintf("internal error in %s: %v", name, r))
 		}
 	}
-	checks.Add(3)
+	checks.Add(2)
 	go func() {
 		defer checks.Done()
 		defer guard("SPF", func(s string) { v.SPF = SPFResult{Result: SPFTempError, Scope: ScopeMailFrom, Error: s} })
@@ -357,22 +357,19 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		defer cancel()
 		v.IPRev = CheckIPRev(ctx, iprevRes, env.ClientIP)
 	}()
-	go func() {
-		defer checks.Done()
+	// DKIM on this goroutine (it reads msg; nothing else does), while
+	// SPF, iprev and the authors' policy discovery run; then phase 2.
+	runDKIM := func() {
 		defer guard("DKIM", func(s string) { v.DKIM = []DKIMResult{{Result: DKIMTempError, Error: s}} })
 		ctx, cancel := e.checkCtx(ctx, start, dkimTimeShare)
 		defer cancel()
-		// DKIM reads msg; nothing else does from here on.
 		v.DKIM = verifyDKIM(ctx, dkimRes, h, msg, e.cfg.DKIMMaxSignatures)
-	}()
-	go func() {
-		checks.Wait()
-		close(phase1)
-	}()
+	}
 	v.Auth = e.auth(env)
 
 	if len(authors) == 0 {
-		<-phase1
+		runDKIM()
+		checks.Wait()
 		v.DMARC = DMARCResult{Result: "permerror", Reason: "no DMARC validation possible: " + noAuthor,
 			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 		v.AllDMARC = []DMARCResult{v.DMARC}
@@ -397,6 +394,9 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 				v.AllDMARC[i] = ev.author(phase1)
 			}()
 		}
+		runDKIM()
+		checks.Wait()
+		close(phase1)
 		wg.Wait()
 		e.decideDMARC(v)
 	}
