@@ -37,6 +37,27 @@ type PostfixConfig struct {
 	Extra string
 }
 
+// readmeSubmission returns the -o lines of the README's submission block.
+func readmeSubmission() ([]string, error) {
+	data, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		return nil, err
+	}
+	_, rest, ok := strings.Cut(string(data), "```\nsubmission inet n - y - - smtpd\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		return nil, fmt.Errorf("README.md: no submission block")
+	}
+	var out []string
+	for _, l := range strings.Split(strings.Trim(block, "\n"), "\n") {
+		if !strings.HasPrefix(l, "  -o ") {
+			return nil, fmt.Errorf("README.md submission block: unexpected line %q", l)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
 // StartPostfix writes an instance's configuration under dir and starts it.
 func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
 	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort, SubmissionPort: c.SubmissionPort}
@@ -107,24 +128,27 @@ milter_content_timeout = 60s
 delay_warning_time = 0
 %[8]s%[7]s
 `, dir, c.Hostname, c.Domain, strings.Join(maps, ", "), c.LMTPPort, milters, c.Extra, sasl, policy)
-	submission, submissionPolicy := "", ""
-	if c.PolicyAddr != "" {
-		// The README's submission wiring: sender login and rates under
-		// smtpd_sender_restrictions (Postfix words a refusal as a sender
-		// problem), bulk routing at end of data.
-		pol := "check_policy_service { " + c.PolicyAddr + ", timeout=10s, default_action=DUNNO, policy_context=submission }"
-		submissionPolicy = "  -o { smtpd_sender_restrictions = " + pol + " }\n" +
-			"  -o { smtpd_end_of_data_restrictions = " + pol + " }\n" +
-			"  -o smtpd_recipient_restrictions=\n"
-	}
+	submission := ""
 	if c.SubmissionPort != 0 {
-		submission = fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
-  -o syslog_name=postfix-%s/submission
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-  -o milter_macro_daemon_name=ORIGINATING
-%s`, c.SubmissionPort, c.Hostname, submissionPolicy)
+		// The README's submission block, line for line (only the service
+		// address, chroot and log name differ): what the README tells
+		// admins is what the tests run.
+		opts, err := readmeSubmission()
+		if err != nil {
+			return nil, err
+		}
+		var lines []string
+		for _, o := range opts {
+			if strings.Contains(o, "check_policy_service") {
+				if c.PolicyAddr == "" {
+					continue
+				}
+				o = strings.ReplaceAll(o, "unix:wehr/policy.sock", c.PolicyAddr)
+			}
+			lines = append(lines, o)
+		}
+		submission = fmt.Sprintf("127.0.0.1:%d inet n  -       n       -       -       smtpd\n  -o syslog_name=postfix-%s/submission\n%s\n",
+			c.SubmissionPort, c.Hostname, strings.Join(lines, "\n"))
 	}
 	master := fmt.Sprintf(`127.0.0.1:%d inet n  -       n       -       -       smtpd
 %spickup    unix  n       -       n       60      1       pickup

@@ -17,6 +17,9 @@ type Client struct {
 	Helo string
 	// AuthUser and AuthPass log in with AUTH PLAIN (submission).
 	AuthUser, AuthPass string
+	// XLogin, if set, is the SASL login XCLIENT claims (LOGIN=), as
+	// if the client had authenticated.
+	XLogin string
 }
 
 // Reply is the server's answer that ended a transaction.
@@ -77,7 +80,11 @@ func Send(addr string, c Client, from string, to []string, data string) (Reply, 
 		}
 		// Postfix answers XCLIENT with a new greeting, and the milter
 		// sees a new connection from the given address.
-		if r, ok, err := cmd("XCLIENT", 220, "XCLIENT ADDR=%s NAME=%s HELO=%s", c.IP, name, c.Helo); err != nil || !ok {
+		login := ""
+		if c.XLogin != "" {
+			login = " LOGIN=" + c.XLogin
+		}
+		if r, ok, err := cmd("XCLIENT", 220, "XCLIENT ADDR=%s NAME=%s HELO=%s%s", c.IP, name, c.Helo, login); err != nil || !ok {
 			return r, err
 		}
 	}

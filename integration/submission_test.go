@@ -72,3 +72,34 @@ func TestSubmissionBulkRouting(t *testing.T) {
 		t.Fatal("an ordinary message was routed as bulk")
 	}
 }
+
+// Issue 12.1: a logged-in customer on a blocklisted, suspicious address
+// (203.0.113.66 is on bl.test, HELO "laptop", no reverse DNS) sends
+// through the README's submission block: accepted. And where a
+// recipient restriction still asks the MX context (port 25 here, the
+// login claimed through XCLIENT), the policy service skips the MX
+// checks for a request with a SASL login.
+func TestSubmissionFromListedAddress(t *testing.T) {
+	data, marker := message(t, "Alice <alice@example.test>", "", "From the hotel.\r\n")
+	data = strings.Replace(data, "To: alice@example.test", "To: bob@example.test", 1)
+	client := Client{IP: "203.0.113.66", Helo: "laptop", AuthUser: "alice@example.test", AuthPass: "alicepw"}
+	r, err := Send(w.submissionAddr(), client, "alice@example.test", []string{"bob@example.test"}, data)
+	if err != nil || !r.OK() {
+		t.Fatalf("README submission wiring: %v %v", r, err)
+	}
+	if _, err := w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	data, marker = message(t, "Alice <alice@example.test>", "", "Through the MX context.\r\n")
+	r = w.send(t, Client{IP: "203.0.113.66", Helo: "laptop", XLogin: "alice@example.test"}, "alice@example.test", data)
+	if !r.OK() {
+		t.Fatalf("logged-in client in policy_context=mx: %v", r)
+	}
+	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(readFile(w.wehr.Log), "MX checks skipped in policy_context mx") {
+		t.Error("no log line for the skipped MX checks")
+	}
+}

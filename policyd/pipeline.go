@@ -204,6 +204,15 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	if ctxName == "submission" {
 		return p.submission(ctx, req, now)
 	}
+	// A logged-in client never meets the MX checks, whatever the
+	// context: a paying customer on a dynamic (PBL-listed) address with
+	// HELO "laptop" would be refused or greylisted. The submission
+	// checks run where the submission context asks for them (running
+	// them here too would count each recipient twice).
+	if user := req.Get("sasl_username"); user != "" {
+		return dunno(ctxName, append(cs, Contribution{Check: "context",
+			Note: fmt.Sprintf("authenticated client (sasl_username %s): MX checks skipped in policy_context %s", user, ctxName)}))
+	}
 	client, err := netip.ParseAddr(req.Get("client_address"))
 	if err != nil {
 		return dunno(ctxName, append(cs, Contribution{Check: "protocol", Note: "no usable client_address"}))

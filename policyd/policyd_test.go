@@ -182,11 +182,18 @@ func TestPipeline(t *testing.T) {
 			r["sasl_username"] = "alice"
 			return r
 		}(), "DUNNO", ""},
-		{"policy_context mx checks even with SASL", func() Request {
+		// Issue 12.1: a listed, suspicious client that logged in is not
+		// refused by the MX checks, whatever the context says.
+		{"no MX checks with SASL, even in policy_context mx", func() Request {
 			r := rcptReq("192.0.2.20", "x", "a@x.example", "bob@example.test")
 			r["sasl_username"], r["policy_context"] = "alice", "mx"
 			return r
-		}(), "554 5.7.1", "dnsbl"},
+		}(), "DUNNO", ""},
+		{"no MX checks with SASL in an unknown context", func() Request {
+			r := rcptReq("192.0.2.30", "laptop", "a@x.example", "bob@example.test")
+			r["sasl_username"], r["policy_context"] = "alice", "port587"
+			return r
+		}(), "DUNNO", ""},
 		{"SPF-allowlisted sender domain not greylisted", rcptReq("192.0.2.30", "mta.bigsender.example", "bounce@bigsender.example", "alice@example.test"), "DUNNO", ""},
 	}
 	for _, tc := range tests {
