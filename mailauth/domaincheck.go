@@ -63,6 +63,16 @@ func (e *Engine) CheckDomain(ctx context.Context, domain string, selectors []str
 	if len(selectors) == 0 {
 		rep.Warnings = append(rep.Warnings, "no DKIM selector given (--selector): DKIM keys cannot be discovered from DNS")
 	}
+	// Ed25519 alone is a problem only if none of the selectors checked
+	// holds a usable RSA key.
+	ed, rsa := false, false
+	for _, k := range rep.DKIM {
+		ed = ed || k.KeyType == "ed25519" && k.KeyBits > 0
+		rsa = rsa || k.KeyType == "rsa" && k.KeyBits >= 1024
+	}
+	if ed && !rsa {
+		rep.Warnings = append(rep.Warnings, "ed25519 alone is not accepted by every verifier: sign with an RSA key too")
+	}
 	return rep
 }
 
@@ -219,9 +229,6 @@ func checkDKIMKey(ctx context.Context, res Resolver, domain, selector string) DK
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d-bit RSA key: verifiers reject keys under 1024 bits (RFC 8301 3.2)", r.KeyBits))
 	case r.KeyType == "rsa" && r.KeyBits < 2048:
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d-bit RSA key: use 2048 bits", r.KeyBits))
-	}
-	if r.KeyType == "ed25519" {
-		r.Warnings = append(r.Warnings, "ed25519 alone is not accepted by every verifier: sign with an RSA key too")
 	}
 	if strings.Contains(tags["t"], "y") {
 		r.Warnings = append(r.Warnings, "t=y: the domain is testing DKIM; verifiers may treat signatures as unsigned")

@@ -114,7 +114,10 @@ func MailFromIdentity(mailFrom, helo string) (identity, domain string) {
 		// Not an address; RFC 5321 has none of these, check the HELO.
 		return "postmaster@" + helo, helo
 	}
-	local, domain := mailFrom[:at], mailFrom[at+1:]
+	// White space around the "@" ("marc@ marcbradshaw.net", which
+	// Postfix accepts from real Google Apps mail): read the address a
+	// lenient MTA took, as authentication_milter does.
+	local, domain := strings.TrimSpace(mailFrom[:at]), strings.TrimSpace(mailFrom[at+1:])
 	if local == "" {
 		local = "postmaster"
 	}

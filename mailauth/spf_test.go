@@ -254,3 +254,20 @@ b.example. 300 IN TXT "v=spf1 -all"
 		t.Fatalf("last trace format %q, want %q (traces: %s)", formats, redirectTraceFormat, fmt.Sprint(formats))
 	}
 }
+
+// Issue 12.2: a MAIL FROM with white space after the "@", as a lenient
+// MTA accepted it, is read as the address it meant.
+func TestMailFromIdentityLenient(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"marc@ marcbradshaw.net":   {"marc@marcbradshaw.net", "marcbradshaw.net"},
+		"<marc @marcbradshaw.net>": {"marc@marcbradshaw.net", "marcbradshaw.net"},
+		"marc@marcbradshaw.net":    {"marc@marcbradshaw.net", "marcbradshaw.net"},
+		"@ example.org":            {"postmaster@example.org", "example.org"},
+		"":                         {"postmaster@helo.example", "helo.example"},
+	} {
+		id, d := MailFromIdentity(in, "helo.example")
+		if id != want[0] || d != want[1] {
+			t.Errorf("MailFromIdentity(%q) = %q %q, want %q %q", in, id, d, want[0], want[1])
+		}
+	}
+}

@@ -128,7 +128,9 @@ The exit status is 0 whatever the verdict.`,
 			if len(args) == 1 && args[0] != "-" {
 				f, err := os.Open(args[0])
 				if err != nil {
-					return usageError{err}
+					// A file that cannot be read is a runtime error (1),
+					// not a usage error (README, command-line contract).
+					return err
 				}
 				defer f.Close()
 				in, name = f, args[0]
@@ -247,13 +249,28 @@ With --json: {"domain", "spf": {"record", "lookups", "warnings": []},
 			}
 			w := g.stdout
 			fmt.Fprintf(w, "domain: %s\n", r.Domain)
-			fmt.Fprintf(w, "spf:    %q (%d DNS lookups)\n", r.SPF.Record, r.SPF.Lookups)
+			if r.SPF.Record == "" {
+				fmt.Fprintf(w, "spf:    not published\n")
+			} else {
+				fmt.Fprintf(w, "spf:    %q (%d DNS lookups)\n", r.SPF.Record, r.SPF.Lookups)
+			}
 			warn(w, r.SPF.Warnings)
 			for _, k := range r.DKIM {
-				fmt.Fprintf(w, "dkim:   %s: %s %d bits\n", k.Selector, k.KeyType, k.KeyBits)
+				switch {
+				case k.KeyType == "":
+					fmt.Fprintf(w, "dkim:   %s: not published\n", k.Selector)
+				case k.KeyBits == 0:
+					fmt.Fprintf(w, "dkim:   %s: %s, no usable key\n", k.Selector, k.KeyType)
+				default:
+					fmt.Fprintf(w, "dkim:   %s: %s %d bits\n", k.Selector, k.KeyType, k.KeyBits)
+				}
 				warn(w, k.Warnings)
 			}
-			fmt.Fprintf(w, "dmarc:  %q at %s (%s)\n", r.DMARC.Record, r.DMARC.PolicyDomain, r.DMARC.Discovery)
+			if r.DMARC.Record == "" {
+				fmt.Fprintf(w, "dmarc:  not published (%s)\n", r.DMARC.Discovery)
+			} else {
+				fmt.Fprintf(w, "dmarc:  %q at %s (%s)\n", r.DMARC.Record, r.DMARC.PolicyDomain, r.DMARC.Discovery)
+			}
 			warn(w, r.DMARC.Warnings)
 			warn(w, r.Warnings)
 			return nil

@@ -102,6 +102,7 @@ func TestCheckMessageJSON(t *testing.T) {
 
 func TestCheckDomainJSON(t *testing.T) {
 	srv := dnstest.New(t, messageZone+`
+ed._domainkey.bank.example. 300 IN TXT "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
 sel._domainkey.bank.example. 300 IN TXT "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB"
 `)
 	cfg := emptyConfig(t, "")
@@ -139,5 +140,24 @@ sel._domainkey.bank.example. 300 IN TXT "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBA
 	code, stdout, _ = wehr(t, "--config", cfg, "--resolver", srv.Addr(), "check", "domain", "nothing.example")
 	if code != 0 || !strings.Contains(stdout, "publishes neither SPF nor DMARC") {
 		t.Fatalf("exit %d: %q", code, stdout)
+	}
+	// Issue 12.2: what is missing reads "not published".
+	for _, want := range []string{"spf:    not published", "dmarc:  not published (treewalk)", "dkim:   x: not published"} {
+		if _, out, _ := wehr(t, "--config", cfg, "--resolver", srv.Addr(), "check", "domain", "nothing.example", "--selector", "x"); !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// An RSA and an Ed25519 selector: no "ed25519 alone" warning; the
+	// Ed25519 selector alone: the warning.
+	_, out, _ := wehr(t, "--config", cfg, "--resolver", srv.Addr(), "check", "domain", "bank.example", "--selector", "sel", "--selector", "ed")
+	if strings.Contains(out, "ed25519 alone") || !strings.Contains(out, "dkim:   ed: ed25519 256 bits") {
+		t.Errorf("rsa + ed25519:\n%s", out)
+	}
+	if _, out, _ = wehr(t, "--config", cfg, "--resolver", srv.Addr(), "check", "domain", "bank.example", "--selector", "ed"); !strings.Contains(out, "ed25519 alone") {
+		t.Errorf("ed25519 alone:\n%s", out)
+	}
+	// An unreadable message file is a runtime error: exit 1.
+	if code, _, _ := wehr(t, "--config", cfg, "check", "message", "/nonexistent"); code != 1 {
+		t.Errorf("check message /nonexistent: exit %d, want 1", code)
 	}
 }
