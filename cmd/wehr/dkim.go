@@ -238,6 +238,16 @@ records, then wait (or run 'wehr dkim advance').`,
 				return err
 			}
 			trs, err := s.Advance(cmd.Context(), e.res, e.cfg.DKIM.RotationOverlap, time.Now())
+			if g.json {
+				out := []map[string]string{}
+				for _, t := range trs {
+					out = append(out, map[string]string{"domain": t.Domain, "selector": t.Selector, "from": t.From, "to": t.To, "why": t.Why})
+				}
+				if jerr := json.NewEncoder(g.stdout).Encode(out); jerr != nil {
+					return jerr
+				}
+				return err
+			}
 			for _, t := range trs {
 				fmt.Fprintf(g.stdout, "%s %s: %s -> %s (%s)\n", t.Domain, t.Selector, t.From, t.To, t.Why)
 			}

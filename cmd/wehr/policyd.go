@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,27 +99,58 @@ func newGreylistCmd(g *globals) *cobra.Command {
 		Short: "List greylist entries (optionally those starting with a network, e.g. 192.0.2.0/24)",
 		Args:  func(_ *cobra.Command, args []string) error { return maxArgs(args, 1) },
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, st, err := g.opsStore()
+			e, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			prefix := "grey:"
+			filter := ""
 			if len(args) == 1 {
-				prefix += args[0]
+				filter = args[0]
 			}
-			keys, err := st.Scan(cmd.Context(), prefix, limit)
+			keys, err := st.Scan(cmd.Context(), "grey:"+filter, limit)
 			if err != nil {
 				return err
 			}
 			sort.Strings(keys)
-			for _, k := range keys {
-				fmt.Fprintln(g.stdout, strings.TrimPrefix(k, "grey:"))
+			type network struct {
+				Network     string `json:"network"`
+				Passes      int64  `json:"passes"`
+				Needed      int64  `json:"needed"`
+				Allowlisted bool   `json:"allowlisted"`
 			}
-			ok, _ := st.Scan(cmd.Context(), "grey-ok:", limit)
+			out := struct {
+				Entries  []string  `json:"entries"`
+				Networks []network `json:"networks"`
+			}{Entries: []string{}, Networks: []network{}}
+			for _, k := range keys {
+				out.Entries = append(out.Entries, strings.TrimPrefix(k, "grey:"))
+			}
+			// Networks whose retries passed: allowlisted once they
+			// reach policyd.greylist.allowlist_after.
+			need := e.cfg.Policyd.Greylist.AllowlistAfter
+			ok, err := st.Scan(cmd.Context(), "grey-ok:"+filter, limit)
+			if err != nil {
+				return err
+			}
+			sort.Strings(ok)
 			for _, k := range ok {
 				v, _, _ := st.Get(cmd.Context(), k)
-				fmt.Fprintf(g.stdout, "allowlisted network %s (%s passes)\n", strings.TrimPrefix(k, "grey-ok:"), v)
+				n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
+				out.Networks = append(out.Networks, network{Network: strings.TrimPrefix(k, "grey-ok:"), Passes: n, Needed: need, Allowlisted: n >= need})
+			}
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(out)
+			}
+			for _, k := range out.Entries {
+				fmt.Fprintln(g.stdout, k)
+			}
+			for _, n := range out.Networks {
+				if n.Allowlisted {
+					fmt.Fprintf(g.stdout, "network %s: allowlisted, not greylisted (%d passes, %d needed)\n", n.Network, n.Passes, n.Needed)
+				} else {
+					fmt.Fprintf(g.stdout, "network %s: still greylisted, %d of the %d passes that allowlist it\n", n.Network, n.Passes, n.Needed)
+				}
 			}
 			return nil
 		},
@@ -149,6 +181,9 @@ func newGreylistCmd(g *globals) *cobra.Command {
 			if err := st.Set(cmd.Context(), "grey-ok:"+p.Masked().String(), []byte("1000000"), e.cfg.Policyd.Greylist.Keep); err != nil {
 				return err
 			}
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"network": p.Masked().String(), "allowlisted": true})
+			}
 			fmt.Fprintf(g.stdout, "%s will not be greylisted\n", p.Masked())
 			return nil
 		},
@@ -169,6 +204,9 @@ func newGreylistCmd(g *globals) *cobra.Command {
 						return err
 					}
 				}
+			}
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"removed": args})
 			}
 			fmt.Fprintf(g.stdout, "removed %d\n", len(args))
 			return nil

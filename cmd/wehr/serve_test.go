@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -87,6 +88,23 @@ metrics:
 		"--client-address", "192.0.2.31", "--helo", "mail.x.example", "--sender", "b@x.example", "--recipient", "alice@example.test")
 	if code != 0 || !strings.Contains(out, "action: DUNNO") {
 		t.Fatalf("after allow: %d %s", code, out)
+	}
+	// Issue 12.2: greylist show says passes had and needed, and honours --json.
+	if code, out, _ = wehr(t, "--config", cfg, "greylist", "show", "192.0.2.0/24"); code != 0 || !strings.Contains(out, "network 192.0.2.0/24: allowlisted, not greylisted (1000000 passes, 5 needed)") {
+		t.Fatalf("greylist show: %d %q", code, out)
+	}
+	code, out, _ = wehr(t, "--config", cfg, "--json", "greylist", "show")
+	var gl struct {
+		Entries  []string `json:"entries"`
+		Networks []struct {
+			Network     string `json:"network"`
+			Passes      int64  `json:"passes"`
+			Needed      int64  `json:"needed"`
+			Allowlisted bool   `json:"allowlisted"`
+		} `json:"networks"`
+	}
+	if err := json.Unmarshal([]byte(out), &gl); code != 0 || err != nil || len(gl.Networks) != 1 || !gl.Networks[0].Allowlisted || gl.Networks[0].Needed != 5 || len(gl.Entries) == 0 {
+		t.Fatalf("greylist show --json: %d %v %q", code, err, out)
 	}
 	if code, out, _ = wehr(t, "--config", cfg, "reputation", "show", "192.0.2.20"); code != 0 || out != "192.0.2.20: passed 0, refused 1\n" {
 		t.Fatalf("reputation: %d %q", code, out)
