@@ -407,12 +407,22 @@ func (p *Pipeline) rate(ctx context.Context, kind string, client netip.Addr, now
 			return nil, err
 		}
 		if n > r.limit {
-			secs := int(p.cfg.RateWindow.Seconds())
+			secs := p.retryIn(ctx, r.key, now, p.cfg.RateWindow, r.limit)
 			d.Contributions = append(d.Contributions, Contribution{Check: "rate", Note: fmt.Sprintf("%d %s from %s in %v, limit %d", n, kind, r.what, p.cfg.RateWindow, r.limit)})
 			return reply(450, "4.7.1", fmt.Sprintf("Too many %s from %s; please retry in %d seconds", kind, r.what, secs), "rate"), nil
 		}
 	}
 	return nil, nil
+}
+
+// retryIn says in how many seconds the sliding window key admits one
+// more event (the whole window if the store cannot tell).
+func (p *Pipeline) retryIn(ctx context.Context, key string, now time.Time, win time.Duration, limit int64) int {
+	wait, err := store.WindowWait(ctx, p.st, key, now, win, limit)
+	if err != nil || wait <= 0 || wait > 2*win {
+		wait = win
+	}
+	return int(wait.Seconds())
 }
 
 func storeDownNote(cs []Contribution) bool {

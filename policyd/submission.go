@@ -95,8 +95,8 @@ func (p *Pipeline) submission(ctx context.Context, req Request, now time.Time) D
 		}
 		return d
 	}
-	limited := func(what string, n, limit int64) Decision {
-		secs := int(class.Window.Seconds())
+	limited := func(what, key string, n, limit int64) Decision {
+		secs := p.retryIn(ctx, key, now, class.Window, limit)
 		note("rate", fmt.Sprintf("user %s (class %s): %d %s in %v, limit %d", user, cname, n, what, class.Window, limit))
 		d.set(reply(450, "4.7.1", fmt.Sprintf("Sending limit reached for user %s: %d %s per %v; please retry in %d seconds",
 			user, limit, what, class.Window, secs), "rate"))
@@ -109,7 +109,7 @@ func (p *Pipeline) submission(ctx context.Context, req Request, now time.Time) D
 		}
 		if n > class.Recipients {
 			p.st.Window(ctx, "urate:rcpt:"+strings.ToLower(user), now, class.Window, -1) //nolint:errcheck // refused: not sent
-			return limited("recipients", n, class.Recipients)
+			return limited("recipients", "urate:rcpt:"+strings.ToLower(user), n, class.Recipients)
 		}
 	}
 	if class.Messages > 0 || s.Bulk.VolumeMessages > 0 {
@@ -125,7 +125,7 @@ func (p *Pipeline) submission(ctx context.Context, req Request, now time.Time) D
 			if class.Messages > 0 && n > class.Messages {
 				p.st.Window(ctx, "urate:msg:"+strings.ToLower(user), now, class.Window, -1) //nolint:errcheck
 				p.st.Delete(ctx, "inst:"+req.Get("instance"))                               //nolint:errcheck
-				return limited("messages", n, class.Messages)
+				return limited("messages", "urate:msg:"+strings.ToLower(user), n, class.Messages)
 			}
 			if s.Bulk.VolumeMessages > 0 {
 				p.st.Window(ctx, "uvol:"+strings.ToLower(user), now, s.Bulk.VolumeWindow, 1) //nolint:errcheck

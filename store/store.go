@@ -114,3 +114,53 @@ func bucket(now time.Time, win time.Duration) (idx int64, frac float64) {
 func windowCount(prev, cur int64, frac float64) int64 {
 	return int64(float64(prev)*(1-frac)+0.5) + cur
 }
+
+// WindowWait returns how long from now until the sliding window key of
+// length win counts fewer than limit events, so that one more is
+// admitted: what a rate-limit reply should say, rather than the whole
+// window. It reads the window (adding nothing) at now and at the end of
+// the current bucket, from which the two buckets' counts follow (see
+// Window).
+func WindowWait(ctx context.Context, st Store, key string, now time.Time, win time.Duration, limit int64) (time.Duration, error) {
+	idx, _ := bucket(now, win)
+	bucketStart := time.Unix(0, idx*int64(win))
+	bucketEnd := bucketStart.Add(win)
+	atNow, err := st.Window(ctx, key, now, win, 0)
+	if err != nil {
+		return 0, err
+	}
+	// At the start of the bucket the previous one counts whole, at its
+	// end not at all: their difference is the previous bucket's count.
+	atStart, err := st.Window(ctx, key, bucketStart, win, 0)
+	if err != nil {
+		return 0, err
+	}
+	cur, err := st.Window(ctx, key, bucketEnd.Add(-time.Nanosecond), win, 0)
+	if err != nil {
+		return 0, err
+	}
+	prev := float64(atStart - cur)
+	target := float64(limit - 1) // the count at which one more fits
+	var at time.Time
+	switch {
+	case float64(atNow) <= target:
+		return 0, nil
+	case float64(cur) <= target && prev > 0:
+		// Within this bucket, as the previous one's weight falls (the
+		// weighted part is rounded: it must fall below half a unit
+		// above what is left).
+		f := 1 - (target-float64(cur)+0.5)/prev
+		at = time.Unix(0, idx*int64(win)+int64(f*float64(win)))
+	default:
+		// In the next bucket, as this one's weight falls.
+		f := 1.0
+		if cur > 0 {
+			f = max(1-(target+0.5)/float64(cur), 0)
+		}
+		at = bucketEnd.Add(time.Duration(f * float64(win)))
+	}
+	wait := max(at.Sub(now), 0)
+	// Whole seconds, rounded up, and one more: at the exact instant the
+	// rounded count is still at the limit.
+	return wait.Truncate(time.Second) + 2*time.Second, nil
+}

@@ -257,3 +257,51 @@ func TestEmbeddedDamaged(t *testing.T) {
 		}
 	}
 }
+
+// Issue 12.2: the rate-limit reply says when the sliding window admits
+// the next event, not the whole window.
+func TestWindowWait(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "w.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	win := time.Hour
+	for _, tc := range []struct {
+		name   string
+		offset time.Duration // of the events into their bucket
+		later  time.Duration // when the next one is refused
+	}{
+		{"same bucket", 10 * time.Minute, 5 * time.Minute},
+		{"next bucket", 50 * time.Minute, 20 * time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "urate:msg:" + tc.name
+			start := time.Now().Truncate(win).Add(tc.offset)
+			for range 3 {
+				if _, err := s.Window(ctx, key, start, win, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now := start.Add(tc.later)
+			if n, _ := s.Window(ctx, key, now, win, 0); n < 3 {
+				t.Fatalf("count %d", n)
+			}
+			wait, err := store.WindowWait(ctx, s, key, now, win, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wait <= 0 || wait >= win+tc.offset {
+				t.Fatalf("wait %v", wait)
+			}
+			if n, _ := s.Window(ctx, key, now.Add(wait), win, 0); n > 2 {
+				t.Errorf("after %v the window still counts %d", wait, n)
+			}
+			if n, _ := s.Window(ctx, key, now.Add(wait-3*time.Minute), win, 0); n <= 2 {
+				t.Errorf("3 minutes before %v it counts %d already: the wait is too long", wait, n)
+			}
+			t.Logf("%s: retry in %v (not %v)", tc.name, wait, win)
+		})
+	}
+}
