@@ -65,6 +65,12 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	} else {
 		add(Finding{"config", OK, in.ConfigPath + " is valid; authserv-id " + cfg.AuthservID, ""})
 	}
+	if !strings.Contains(strings.Trim(cfg.AuthservID, "."), ".") {
+		// RFC 8601 2.5: a fully qualified name, so that verifiers and
+		// our own forged-header removal can tell it from others.
+		add(Finding{"config", Warn, "authserv_id " + cfg.AuthservID + " is a bare host name: other verifiers (and mail readers) may share it",
+			"set authserv_id to this MX's fully qualified name, e.g. mx1.example.net"})
+	}
 	add(checkDNS(ctx, in.Resolver))
 	add(checkStore(ctx, cfg, in.OpenStore))
 	if cfg.Store.Backend != "redis" {
@@ -73,10 +79,11 @@ func Run(ctx context.Context, in Inputs) []Finding {
 				"the ERROR line of wehr serve at that time says why (a machine crash, a failing disk?); delete the files when done"})
 		}
 	}
-	add(checkListening("milter", cfg.Milter.Listen))
-	add(checkListening("policyd", cfg.Policyd.Listen))
+	milterDown, policyDown := whileDown(ctx, cfg, in.Postconf)
+	add(checkListening("milter", cfg.Milter.Listen, milterDown))
+	add(checkListening("policyd", cfg.Policyd.Listen, policyDown))
 	if cfg.Metrics.Listen != "" {
-		add(checkListening("metrics", cfg.Metrics.Listen))
+		add(checkListening("metrics", cfg.Metrics.Listen, "only the metrics are missing"))
 	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
 	if in.Postconf != nil {
@@ -129,14 +136,56 @@ func checkStore(ctx context.Context, cfg *config.Config, open func() (store.Stor
 	return Finding{"store", OK, what + " answers", ""}
 }
 
-func checkListening(name, addr string) Finding {
+// whileDown says what Postfix does while the milter and the policy
+// service are down, from its configuration when postconf can tell.
+func whileDown(ctx context.Context, cfg *config.Config, postconf func(ctx context.Context, args ...string) (string, error)) (milter, policy string) {
+	milter = "Postfix applies milter_default_action (tempfail in the README's wiring: senders retry)"
+	policy = "Postfix applies check_policy_service's default_action after its timeout"
+	if postconf == nil {
+		return milter, policy
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	get := func(name string) string {
+		v, _ := postconf(ctx, "-h", name)
+		return strings.TrimSpace(v)
+	}
+	switch a := get("milter_default_action"); a {
+	case "tempfail":
+		milter = "Postfix answers 451 4.7.1 while it is down (milter_default_action = tempfail): senders retry"
+	case "accept":
+		milter = "Postfix accepts mail unverified while it is down (milter_default_action = accept)"
+	case "":
+	default:
+		milter = "Postfix applies milter_default_action = " + a + " while it is down"
+	}
+	queue := get("queue_directory")
+	pa, _ := listener.ParseAddress(cfg.Policyd.Listen, true)
+	for _, name := range []string{"smtpd_recipient_restrictions", "smtpd_relay_restrictions", "smtpd_sender_restrictions", "smtpd_helo_restrictions", "smtpd_client_restrictions"} {
+		v := get(name)
+		if !mentions(v, pa, queue) {
+			continue
+		}
+		action := "451 4.3.5" // Postfix's own default_action
+		if _, rest, ok := strings.Cut(v, "default_action="); ok {
+			action = strings.TrimSpace(strings.FieldsFunc(rest, func(r rune) bool { return r == ',' || r == '}' })[0])
+		}
+		if strings.EqualFold(action, "DUNNO") {
+			return milter, "after the timeout Postfix applies default_action=DUNNO (" + name + "): mail flows without the policy checks"
+		}
+		return milter, "after the timeout Postfix answers default_action=" + action + " (" + name + "): senders retry"
+	}
+	return milter, policy
+}
+
+func checkListening(name, addr, whileDown string) Finding {
 	a, err := listener.ParseAddress(addr, true)
 	if err != nil {
 		return Finding{name, Fail, err.Error(), "fix " + name + ".listen"}
 	}
 	c, err := net.DialTimeout(a.Network, a.Address, 2*time.Second)
 	if err != nil {
-		return Finding{name, Fail, "nothing listens on " + a.String() + ": " + err.Error(), "start wehr serve; Postfix answers 4xx while it is down"}
+		return Finding{name, Fail, "nothing listens on " + a.String() + ": " + err.Error(), "start wehr serve; " + whileDown}
 	}
 	c.Close()
 	return Finding{name, OK, "listening on " + a.String(), ""}

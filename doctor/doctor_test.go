@@ -233,3 +233,38 @@ func TestMentions(t *testing.T) {
 		}
 	}
 }
+
+// Issue 12: what Postfix does while a daemon is down follows its own
+// configuration; a bare host name as authserv-id is a warning.
+func TestWhileDownAndAuthservID(t *testing.T) {
+	cfg := config.Default()
+	cfg.Policyd.Listen = "unix:/var/spool/postfix/wehr/policy.sock"
+	for _, tc := range []struct {
+		restrictions, milterAction, wantPolicy, wantMilter string
+	}{
+		{"reject_unauth_destination, check_policy_service { unix:wehr/policy.sock, timeout=10s, default_action=DUNNO, policy_context=mx }", "tempfail",
+			"default_action=DUNNO (smtpd_recipient_restrictions): mail flows without the policy checks", "451 4.7.1"},
+		{"reject_unauth_destination, check_policy_service unix:wehr/policy.sock", "accept",
+			"default_action=451 4.3.5", "accepts mail unverified"},
+	} {
+		m, p := whileDown(context.Background(), cfg, fakePostconf(map[string]string{
+			"smtpd_recipient_restrictions": tc.restrictions, "milter_default_action": tc.milterAction, "queue_directory": "/var/spool/postfix"}))
+		if !strings.Contains(p, tc.wantPolicy) || !strings.Contains(m, tc.wantMilter) {
+			t.Errorf("%q: milter %q, policy %q", tc.restrictions, m, p)
+		}
+	}
+	srv := dnstest.New(t, "")
+	res, _ := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
+	cfg.AuthservID = "mail"
+	out := Run(context.Background(), Inputs{Config: cfg, ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res,
+		OpenStore: func() (store.Store, error) { return nil, errors.New("down") }})
+	found := false
+	for _, f := range out {
+		if f.Check == "config" && f.Status == Warn && strings.Contains(f.Detail, "bare host name") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no warning for authserv_id mail: %+v", out)
+	}
+}

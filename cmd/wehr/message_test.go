@@ -94,8 +94,8 @@ func TestCheckMessageJSON(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, `"authentication_results":"other.test; `) {
 		t.Fatalf("--authserv-id: %q", stdout)
 	}
-	// A missing file is a usage error.
-	if code, _, _ := wehr(t, "--config", cfg, "check", "message", filepath.Join(t.TempDir(), "nope.eml")); code != 2 {
+	// A missing file is a runtime error (issue 12.2; README contract).
+	if code, _, _ := wehr(t, "--config", cfg, "check", "message", filepath.Join(t.TempDir(), "nope.eml")); code != 1 {
 		t.Fatalf("missing file: exit %d", code)
 	}
 }
