@@ -250,7 +250,10 @@ func TestRates(t *testing.T) {
 		}
 	}
 	d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u9@example.test"))
-	if d.Action != "450 4.7.1 Too many recipients from [192.0.2.10]; please retry in 60 seconds" || d.Check != "rate" {
+	// Four counted in the bucket that starts at f.now: the sliding count
+	// falls to two 22.5 s into the next bucket, 82.5 s from now (whole
+	// seconds, plus the rounding second).
+	if d.Action != "450 4.7.1 Too many recipients from [192.0.2.10]; please retry in 84 seconds" || d.Check != "rate" {
 		t.Fatalf("over the limit: %s", d.Action)
 	}
 	f.now = f.now.Add(2 * time.Minute)
@@ -477,7 +480,7 @@ func TestMessageAndConnectionRates(t *testing.T) {
 	}
 	req := rcptReq("192.0.2.10", "mail.good.example", "a@good.example", "u@example.test")
 	req["instance"] = "msg3"
-	if d := f.p.Evaluate(ctx, req); d.Action != "450 4.7.1 Too many messages from [192.0.2.10]; please retry in 60 seconds" {
+	if d := f.p.Evaluate(ctx, req); d.Action != "450 4.7.1 Too many messages from [192.0.2.10]; please retry in 92 seconds" {
 		t.Fatalf("third message: %s", d.Action)
 	}
 	conn := Request{"request": "smtpd_access_policy", "protocol_state": "CONNECT", "client_address": "198.51.100.1"}
@@ -487,7 +490,7 @@ func TestMessageAndConnectionRates(t *testing.T) {
 		}
 	}
 	conn["client_address"] = "198.51.100.2" // same /24
-	if d := f.p.Evaluate(ctx, conn); d.Action != "450 4.7.1 Too many connections from 198.51.100.0/24; please retry in 60 seconds" {
+	if d := f.p.Evaluate(ctx, conn); d.Action != "450 4.7.1 Too many connections from 198.51.100.0/24; please retry in 92 seconds" {
 		t.Fatalf("third connection: %s", d.Action)
 	}
 }
@@ -525,7 +528,7 @@ func TestSubmission(t *testing.T) {
 		}
 	}
 	d = f.p.Evaluate(ctx, subReq("alice", "alice@example.test", "r9@example.org", "m2"))
-	if d.Action != "450 4.7.1 Sending limit reached for user alice: 5 recipients per 1h0m0s; please retry in 3600 seconds" {
+	if d.Action != "450 4.7.1 Sending limit reached for user alice: 5 recipients per 1h0m0s; please retry in 3961 seconds" {
 		t.Fatalf("sixth recipient: %s", d.Action)
 	}
 	f2 := newFixture(t, func(c *Config) {
