@@ -92,6 +92,7 @@ type Policyd struct {
 	SocketMode       string        `yaml:"socket_mode"`
 	SocketOwner      string        `yaml:"socket_owner"`
 	SocketGroup      string        `yaml:"socket_group"`
+	SkipNetworks     []string      `yaml:"skip_networks"`
 	LocalDomains     []string      `yaml:"local_domains"`
 	ExemptRecipients []string      `yaml:"exempt_recipients"`
 	ReferenceURL     string        `yaml:"reference_url"`
@@ -324,6 +325,7 @@ func Default() *Config {
 			RequestTimeout:  10 * time.Second,
 			IdleTimeout:     330 * time.Second,
 			MaxConnections:  500,
+			SkipNetworks:    []string{"127.0.0.0/8", "::1/128"},
 			RejectScore:     5,
 			SuspiciousScore: 1,
 			OnStoreError:    "dunno",
@@ -682,6 +684,11 @@ func (c *Config) finish(lines map[string]int) []Problem {
 			}
 		}
 	}
+	for i, n := range pd.SkipNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			bad(fmt.Sprintf("policyd.skip_networks[%d]", i), "%v", err)
+		}
+	}
 	for i, d := range pd.LocalDomains {
 		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
 			bad(fmt.Sprintf("policyd.local_domains[%d]", i), "%q is not a domain name", d)
@@ -918,7 +925,7 @@ func (c *Config) PolicydPipeline() policyd.Config {
 		lists = append(lists, policyd.List{Zone: strings.ToLower(l.Zone), Weight: l.Weight, Codes: networks(l.Codes)})
 	}
 	return policyd.Config{
-		Hostname: c.Hostname, LocalDomains: pd.LocalDomains, ExemptRecipients: pd.ExemptRecipients, ReferenceURL: pd.ReferenceURL,
+		Hostname: c.Hostname, SkipNetworks: networks(pd.SkipNetworks), LocalDomains: pd.LocalDomains, ExemptRecipients: pd.ExemptRecipients, ReferenceURL: pd.ReferenceURL,
 		Lists: lists,
 		Weights: policyd.Weights{HeloInvalid: pd.Weights.HeloInvalid, HeloClaimsUs: pd.Weights.HeloClaimsUs, NoFCrDNS: pd.Weights.NoFCrDNS,
 			Dynamic: pd.Weights.Dynamic, BadReputation: pd.Weights.BadReputation},

@@ -89,6 +89,7 @@ func TestProblems(t *testing.T) {
 		{"min above max", "dns:\n  min_ttl: 2h\n", []string{"dns.min_ttl:", "above dns.max_ttl"}},
 		{"yaml syntax", "dns:\n  timeout: [\n", []string{"x.yaml:"}},
 		{"duplicate key", "log:\n  level: info\n  level: debug\n", []string{"already defined"}},
+		{"bad skip network", "policyd:\n  skip_networks: [127.0.0.0/8, localhost]\n", []string{"policyd.skip_networks[1]:", `"localhost" is not an IP address`}},
 		{"several problems at once", "foo: 1\nlog:\n  level: x\n", []string{"foo: unknown key", "log.level:"}},
 	}
 	for _, tc := range tests {

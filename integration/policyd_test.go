@@ -1,6 +1,10 @@
 package integration
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +97,53 @@ func TestPolicyRedisDown(t *testing.T) {
 			t.Fatalf("greylisting did not come back with Redis: %v", r)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A client on this host (policyd.skip_networks, loopback by default) meets
+// none of the MX checks: HELO "laptop" without reverse DNS is accepted,
+// and the log says why.
+func TestPolicyLoopbackSkipped(t *testing.T) {
+	data, marker := message(t, "Someone <a@new.example>", "", "From this host.\r\n")
+	r := w.send(t, Client{Helo: "laptop"}, "a@new.example", data)
+	if !r.OK() {
+		t.Fatalf("loopback client: %v", r)
+	}
+	if _, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(readFile(w.wehr.Log), `checks="context: client in skip_networks 127.0.0.0/8"`) {
+		t.Error("no log line saying the client is in skip_networks")
+	}
+}
+
+// The README's way to try the MX checks from the MX itself: its swaks
+// command, verbatim but for the port and the recipient, gets greylisted.
+func TestPolicyREADMEXclientRecipe(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "swaks ") && strings.Contains(l, "--xclient-addr") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("README.md: no swaks command with --xclient-addr")
+	}
+	args := strings.Fields(line)[1:]
+	for i, a := range args {
+		switch {
+		case a == "--port":
+			args[i+1] = fmt.Sprint(w.postfix.SMTPPort)
+		case a == "--to":
+			args[i+1] = "alice@example.test"
+		}
+	}
+	out, _ := exec.Command("swaks", args...).CombinedOutput()
+	if !strings.Contains(string(out), "450 4.7.1 <alice@example.test>: Recipient address rejected: Greylisted: please retry in 2 seconds") {
+		t.Fatalf("swaks %s:\n%s", strings.Join(args, " "), out)
 	}
 }

@@ -59,6 +59,9 @@ type Rates struct {
 // Config configures the pipeline.
 type Config struct {
 	Hostname string
+	// SkipNetworks are clients that get DUNNO from the MX checks
+	// without any check (this host's own services, by default).
+	SkipNetworks []netip.Prefix
 	// LocalDomains are our domains (local, virtual and relay): their
 	// postmaster@ and abuse@ skip the block and greylist checks, and a
 	// HELO claiming one of them is suspicious.
@@ -218,8 +221,10 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 		return dunno(ctxName, append(cs, Contribution{Check: "protocol", Note: "no usable client_address"}))
 	}
 	client = client.Unmap()
-	if client.IsLoopback() {
-		return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "loopback client"}))
+	for _, n := range p.cfg.SkipNetworks {
+		if n.Contains(client) {
+			return dunno(ctxName, append(cs, Contribution{Check: "context", Note: "client in skip_networks " + n.String()}))
+		}
 	}
 	state := req.Get("protocol_state")
 	if state == "CONNECT" {

@@ -644,3 +644,35 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatal("accepted a connection after shutdown")
 	}
 }
+
+// TestSkipNetworks: clients in policyd.skip_networks (loopback by
+// default) get DUNNO without any check; an empty list checks them too.
+func TestSkipNetworks(t *testing.T) {
+	loop := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	tests := []struct {
+		name   string
+		skip   []netip.Prefix
+		ip     string
+		action string // prefix
+		note   string
+	}{
+		{"loopback skipped by default", loop, "127.0.0.1", "DUNNO", "client in skip_networks 127.0.0.0/8"},
+		{"mapped loopback skipped", loop, "::ffff:127.0.0.1", "DUNNO", "client in skip_networks 127.0.0.0/8"},
+		{"IPv6 loopback skipped", loop, "::1", "DUNNO", "client in skip_networks ::1/128"},
+		{"outside the list: checked", loop, "192.0.2.30", "450 4.7.1 Greylisted", ""},
+		{"empty list: loopback checked", nil, "127.0.0.1", "450 4.7.1 Greylisted", ""},
+		{"a network of the admin's", []netip.Prefix{netip.MustParsePrefix("192.0.2.16/28")}, "192.0.2.30", "DUNNO", "client in skip_networks 192.0.2.16/28"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, func(c *Config) { c.SkipNetworks = tc.skip })
+			d := f.p.Evaluate(context.Background(), rcptReq(tc.ip, "laptop", "a@x.example", "alice@example.test"))
+			if !strings.HasPrefix(d.Action, tc.action) {
+				t.Fatalf("%s: %s %+v", tc.ip, d.Action, d.Contributions)
+			}
+			if tc.note != "" && (len(d.Contributions) == 0 || d.Contributions[len(d.Contributions)-1].Note != tc.note) {
+				t.Fatalf("%s: contributions %+v, want note %q", tc.ip, d.Contributions, tc.note)
+			}
+		})
+	}
+}
