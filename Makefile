@@ -4,10 +4,16 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test test-deps unit lint bench fuzz clean
+.PHONY: build run test test-deps unit lint bench fuzz clean
 
 build:
 	$(GO) build -o wehr ./cmd/wehr
+
+# Build, then run `wehr serve` as you, without root: loopback listeners,
+# the embedded store under $(RUN_DIR) (scripts/run-local says more).
+RUN_DIR ?= run
+run: build
+	./scripts/run-local $(RUN_DIR)
 
 test: test-deps
 	$(GO) vet $(PKGS)

@@ -167,7 +167,7 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 			}
 			grp.Go(func() error { return store.ServeAdmin(ctx, emb, e.cfg.Store.AdminSocket, e.log) })
 			e.log.Info("wehr: embedded store", "path", e.cfg.Store.Path, "admin_socket", e.cfg.Store.AdminSocket)
-		} else {
+		} else if e.cfg.Store.Backend == "redis" {
 			e.log.Info("wehr: Redis store", "mode", e.cfg.Store.Redis.Mode, "addrs", e.cfg.Store.Redis.Addrs)
 		}
 		if e.cfg.DMARC.PassHistory {
