@@ -173,7 +173,7 @@ func TestTwoMXNodes(t *testing.T) {
 			t.Fatalf("listed client on A: %v", r)
 		}
 		out, err := exec.Command(w.wehr.Bin, "--config", b.wehr.Config, "reputation", "show", "203.0.113.66").CombinedOutput()
-		if err != nil || strings.TrimSpace(string(out)) != "203.0.113.66: passed 0, refused 1" {
+		if err != nil || string(out) != "203.0.113.66: passed 0, refused 1\nnetwork 203.0.113.0/24: passed 0, refused 1\n" {
 			t.Fatalf("reputation from B: %s %v", out, err)
 		}
 	})

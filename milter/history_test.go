@@ -23,7 +23,7 @@ func TestPassHistoryRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	h := NewHistory(st, time.Hour)
+	h := store.NewPassHistory(st, time.Hour)
 	srv := dnstest.New(t, zone+`
 _dmarc.soft.example. 300 IN TXT "v=DMARC1; p=reject"
 soft.example.        300 IN TXT "v=spf1 ip4:198.51.100.0/24 ~all"

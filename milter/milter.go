@@ -29,6 +29,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/store"
 )
 
 // Quarantine modes.
@@ -82,7 +83,7 @@ type Config struct {
 	RefuseUnauthorized bool
 	// History, if set, records the networks that deliver DMARC-passing
 	// mail for each author domain.
-	History *History
+	History *store.PassHistory
 	// Observer, if set, counts what the milter does (metrics).
 	Observer Observer
 }

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -107,7 +106,11 @@ type Resolver interface {
 type Pipeline struct {
 	cfg    Config
 	res    Resolver
-	st     store.Store
+	st     store.Store // nil: no store
+	grey   store.Greylists
+	rep    store.Reputation
+	rates  store.Rates
+	txns   store.Transactions
 	spf    *mailauth.SPFChecker
 	log    *slog.Logger
 	health listHealth
@@ -132,8 +135,17 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 		cfg.Timeout = 10 * time.Second
 	}
 	cfg.Lists = withKnownCodes(cfg.Lists)
-	return &Pipeline{cfg: cfg, res: res, st: st, log: log, now: time.Now,
+	p := &Pipeline{cfg: cfg, res: res, log: log, now: time.Now,
 		spf: mailauth.NewSPFChecker(res, mailauth.SPFConfig{Timeout: cfg.Timeout / 2, Receiver: cfg.Hostname})}
+	p.setStore(st)
+	return p
+}
+
+// setStore makes st the pipeline's store, through the store's state
+// types (they own every key).
+func (p *Pipeline) setStore(st store.Store) {
+	p.st = st
+	p.grey, p.rep, p.rates, p.txns = store.NewGreylists(st), store.NewReputation(st), store.NewRates(st), store.NewTransactions(st)
 }
 
 // StoreErrors counts the requests on which the store did not answer.
@@ -261,8 +273,8 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	if p.st != nil {
 		r, err := p.rate(ctx, "recipients", client, now, p.cfg.Rates.RecipientsPerIP, p.cfg.Rates.RecipientsPerSubnet, &d)
 		if err == nil && r == nil && (p.cfg.Rates.MessagesPerIP > 0 || p.cfg.Rates.MessagesPerSubnet > 0) {
-			var n int64
-			if n, err = p.st.Incr(ctx, "inst:"+req.Get("instance"), 1, 10*time.Minute); err == nil && n == 1 {
+			var first bool
+			if first, err = p.txns.First(ctx, req.Get("instance")); err == nil && first {
 				r, err = p.rate(ctx, "messages", client, now, p.cfg.Rates.MessagesPerIP, p.cfg.Rates.MessagesPerSubnet, &d)
 			}
 		}
@@ -321,31 +333,22 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 	case mailauth.IPRevTempError:
 		cs = append(cs, Contribution{Check: "fcrdns", Note: "reverse DNS lookup failed: " + rev.Error})
 	}
-	repKeys := []string{"rep:" + client.String(), "rep:" + subnet(client).String()}
 	if p.st != nil && !storeDown {
-		for i, k := range repKeys {
-			v, ok, err := p.st.Get(ctx, k)
-			if err != nil {
-				storeFailed("reputation", err)
-				break
-			}
-			if !ok {
-				continue
-			}
-			good, bad := parseRep(v)
-			// A network needs more refusals than one address before it
-			// counts against its neighbours.
-			limit := int64(3)
-			if i == 1 {
-				limit = 10
-			}
-			if bad >= limit && bad > good {
+		addr, network, err := p.rep.Of(ctx, client)
+		if err != nil {
+			storeFailed("reputation", err)
+		}
+		// A network needs more refusals than one address before it
+		// counts against its neighbours.
+		for _, r := range []struct {
+			what  string
+			s     store.Standing
+			limit int64
+		}{{"client", addr, 3}, {"network " + store.Network(client).String(), network, 10}} {
+			if err == nil && r.s.Refused >= r.limit && r.s.Refused > r.s.Passed {
 				score += p.cfg.Weights.BadReputation
-				what := "client"
-				if i == 1 {
-					what = "network " + subnet(client).String()
-				}
-				cs = append(cs, Contribution{Check: "reputation", Score: p.cfg.Weights.BadReputation, Note: fmt.Sprintf("%s: %d refused, %d passed before", what, bad, good)})
+				cs = append(cs, Contribution{Check: "reputation", Score: p.cfg.Weights.BadReputation,
+					Note: fmt.Sprintf("%s: %d refused, %d passed before", r.what, r.s.Refused, r.s.Passed)})
 				break
 			}
 		}
@@ -373,7 +376,7 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 			check = "dnsbl"
 		}
 		d.set(reply(554, "5.7.1", text, check))
-		p.reputation(ctx, repKeys, false)
+		p.reputation(ctx, client, false)
 		return d
 	}
 	if score >= p.cfg.SuspiciousScore && p.cfg.Greylist.Enabled && p.st != nil && !storeDown {
@@ -400,19 +403,19 @@ func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
 // returns the reply when a cap is exceeded.
 func (p *Pipeline) rate(ctx context.Context, kind string, client netip.Addr, now time.Time, perIP, perNet int64, d *Decision) (*smtpreply.Reply, error) {
 	for _, r := range []struct {
-		key   string
+		rate  store.Rate
 		limit int64
 		what  string
-	}{{"rate:" + kind + ":" + client.String(), perIP, "[" + client.String() + "]"}, {"rate:" + kind + ":" + subnet(client).String(), perNet, subnet(client).String()}} {
+	}{{store.ClientRate(kind, client), perIP, "[" + client.String() + "]"}, {store.NetworkRate(kind, client), perNet, store.Network(client).String()}} {
 		if r.limit <= 0 {
 			continue
 		}
-		n, err := p.st.Window(ctx, r.key, now, p.cfg.RateWindow, 1)
+		n, err := p.rates.Add(ctx, r.rate, now, p.cfg.RateWindow, 1)
 		if err != nil {
 			return nil, err
 		}
 		if n > r.limit {
-			secs := p.retryIn(ctx, r.key, now, p.cfg.RateWindow, r.limit)
+			secs := p.retryIn(ctx, r.rate, now, p.cfg.RateWindow, r.limit)
 			d.Contributions = append(d.Contributions, Contribution{Check: "rate", Note: fmt.Sprintf("%d %s from %s in %v, limit %d", n, kind, r.what, p.cfg.RateWindow, r.limit)})
 			return reply(450, "4.7.1", fmt.Sprintf("Too many %s from %s; please retry in %d seconds", kind, r.what, secs), "rate"), nil
 		}
@@ -422,8 +425,8 @@ func (p *Pipeline) rate(ctx context.Context, kind string, client netip.Addr, now
 
 // retryIn says in how many seconds the sliding window key admits one
 // more event (the whole window if the store cannot tell).
-func (p *Pipeline) retryIn(ctx context.Context, key string, now time.Time, win time.Duration, limit int64) int {
-	wait, err := store.WindowWait(ctx, p.st, key, now, win, limit)
+func (p *Pipeline) retryIn(ctx context.Context, rate store.Rate, now time.Time, win time.Duration, limit int64) int {
+	wait, err := p.rates.Wait(ctx, rate, now, win, limit)
 	if err != nil || wait <= 0 || wait > 2*win {
 		wait = win
 	}
@@ -442,7 +445,7 @@ func storeDownNote(cs []Contribution) bool {
 // greylist decides for a suspicious client; nil means pass.
 func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr, now time.Time, d *Decision) *smtpreply.Reply {
 	g := p.cfg.Greylist
-	net := subnet(client).String()
+	network := store.Network(client)
 	sender := strings.ToLower(req.Get("sender"))
 	if dom := senderDomain(sender); dom != "" {
 		for _, a := range g.SPFDomains {
@@ -457,21 +460,19 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 		}
 	}
 	if g.AllowlistAfter > 0 {
-		v, ok, err := p.st.Get(ctx, "grey-ok:"+net)
+		n, err := p.grey.Passes(ctx, network)
 		if err != nil {
 			d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: "store unavailable: " + err.Error()})
 			p.storeError()
 			return nil
 		}
-		if ok {
-			if n, _ := strconv.ParseInt(string(v), 10, 64); n >= g.AllowlistAfter {
-				d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("not greylisted: %s passed greylisting %d times", net, n)})
-				return nil
-			}
+		if n >= g.AllowlistAfter {
+			d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, n)})
+			return nil
 		}
 	}
-	key := "grey:" + net + ":" + NormalizeSender(sender) + ":" + strings.ToLower(req.Get("recipient"))
-	e, err := p.st.Greylist(ctx, key, now, store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep})
+	t := store.Triplet{Network: network, Sender: NormalizeSender(sender), Recipient: req.Get("recipient")}
+	e, err := p.grey.Attempt(ctx, t, now, store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep})
 	if err != nil {
 		d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: "store unavailable: " + err.Error()})
 		p.storeError()
@@ -481,8 +482,8 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 	if e.Passed {
 		d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("passed greylisting (first seen %s)", e.First.UTC().Format(time.RFC3339))})
 		if e.Count == 1 {
-			p.st.Incr(ctx, "grey-ok:"+net, 1, g.Keep) //nolint:errcheck // best effort
-			p.reputation(ctx, []string{"rep:" + client.String(), "rep:" + subnet(client).String()}, true)
+			p.grey.AddPass(ctx, network, g.Keep) //nolint:errcheck // best effort
+			p.reputation(ctx, client, true)
 		}
 		return nil
 	}
@@ -490,37 +491,19 @@ func (p *Pipeline) greylist(ctx context.Context, req Request, client netip.Addr,
 	if wait < 1 {
 		wait = 1
 	}
-	d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("greylisted %s until %s", key, e.First.Add(g.Delay).UTC().Format(time.RFC3339))})
+	d.Contributions = append(d.Contributions, Contribution{Check: "greylist", Note: fmt.Sprintf("greylisted %s until %s", t, e.First.Add(g.Delay).UTC().Format(time.RFC3339))})
 	return reply(450, "4.7.1", fmt.Sprintf("Greylisted: please retry in %d seconds", wait), "greylist")
 }
 
 func net2ip(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
 
 // reputation records an outcome for the client and its network; best
-// effort (a lost update under concurrency costs one count, not a
-// decision).
-func (p *Pipeline) reputation(ctx context.Context, keys []string, good bool) {
+// effort: a store failure costs one count, and mail goes on.
+func (p *Pipeline) reputation(ctx context.Context, client netip.Addr, passed bool) {
 	if p.st == nil {
 		return
 	}
-	for _, key := range keys {
-		v, _, err := p.st.Get(ctx, key)
-		if err != nil {
-			return
-		}
-		g, b := parseRep(v)
-		if good {
-			g++
-		} else {
-			b++
-		}
-		p.st.Set(ctx, key, []byte(fmt.Sprintf("%d %d", g, b)), 90*24*time.Hour) //nolint:errcheck
-	}
-}
-
-func parseRep(v []byte) (good, bad int64) {
-	fmt.Sscan(string(v), &good, &bad) //nolint:errcheck
-	return
+	p.rep.Record(ctx, client, passed) //nolint:errcheck // best effort
 }
 
 // exempt says why a recipient skips the checks, or "".
@@ -546,16 +529,6 @@ func (p *Pipeline) exempt(rcpt string) string {
 		}
 	}
 	return ""
-}
-
-// subnet is the greylisting and rate unit: /24 for IPv4, /64 for IPv6.
-func subnet(a netip.Addr) netip.Prefix {
-	bits := 24
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 func senderDomain(s string) string {

@@ -3,6 +3,7 @@ package policyd
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -263,25 +264,12 @@ func TestRates(t *testing.T) {
 }
 
 // brokenStore fails every call, like Redis during a failover.
-type brokenStore struct{ store.Store }
-
-func (brokenStore) err() error                                          { return fmt.Errorf("%w: test", store.ErrUnavailable) }
-func (b brokenStore) Get(context.Context, string) ([]byte, bool, error) { return nil, false, b.err() }
-func (b brokenStore) Window(context.Context, string, time.Time, time.Duration, int64) (int64, error) {
-	return 0, b.err()
-}
-func (b brokenStore) Greylist(context.Context, string, time.Time, store.GreylistPolicy) (store.GreylistEntry, error) {
-	return store.GreylistEntry{}, b.err()
-}
-func (b brokenStore) Set(context.Context, string, []byte, time.Duration) error { return b.err() }
-func (b brokenStore) Incr(context.Context, string, int64, time.Duration) (int64, error) {
-	return 0, b.err()
-}
+var brokenStore = store.Down{Err: errors.New("test")}
 
 func TestStoreUnavailable(t *testing.T) {
 	for _, tempfail := range []bool{false, true} {
 		f := newFixture(t, func(c *Config) { c.TempfailOnStoreError = tempfail; c.Rates.RecipientsPerIP = 10 })
-		f.p.st = brokenStore{}
+		f.p.setStore(brokenStore)
 		ctx := context.Background()
 		d := f.p.Evaluate(ctx, rcptReq("192.0.2.30", "mail.x.example", "a@x.example", "alice@example.test"))
 		want := "DUNNO"
@@ -441,9 +429,9 @@ func TestReputation(t *testing.T) {
 	for range 3 {
 		f.p.Evaluate(ctx, rcptReq("192.0.2.20", "x.example", "a@x.example", "alice@example.test"))
 	}
-	v, _, _ := f.st.Get(ctx, "rep:192.0.2.20")
-	if string(v) != "0 3" {
-		t.Fatalf("reputation %q", v)
+	rep := store.NewReputation(f.st)
+	if a, _, err := rep.Of(ctx, netip.MustParseAddr("192.0.2.20")); err != nil || a != (store.Standing{Refused: 3}) {
+		t.Fatalf("reputation %+v %v", a, err)
 	}
 	// ...count against it even where nothing else does (the listing is
 	// gone: a fresh fixture's DNS would still list it, so check the
@@ -456,8 +444,8 @@ func TestReputation(t *testing.T) {
 	if !found {
 		t.Fatalf("bad reputation not counted: %+v", d.Contributions)
 	}
-	if v, _, _ := f.st.Get(ctx, "rep:192.0.2.0/24"); string(v) != "0 4" {
-		t.Fatalf("network reputation %q", v)
+	if _, n, err := rep.Of(ctx, netip.MustParseAddr("192.0.2.77")); err != nil || n != (store.Standing{Refused: 4}) {
+		t.Fatalf("network reputation %+v %v", n, err)
 	}
 }
 

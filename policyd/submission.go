@@ -9,6 +9,7 @@ import (
 
 	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/store"
 )
 
 // RateClass caps what a user of the class may send per window (0: no
@@ -95,40 +96,42 @@ func (p *Pipeline) submission(ctx context.Context, req Request, now time.Time) D
 		}
 		return d
 	}
-	limited := func(what, key string, n, limit int64) Decision {
-		secs := p.retryIn(ctx, key, now, class.Window, limit)
+	limited := func(what string, rate store.Rate, n, limit int64) Decision {
+		secs := p.retryIn(ctx, rate, now, class.Window, limit)
 		note("rate", fmt.Sprintf("user %s (class %s): %d %s in %v, limit %d", user, cname, n, what, class.Window, limit))
 		d.set(reply(450, "4.7.1", fmt.Sprintf("Sending limit reached for user %s: %d %s per %v; please retry in %d seconds",
 			user, limit, what, class.Window, secs), "rate"))
 		return d
 	}
 	if class.Recipients > 0 {
-		n, err := p.st.Window(ctx, "urate:rcpt:"+strings.ToLower(user), now, class.Window, 1)
+		rcpts := store.UserRate("rcpt", user)
+		n, err := p.rates.Add(ctx, rcpts, now, class.Window, 1)
 		if err != nil {
 			return storeErr(err)
 		}
 		if n > class.Recipients {
-			p.st.Window(ctx, "urate:rcpt:"+strings.ToLower(user), now, class.Window, -1) //nolint:errcheck // refused: not sent
-			return limited("recipients", "urate:rcpt:"+strings.ToLower(user), n, class.Recipients)
+			p.rates.Add(ctx, rcpts, now, class.Window, -1) //nolint:errcheck // refused: not sent
+			return limited("recipients", rcpts, n, class.Recipients)
 		}
 	}
 	if class.Messages > 0 || s.Bulk.VolumeMessages > 0 {
-		first, err := p.st.Incr(ctx, "inst:"+req.Get("instance"), 1, 10*time.Minute)
+		first, err := p.txns.First(ctx, req.Get("instance"))
 		if err != nil {
 			return storeErr(err)
 		}
-		if first == 1 {
-			n, err := p.st.Window(ctx, "urate:msg:"+strings.ToLower(user), now, class.Window, 1)
+		if first {
+			msgs := store.UserRate("msg", user)
+			n, err := p.rates.Add(ctx, msgs, now, class.Window, 1)
 			if err != nil {
 				return storeErr(err)
 			}
 			if class.Messages > 0 && n > class.Messages {
-				p.st.Window(ctx, "urate:msg:"+strings.ToLower(user), now, class.Window, -1) //nolint:errcheck
-				p.st.Delete(ctx, "inst:"+req.Get("instance"))                               //nolint:errcheck
-				return limited("messages", "urate:msg:"+strings.ToLower(user), n, class.Messages)
+				p.rates.Add(ctx, msgs, now, class.Window, -1) //nolint:errcheck
+				p.txns.Forget(ctx, req.Get("instance"))       //nolint:errcheck
+				return limited("messages", msgs, n, class.Messages)
 			}
 			if s.Bulk.VolumeMessages > 0 {
-				p.st.Window(ctx, "uvol:"+strings.ToLower(user), now, s.Bulk.VolumeWindow, 1) //nolint:errcheck
+				p.rates.Add(ctx, store.UserVolume(user), now, s.Bulk.VolumeWindow, 1) //nolint:errcheck
 			}
 		}
 	}
@@ -157,7 +160,7 @@ func (p *Pipeline) bulk(ctx context.Context, req Request, user, sender string, n
 		}
 	}
 	if b.VolumeMessages > 0 && user != "" && p.st != nil {
-		n, err := p.st.Window(ctx, "uvol:"+strings.ToLower(user), now, b.VolumeWindow, 0)
+		n, err := p.rates.Add(ctx, store.UserVolume(user), now, b.VolumeWindow, 0)
 		if err == nil && n >= b.VolumeMessages {
 			return fmt.Sprintf("user %s sent %d messages in %v (bulk from %d)", user, n, b.VolumeWindow, b.VolumeMessages)
 		}

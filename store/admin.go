@@ -30,6 +30,7 @@ type adminRequest struct {
 	Owner  string         `json:"owner,omitempty"`
 	Lease  time.Duration  `json:"lease,omitempty"`
 	Limit  int            `json:"limit,omitempty"`
+	Adds   []int64        `json:"adds,omitempty"`
 }
 
 type adminResponse struct {
@@ -39,6 +40,7 @@ type adminResponse struct {
 	N     int64         `json:"n,omitempty"`
 	Entry GreylistEntry `json:"entry,omitzero"`
 	Keys  []string      `json:"keys,omitempty"`
+	Ns    []int64       `json:"ns,omitempty"`
 }
 
 // ServeAdmin serves st on a unix socket at path until ctx ends.
@@ -103,6 +105,8 @@ func serveOne(ctx context.Context, st Store, r adminRequest) (out adminResponse)
 		err = st.Delete(ctx, r.Key)
 	case "incr":
 		out.N, err = st.Incr(ctx, r.Key, r.Delta, r.TTL)
+	case "counters":
+		out.Ns, err = st.Counters(ctx, r.Key, r.Adds, r.TTL)
 	case "window":
 		out.N, err = st.Window(ctx, r.Key, r.Now, r.Win, r.Delta)
 	case "greylist":
@@ -195,6 +199,12 @@ func (r *Remote) Delete(ctx context.Context, key string) error {
 func (r *Remote) Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error) {
 	resp, err := r.do(ctx, adminRequest{Op: "incr", Key: key, Delta: delta, TTL: ttl})
 	return resp.N, err
+}
+
+// Counters implements Store.
+func (r *Remote) Counters(ctx context.Context, key string, add []int64, ttl time.Duration) ([]int64, error) {
+	resp, err := r.do(ctx, adminRequest{Op: "counters", Key: key, Adds: add, TTL: ttl})
+	return resp.Ns, err
 }
 
 // Window implements Store.

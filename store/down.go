@@ -24,6 +24,9 @@ func (d Down) Delete(context.Context, string) error { return d.err() }
 func (d Down) Incr(context.Context, string, int64, time.Duration) (int64, error) {
 	return 0, d.err()
 }
+func (d Down) Counters(context.Context, string, []int64, time.Duration) ([]int64, error) {
+	return nil, d.err()
+}
 func (d Down) Window(context.Context, string, time.Time, time.Duration, int64) (int64, error) {
 	return 0, d.err()
 }

@@ -309,6 +309,23 @@ func (e *Embedded) Incr(_ context.Context, key string, delta int64, ttl time.Dur
 	return n, err
 }
 
+// Counters implements Store.
+func (e *Embedded) Counters(_ context.Context, key string, add []int64, ttl time.Duration) (out []int64, err error) {
+	err = e.update(func(b *bolt.Bucket) error {
+		var cur []int64
+		if v, ok := e.get(b, key); ok {
+			cur = parseCounters(v)
+		}
+		var changed bool
+		out, changed = addCounters(cur, add)
+		if !changed {
+			return nil
+		}
+		return b.Put([]byte(key), encode(formatCounters(out), e.expires(ttl)))
+	})
+	return out, err
+}
+
 // Window implements Store.
 func (e *Embedded) Window(_ context.Context, key string, now time.Time, win time.Duration, n int64) (count int64, err error) {
 	idx, frac := bucket(now, win)

@@ -143,6 +143,46 @@ func (r *Redis) Incr(ctx context.Context, key string, delta int64, ttl time.Dura
 	return n, wrap(err)
 }
 
+// countersScript applies addCounters and formatCounters atomically.
+// Lua numbers are doubles: exact for counts below 2^53.
+var countersScript = redis.NewScript(`
+local cur = {}
+local v = redis.call('GET', KEYS[1])
+if v then
+  for f in string.gmatch(v, '%S+') do cur[#cur + 1] = tonumber(f) or 0 end
+end
+local changed = false
+for i = 1, #ARGV - 1 do
+  local d = tonumber(ARGV[i])
+  cur[i] = (cur[i] or 0) + d
+  if d ~= 0 then changed = true end
+end
+if changed then
+  local parts = {}
+  for i = 1, #cur do parts[i] = string.format('%d', cur[i]) end
+  local ttl = tonumber(ARGV[#ARGV])
+  if ttl > 0 then
+    redis.call('SET', KEYS[1], table.concat(parts, ' '), 'PX', ttl)
+  else
+    redis.call('SET', KEYS[1], table.concat(parts, ' '))
+  end
+end
+return cur`)
+
+// Counters implements Store.
+func (r *Redis) Counters(ctx context.Context, key string, add []int64, ttl time.Duration) ([]int64, error) {
+	args := make([]any, 0, len(add)+1)
+	for _, d := range add {
+		args = append(args, d)
+	}
+	args = append(args, max(ttl, 0).Milliseconds())
+	res, err := countersScript.Run(ctx, r.c, []string{r.k(key)}, args...).Int64Slice()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return res, nil
+}
+
 var windowScript = redis.NewScript(`
 local c = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

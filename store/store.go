@@ -1,8 +1,27 @@
-// Package store is the one interface to everything stateful in wehr:
-// greylist entries, counters and sliding windows, reputation, pass
-// history, locks, and later DMARC report rows. Two implementations pass
-// the same contract tests: Redis (single, Sentinel or Cluster), shared by
-// every node of a cluster, and an embedded bbolt file for a single node.
+// Package store is the one interface to everything stateful in wehr.
+// Two backends pass the same contract tests (storetest): Redis (single,
+// Sentinel or Cluster), shared by every node of a cluster, and an
+// embedded bbolt file for a single node, which ops commands reach
+// through the admin socket of wehr serve.
+//
+// Store is the backend: atomic primitives over keys. The daemons and the
+// ops commands never build keys; each kind of state has one type here
+// that owns its key prefix, its unit (Network: /24, /64), its encoding,
+// its lifetime and its atomicity:
+//
+//	Greylists     grey:, grey-ok:     triplets, passes per network
+//	Reputation    rep:                passes and refusals per address and network (Counters)
+//	PassHistory   hist:               networks that delivered DMARC-passing mail per domain
+//	Rates         rate:, urate:, uvol: sliding windows per address, network, user
+//	Transactions  inst:               Postfix transactions already counted
+//	Store.Lock    lock: (in the backend) leases with fencing tokens
+//
+// All of these rebuild themselves: after a crash that damages the
+// embedded file, wehr starts with an empty store and loses nothing that
+// matters. The DMARC report rows (the aggregate reports we owe, and the
+// reports we receive) are the first state that must not be lost: they
+// get a type of their own here, in a bbolt bucket of their own that a
+// damaged-file recovery must keep, not move aside.
 //
 // Time is an argument: windows, greylist ages and lock leases are decided
 // from timestamps stored with the data, never from the server's clock.
@@ -12,6 +31,8 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -32,6 +53,13 @@ type Store interface {
 	// Incr adds delta to a counter and returns the new value; the
 	// counter is collected ttl after its last change.
 	Incr(ctx context.Context, key string, delta int64, ttl time.Duration) (int64, error)
+	// Counters adds add[i] to the i-th of a small vector of counters
+	// stored under key (missing counters are 0) and returns the whole
+	// vector after the change, in one atomic step: two MX nodes that
+	// update it at once lose neither update. The key is collected ttl
+	// after its last change; an add of all zeros only reads. Values
+	// are kept as decimal numbers separated by spaces.
+	Counters(ctx context.Context, key string, add []int64, ttl time.Duration) ([]int64, error)
 	// Window adds n events at now to the sliding window key of length
 	// win and returns the events counted in (now-win, now]. The window is
 	// the weighted sum of two fixed buckets, as rate limiters do: exact at
@@ -163,4 +191,38 @@ func WindowWait(ctx context.Context, st Store, key string, now time.Time, win ti
 	// Whole seconds, rounded up, and one more: at the exact instant the
 	// rounded count is still at the limit.
 	return wait.Truncate(time.Second) + 2*time.Second, nil
+}
+
+// parseCounters reads a Counters value; what is not a number counts 0.
+func parseCounters(v []byte) []int64 {
+	var out []int64
+	for _, f := range strings.Fields(string(v)) {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		out = append(out, n)
+	}
+	return out
+}
+
+// addCounters applies add to cur and says whether anything changed.
+func addCounters(cur, add []int64) ([]int64, bool) {
+	changed := false
+	for i, d := range add {
+		if i >= len(cur) {
+			cur = append(cur, 0)
+		}
+		cur[i] += d
+		changed = changed || d != 0
+	}
+	return cur, changed
+}
+
+func formatCounters(c []int64) []byte {
+	var b []byte
+	for i, n := range c {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	return b
 }

@@ -107,7 +107,7 @@ type running struct {
 	st       store.Store
 	senders  *sendermap.Holder
 	keyStore *dkimkeys.Store
-	history  *milter.History
+	history  *store.PassHistory
 	m        *milter.Server  // nil without the milter
 	pd       *policyd.Server // nil without the policy service
 	metrics  *metrics.Metrics
@@ -171,7 +171,7 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 			e.log.Info("wehr: Redis store", "mode", e.cfg.Store.Redis.Mode, "addrs", e.cfg.Store.Redis.Addrs)
 		}
 		if e.cfg.DMARC.PassHistory {
-			r.history = milter.NewHistory(r.st, e.cfg.DMARC.PassHistoryKeep)
+			r.history = store.NewPassHistory(r.st, e.cfg.DMARC.PassHistoryKeep)
 		}
 	}
 	if l := e.cfg.Metrics.Listen; l != "" {

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -108,11 +105,11 @@ func newGreylistCmd(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				filter = args[0]
 			}
-			keys, err := st.Scan(cmd.Context(), "grey:"+filter, limit)
+			grey := store.NewGreylists(st)
+			entries, err := grey.Entries(cmd.Context(), filter, limit)
 			if err != nil {
 				return err
 			}
-			sort.Strings(keys)
 			type network struct {
 				Network     string `json:"network"`
 				Passes      int64  `json:"passes"`
@@ -122,22 +119,16 @@ func newGreylistCmd(g *globals) *cobra.Command {
 			out := struct {
 				Entries  []string  `json:"entries"`
 				Networks []network `json:"networks"`
-			}{Entries: []string{}, Networks: []network{}}
-			for _, k := range keys {
-				out.Entries = append(out.Entries, strings.TrimPrefix(k, "grey:"))
-			}
+			}{Entries: entries, Networks: []network{}}
 			// Networks whose retries passed: allowlisted once they
 			// reach policyd.greylist.allowlist_after.
 			need := e.cfg.Policyd.Greylist.AllowlistAfter
-			ok, err := st.Scan(cmd.Context(), "grey-ok:"+filter, limit)
+			nets, err := grey.Networks(cmd.Context(), filter, limit)
 			if err != nil {
 				return err
 			}
-			sort.Strings(ok)
-			for _, k := range ok {
-				v, _, _ := st.Get(cmd.Context(), k)
-				n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
-				out.Networks = append(out.Networks, network{Network: strings.TrimPrefix(k, "grey-ok:"), Passes: n, Needed: need, Allowlisted: n >= need})
+			for _, n := range nets {
+				out.Networks = append(out.Networks, network{Network: n.Network, Passes: n.Passes, Needed: need, Allowlisted: n.Passes >= need})
 			}
 			if g.json {
 				return json.NewEncoder(g.stdout).Encode(out)
@@ -161,24 +152,16 @@ func newGreylistCmd(g *globals) *cobra.Command {
 		Short: "Stop greylisting a client network (e.g. 192.0.2.0/24, as greylisting counts networks)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := netip.ParsePrefix(args[0])
-			if err != nil {
-				a, err2 := netip.ParseAddr(args[0])
-				if err2 != nil {
-					return usagef("%q is not an IP address or network", args[0])
-				}
-				bits := 24
-				if a.Is6() {
-					bits = 64
-				}
-				p, _ = a.Prefix(bits)
+			p, ok := store.ParseNetwork(args[0])
+			if !ok {
+				return usagef("%q is not an IP address or network", args[0])
 			}
 			e, st, err := g.opsStore()
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			if err := st.Set(cmd.Context(), "grey-ok:"+p.Masked().String(), []byte("1000000"), e.cfg.Policyd.Greylist.Keep); err != nil {
+			if err := store.NewGreylists(st).Allow(cmd.Context(), p, e.cfg.Policyd.Greylist.Keep); err != nil {
 				return err
 			}
 			if g.json {
@@ -198,11 +181,10 @@ func newGreylistCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			grey := store.NewGreylists(st)
 			for _, a := range args {
-				for _, k := range []string{"grey:" + a, "grey-ok:" + a} {
-					if err := st.Delete(cmd.Context(), k); err != nil {
-						return err
-					}
+				if err := grey.Remove(cmd.Context(), a); err != nil {
+					return err
 				}
 			}
 			if g.json {
@@ -232,18 +214,16 @@ func newReputationCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			v, ok, err := st.Get(cmd.Context(), "rep:"+ip.Unmap().String())
+			addr, network, err := store.NewReputation(st).Of(cmd.Context(), ip)
 			if err != nil {
 				return err
 			}
-			var good, bad int64
-			if ok {
-				fmt.Sscan(string(v), &good, &bad) //nolint:errcheck
-			}
+			n := store.Network(ip).String()
 			if g.json {
-				return json.NewEncoder(g.stdout).Encode(map[string]any{"ip": ip.String(), "passed": good, "refused": bad})
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"ip": ip.String(), "passed": addr.Passed, "refused": addr.Refused,
+					"network": map[string]any{"network": n, "passed": network.Passed, "refused": network.Refused}})
 			}
-			fmt.Fprintf(g.stdout, "%s: passed %d, refused %d\n", ip, good, bad)
+			fmt.Fprintf(g.stdout, "%s: passed %d, refused %d\nnetwork %s: passed %d, refused %d\n", ip, addr.Passed, addr.Refused, n, network.Passed, network.Refused)
 			return nil
 		},
 	})

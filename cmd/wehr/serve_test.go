@@ -106,7 +106,7 @@ metrics:
 	if err := json.Unmarshal([]byte(out), &gl); code != 0 || err != nil || len(gl.Networks) != 1 || !gl.Networks[0].Allowlisted || gl.Networks[0].Needed != 5 || len(gl.Entries) == 0 {
 		t.Fatalf("greylist show --json: %d %v %q", code, err, out)
 	}
-	if code, out, _ = wehr(t, "--config", cfg, "reputation", "show", "192.0.2.20"); code != 0 || out != "192.0.2.20: passed 0, refused 1\n" {
+	if code, out, _ = wehr(t, "--config", cfg, "reputation", "show", "192.0.2.20"); code != 0 || out != "192.0.2.20: passed 0, refused 1\nnetwork 192.0.2.0/24: passed 0, refused 1\n" {
 		t.Fatalf("reputation: %d %q", code, out)
 	}
 	if code, _, _ = wehr(t, "--config", cfg, "greylist", "remove", "192.0.2.0/24:a@x.example:alice@example.test", "192.0.2.0/24"); code != 0 {

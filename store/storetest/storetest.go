@@ -67,11 +67,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		if _, err := s.Incr(ctx, k+"c", 1, time.Second); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := s.Counters(ctx, k+"n", []int64{1}, time.Second); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.Set(ctx, k+"keep", []byte("x"), 0); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(1300 * time.Millisecond)
-		for _, key := range []string{k, k + "c"} {
+		for _, key := range []string{k, k + "c", k + "n"} {
 			if _, ok, _ := s.Get(ctx, key); ok {
 				t.Errorf("%s outlived its 1 s TTL", key)
 			}
@@ -103,6 +106,63 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 		if n, _ := s.Incr(ctx, k, -1000, time.Hour); n != 0 {
 			t.Fatalf("decrement: %d", n)
+		}
+	})
+
+	t.Run("counters", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "ctr"
+		if c, err := s.Counters(ctx, k, nil, time.Hour); err != nil || len(c) != 0 {
+			t.Fatalf("missing key: %v %v", c, err)
+		}
+		if _, ok, _ := s.Get(ctx, k); ok {
+			t.Fatal("reading counters created the key")
+		}
+		if c, err := s.Counters(ctx, k, []int64{1, 0}, time.Hour); err != nil || fmt.Sprint(c) != "[1 0]" {
+			t.Fatalf("first add: %v %v", c, err)
+		}
+		if c, _ := s.Counters(ctx, k, []int64{0, 2, 5}, time.Hour); fmt.Sprint(c) != "[1 2 5]" {
+			t.Fatalf("a longer add: %v", c)
+		}
+		if c, _ := s.Counters(ctx, k, []int64{-1}, time.Hour); fmt.Sprint(c) != "[0 2 5]" {
+			t.Fatalf("a shorter add: %v", c)
+		}
+		// The encoding is decimal numbers and spaces: what reputation
+		// was stored as before it was a Counters value.
+		if err := s.Set(ctx, k, []byte("5 7"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := s.Counters(ctx, k, []int64{1, 0}, time.Hour); fmt.Sprint(c) != "[6 7]" {
+			t.Fatalf("after a plain value: %v", c)
+		}
+		if v, _, _ := s.Get(ctx, k); string(v) != "6 7" {
+			t.Fatalf("stored as %q", v)
+		}
+	})
+
+	t.Run("counters are atomic", func(t *testing.T) {
+		s := open(t)
+		k := prefix + "ctr-atomic"
+		var wg sync.WaitGroup
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				add := []int64{1, 0}
+				if w == 1 {
+					add = []int64{0, 1}
+				}
+				for range 200 {
+					if _, err := s.Counters(ctx, k, add, time.Hour); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if c, err := s.Counters(ctx, k, nil, 0); err != nil || fmt.Sprint(c) != "[200 200]" {
+			t.Fatalf("two writers, 200 updates each: %v %v", c, err)
 		}
 	})
 
@@ -253,6 +313,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatal(err)
 		}
 	})
+
+	runState(t, open)
 }
 
 func sorted(s []string) []string {
