@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -328,8 +329,15 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	spfc := NewSPFChecker(spfRes, e.cfg.SPF)
 	var checks sync.WaitGroup
 	phase1 := make(chan struct{})
+	// A panic in a check is a bug of ours, never a result: the message
+	// is not judged on what the other checks found (a DMARC temperror
+	// would accept a forgery under on_temperror: accept, a DKIM
+	// temperror could refuse good mail for good). Verify returns an
+	// InternalError and the caller answers 451.
+	var internal atomic.Pointer[InternalError]
 	guard := func(name string, fail func(string)) {
 		if r := recover(); r != nil {
+			internal.CompareAndSwap(nil, &InternalError{Check: name, Value: r, Stack: debug.Stack()})
 			fail(fmt.Sprintf("internal error in %s: %v", name, r))
 		}
 	}
@@ -400,11 +408,26 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		wg.Wait()
 		e.decideDMARC(v)
 	}
+	if ie := internal.Load(); ie != nil {
+		return nil, ie
+	}
 	for _, b := range budgets {
 		v.DNSQueries += b.used()
 	}
 	v.finish(e.cfg.AuthservID)
 	return v, nil
+}
+
+// InternalError is a panic inside one of the checks of Verify: a bug,
+// after which the message must be answered 451, not judged.
+type InternalError struct {
+	Check string // SPF, iprev, DKIM, DMARC
+	Value any    // what panicked
+	Stack []byte
+}
+
+func (e *InternalError) Error() string {
+	return fmt.Sprintf("mailauth: internal error in %s: %v", e.Check, e.Value)
 }
 
 // refuseUnverified fills a verdict for a message that is not verified

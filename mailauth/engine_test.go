@@ -3,8 +3,8 @@ package mailauth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -388,11 +388,30 @@ func TestLimits(t *testing.T) {
 func TestVerdictJSONShape(t *testing.T) {
 	w := newWorld(t)
 	v := verify(t, w.engine(nil), "203.0.113.5", "x@evil.example", message("ceo@none.example"))
-	if v.DKIM == nil || v.DMARC.Overrides == nil || v.DMARC.RefusalEvidence == nil {
-		t.Fatalf("lists must be [] not null: %+v", v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if fmt.Sprint(v.IPRev) == "" || v.IPRev.Result != "pass" || v.IPRev.Name != "mail.evil.example" {
-		t.Errorf("iprev %+v", v.IPRev)
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	// The keys of the JSON contract (README, "Command-line contract").
+	for _, k := range []string{"spf", "dkim", "dmarc", "iprev", "auth", "authentication_results", "action", "smtp_reply"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("no %q in %s", k, b)
+		}
+	}
+	// Lists are [] rather than null, so jq '.dkim | length' works.
+	dmarc, _ := got["dmarc"].(map[string]any)
+	for name, list := range map[string]any{"dkim": got["dkim"], "dmarc.overrides": dmarc["overrides"], "dmarc.refusal_evidence": dmarc["refusal_evidence"]} {
+		if _, ok := list.([]any); !ok {
+			t.Errorf("%s is %v, want a list: %s", name, list, b)
+		}
+	}
+	iprev, _ := got["iprev"].(map[string]any)
+	if iprev["result"] != "pass" || iprev["name"] != "mail.evil.example" {
+		t.Errorf("iprev %v", got["iprev"])
 	}
 }
 
@@ -433,5 +452,37 @@ func TestPassHistoryBooster(t *testing.T) {
 				t.Errorf("reply %q", v.SMTPReply)
 			}
 		})
+	}
+}
+
+// panicOn is a resolver that panics for one TXT name, as a bug in a
+// record parser would on a sender's record.
+type panicOn struct {
+	Resolver
+	name string
+}
+
+func (p panicOn) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if strings.TrimSuffix(name, ".") == p.name {
+		panic("test: bug on " + name)
+	}
+	return p.Resolver.LookupTXT(ctx, name)
+}
+
+// A panic in one check is never a result: a spoof of bank.example whose
+// DMARC discovery panics would otherwise be temperror and, with the
+// default on_temperror: accept, delivered; a panic in SPF would turn a
+// result into temperror. Verify returns an InternalError instead (the
+// milter answers 451).
+func TestPanicInACheckIsNoVerdict(t *testing.T) {
+	w := newWorld(t)
+	for _, name := range []string{"_dmarc.bank.example", "evil.example"} {
+		e := NewEngine(panicOn{w.res, name}, Config{AuthservID: "mx.test"})
+		env := Envelope{ClientIP: net.ParseIP("203.0.113.5"), Helo: "mail.evil.example", MailFrom: "x@evil.example"}
+		v, err := e.Verify(context.Background(), env, strings.NewReader(message("ceo@bank.example")))
+		ie, ok := errors.AsType[*InternalError](err)
+		if !ok || v != nil || len(ie.Stack) == 0 {
+			t.Fatalf("panic on %s: verdict %+v, error %v", name, v, err)
+		}
 	}
 }

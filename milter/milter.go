@@ -476,7 +476,11 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	v, err := ss.verify(m)
 	if err != nil {
 		ss.observe("tempfail")
-		log.Error("milter: verification failed, answered 451", "error", err, "duration_ms", time.Since(ss.start).Milliseconds())
+		attrs := []any{"error", err, "duration_ms", time.Since(ss.start).Milliseconds()}
+		if ie, ok := errors.AsType[*mailauth.InternalError](err); ok {
+			attrs = append(attrs, "stack", string(ie.Stack))
+		}
+		log.Error("milter: verification failed, answered 451", attrs...)
 		return tempfail("4.3.0 Could not check this message; please try again later")
 	}
 	attrs := []any{"action", v.Action, "spf", v.SPF.Result, "dkim", dkimSummary(v.DKIM), "dmarc", v.DMARC.Result,

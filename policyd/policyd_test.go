@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
 	"github.com/wehr/wehr/sendermap"
@@ -608,8 +610,14 @@ func TestServerShutdown(t *testing.T) {
 	}
 	defer busy.Close()
 	io.WriteString(busy, "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.30\nhelo_name=mail.good.example\nsender=a@good.example\nrecipient=alice@example.test\n\n") //nolint:errcheck
-	time.Sleep(100 * time.Millisecond)
-	cancel()                                              // SIGTERM while the DNS list answers slowly
+	// SIGTERM while the DNS list answers slowly: once its query is in.
+	for i := 0; f.srv.QueryCount("30.2.0.192.bl.test", dns.TypeA) == 0; i++ {
+		if i > 500 {
+			t.Fatal("the DNS list was never asked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
 	busy.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
 	line, err := bufio.NewReader(busy).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "action=") {
