@@ -23,7 +23,7 @@ func submit(t *testing.T, user, from string, to []string, data string) Reply {
 func TestSubmissionSenderLogin(t *testing.T) {
 	data, _ := message(t, "CEO <ceo@bank.example>", "", "Pay.\r\n")
 	r := submit(t, "alice@example.test", "ceo@bank.example", []string{"bob@example.test"}, data)
-	want := "5.7.1 <ceo@bank.example>: Sender address rejected: Sender address <ceo@bank.example> is not owned by user alice@example.test"
+	want := "5.7.1 <ceo@bank.example>: Sender address rejected: user alice@example.test may not send as <ceo@bank.example>; use an address of your own"
 	if r.Code != 553 || r.Text != want {
 		t.Fatalf("%v\nwant 553 %s", r, want)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/smtpreply"
 )
 
@@ -68,12 +69,7 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 			if ss.set.cfg.RefuseUnauthorized {
 				log.Info("milter: refused: sender may not use the From address", "from", a, "user", ss.authUser, "why", why,
 					"reply", "553 5.7.1", "check", "sender_map")
-				who := "user " + ss.authUser
-				if ss.authUser == "" {
-					who = "client " + ss.clientString()
-				}
-				return respond(smtpreply.Reply{Code: 553, Enhanced: "5.7.1", Check: "sender_map",
-					Text: fmt.Sprintf("%s may not send as <%s>; use an address of your own", who, a)})
+				return respond(sendermap.Refusal(ss.authUser, ss.clientString(), a))
 			}
 			return done("outbound, not signed: sender may not use the From address", "from", a, "user", ss.authUser, "why", why)
 		}

@@ -508,7 +508,7 @@ func TestSubmission(t *testing.T) {
 	ctx := context.Background()
 	// Sender login.
 	d := f.p.Evaluate(ctx, subReq("alice", "ceo@bank.example", "x@example.org", "i1"))
-	if d.Action != "553 5.7.1 Sender address <ceo@bank.example> is not owned by user alice" || d.Check != "sender_login" {
+	if d.Action != "553 5.7.1 user alice may not send as <ceo@bank.example>; use an address of your own" || d.Check != "sender_map" {
 		t.Fatalf("foreign sender: %s", d.Action)
 	}
 	// Limits: two messages, and five recipients per hour.

@@ -28,6 +28,8 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+
+	"github.com/wehr/wehr/smtpreply"
 )
 
 // Map is a parsed sender map. It is immutable; Holder swaps maps.
@@ -210,3 +212,17 @@ func (h *Holder) Map() *Map { return h.cur.Load() }
 
 // Path is the file the holder reads.
 func (h *Holder) Path() string { return h.path }
+
+// Refusal is the reply to a sender that may not use addr: user is the
+// SASL login, or "" for an unauthenticated trusted client, then named by
+// client. The policy service (MAIL FROM, policyd.submission.sender_login)
+// and the milter (the From header, dkim.unauthorized_sender: refuse)
+// send the same words under the same check name.
+func Refusal(user, client, addr string) smtpreply.Reply {
+	who := "user " + user
+	if user == "" {
+		who = "client " + client
+	}
+	return smtpreply.Reply{Code: 553, Enhanced: "5.7.1", Check: "sender_map",
+		Text: fmt.Sprintf("%s may not send as <%s>; use an address of your own", who, strings.ToLower(strings.Trim(addr, "<> ")))}
+}

@@ -1,15 +1,19 @@
 package policyd
 
+// The DNS block- and allowlists (policyd.dns_lists): queried in
+// parallel, cached, only answers that are listings count.
+
 import (
 	"context"
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wehr/wehr/smtpreply"
 )
 
 // List is a DNS blocklist (positive weight) or allowlist (negative).
@@ -158,6 +162,34 @@ type listing struct {
 	err    string
 }
 
+// dnsblCheck scores the lists' verdicts on the client.
+type dnsblCheck struct{}
+
+func (dnsblCheck) start(ctx context.Context, ev *evaluation) {
+	done := make(chan []listing, 1)
+	go func() { done <- ev.p.queryLists(ctx, ev.q.Client, ev.now) }()
+	ev.lists = done
+}
+
+func (dnsblCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
+	for _, l := range <-ev.lists {
+		switch {
+		case l.listed:
+			what := "listed"
+			if l.list.Weight < 0 {
+				what = "allowlisted"
+			}
+			ev.note("dnsbl", l.list.Weight, fmt.Sprintf("%s on %s (%s)", what, l.list.Zone, l.code))
+			if l.list.Weight > 0 {
+				ev.listedOn = append(ev.listedOn, fmt.Sprintf("%s (%s)", l.list.Zone, l.code))
+			}
+		case l.err != "":
+			ev.note("dnsbl", 0, l.list.Zone+": "+l.err)
+		}
+	}
+	return nil
+}
+
 // queryLists asks every list in parallel.
 func (p *Pipeline) queryLists(ctx context.Context, ip netip.Addr, now time.Time) []listing {
 	out := make([]listing, len(p.cfg.Lists))
@@ -198,50 +230,4 @@ func (p *Pipeline) queryLists(ctx context.Context, ip netip.Addr, now time.Time)
 	}
 	wg.Wait()
 	return out
-}
-
-// heloProblems scores a HELO name: empty, a bare IP, not a domain, or
-// claiming to be us.
-func (p *Pipeline) heloProblems(helo string, client netip.Addr) (score float64, notes []string) {
-	w := p.cfg.Weights
-	h := strings.ToLower(strings.TrimSuffix(helo, "."))
-	switch {
-	case h == "":
-		return w.HeloInvalid, []string{"no HELO name"}
-	case strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]"):
-		lit := strings.TrimPrefix(strings.Trim(h, "[]"), "ipv6:")
-		if a, err := netip.ParseAddr(lit); err != nil || a.Unmap() != client {
-			return w.HeloInvalid, []string{"HELO address literal " + helo + " is not the client's address"}
-		}
-		return 0, nil
-	}
-	if _, err := netip.ParseAddr(h); err == nil {
-		return w.HeloInvalid, []string{"HELO is a bare IP address, not a name or [literal]"}
-	}
-	if !strings.Contains(h, ".") || strings.ContainsAny(h, " _/\\@") {
-		return w.HeloInvalid, []string{"HELO " + helo + " is not a fully qualified domain name"}
-	}
-	if h == strings.ToLower(p.cfg.Hostname) {
-		return w.HeloClaimsUs, []string{"HELO claims to be this server (" + helo + ")"}
-	}
-	for _, d := range p.cfg.LocalDomains {
-		if h == strings.ToLower(d) {
-			return w.HeloClaimsUs, []string{"HELO claims to be one of our domains (" + helo + ")"}
-		}
-	}
-	return 0, nil
-}
-
-// dynamicName matches reverse names that look like a dynamic or access
-// network: the address in the name, or the words providers use.
-var dynamicName = regexp.MustCompile(`(?i)(\d{1,3}[-.x]\d{1,3}[-.x]\d{1,3}[-.x]\d{1,3})|(^|[.-])(dyn|dynamic|dhcp|pool|ppp|pppoe|dsl|adsl|xdsl|vdsl|cable|dialup|dial-up|broadband|cust|customer|client|resid|res|home|user|host\d+|ip\d+)[0-9.-]`)
-
-// looksDynamic reports whether a verified reverse name looks like an
-// end-user access network, where mail servers do not live.
-func looksDynamic(name string) bool {
-	n := strings.ToLower(name)
-	if strings.Contains(n, "static") || strings.HasPrefix(n, "mail") || strings.HasPrefix(n, "mx") || strings.HasPrefix(n, "smtp") {
-		return false
-	}
-	return dynamicName.MatchString(n)
 }

@@ -1,0 +1,95 @@
+package policyd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/store"
+)
+
+// greylistCheck greylists a suspicious client (score at or above
+// policyd.suspicious_score): the first attempt of a (network, sender,
+// recipient) triplet gets 450, a retry after the delay passes. Networks
+// that passed often enough, and big senders whose SPF passes, are not
+// greylisted.
+type greylistCheck struct{}
+
+func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
+	p := ev.p
+	g := p.cfg.Greylist
+	if ev.d.Score < p.cfg.SuspiciousScore || !g.Enabled || !ev.store() {
+		return nil
+	}
+	client := ev.q.Client
+	network := store.Network(client)
+	if dom := ev.q.SenderDomain(); dom != "" {
+		for _, a := range g.SPFDomains {
+			a = strings.ToLower(a)
+			if dom == a || strings.HasSuffix(dom, "."+a) {
+				r := p.spf.CheckMailFrom(ctx, net.IP(client.AsSlice()), ev.q.Helo, ev.q.Sender)
+				if r.Result == mailauth.SPFPass {
+					ev.note("greylist", 0, "not greylisted: SPF passes for "+dom+", an allowlisted sender domain")
+					return nil
+				}
+			}
+		}
+	}
+	if g.AllowlistAfter > 0 {
+		n, err := p.grey.Passes(ctx, network)
+		if err != nil {
+			ev.storeFailed("greylist", err)
+			return nil
+		}
+		if n >= g.AllowlistAfter {
+			ev.note("greylist", 0, fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, n))
+			return nil
+		}
+	}
+	t := store.Triplet{Network: network, Sender: NormalizeSender(ev.q.Sender), Recipient: ev.q.Recipient}
+	policy := store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep}
+	e, err := p.grey.Attempt(ctx, t, ev.now, policy)
+	if err != nil {
+		ev.storeFailed("greylist", err)
+		return nil
+	}
+	if e.Passed {
+		ev.note("greylist", 0, fmt.Sprintf("passed greylisting (first seen %s)", e.First.UTC().Format(time.RFC3339)))
+		if e.Count == 1 {
+			p.grey.AddPass(ctx, network, g.Keep) //nolint:errcheck // best effort
+			p.reputation(ctx, client, true)
+		}
+		return nil
+	}
+	wait := max(int(e.Wait(ev.now, policy).Seconds()+0.999), 1)
+	ev.note("greylist", 0, fmt.Sprintf("greylisted %s until %s", t, e.First.Add(g.Delay).UTC().Format(time.RFC3339)))
+	return reply(450, "4.7.1", fmt.Sprintf("Greylisted: please retry in %d seconds", wait), "greylist")
+}
+
+var (
+	batv   = regexp.MustCompile(`^(prvs|btv1|msprvs1)=[^=]*=`)
+	srs    = regexp.MustCompile(`^srs[01][=+-][^=]+=[^=]+=([^=]+)=(.+)$`)
+	digits = regexp.MustCompile(`\d+`)
+)
+
+// NormalizeSender makes the greylisting key of a sender: bounce address
+// tags (BATV prvs=), SRS rewriting and VERP-style numbers vary between
+// retries of the same message and must not restart greylisting
+// (postgrey does the same).
+func NormalizeSender(s string) string {
+	s = strings.ToLower(s)
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok {
+		return s
+	}
+	local = batv.ReplaceAllString(local, "")
+	if m := srs.FindStringSubmatch(local); m != nil {
+		return digits.ReplaceAllString(m[2], "#") + "@" + m[1]
+	}
+	return digits.ReplaceAllString(local, "#") + "@" + domain
+}
