@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
 )
@@ -131,7 +132,7 @@ func TestAuthenticationMilterCases(t *testing.T) {
 					t.Errorf("%s: no %s result matching %+v in %q", c.ID, want.Method, want, v.AuthenticationResults)
 				case got.Value == want.Value:
 					matched++
-				case want.Method == "iprev" && want.Value == "fail" && got.Value == IPRevPermError && strings.Contains(got.Reason, "no PTR record"):
+				case want.Method == "iprev" && want.Value == "fail" && got.Value == string(iprev.PermError) && strings.Contains(got.Reason, "no PTR record"):
 					mapped++
 				case want.Method == "dkim" && want.Value == "pass" && propOf(want, "header", "a") == "rsa-sha1" && got.Value == DKIMPermError:
 					mapped++

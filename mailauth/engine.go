@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/smtpreply"
 )
 
@@ -201,11 +202,11 @@ type DMARCResult struct {
 
 // Verdict is everything the engine concluded about a message.
 type Verdict struct {
-	SPF   SPFResult    `json:"spf"`
-	DKIM  []DKIMResult `json:"dkim"`
-	DMARC DMARCResult  `json:"dmarc"`
-	IPRev IPRevResult  `json:"iprev"`
-	Auth  AuthResult   `json:"auth"`
+	SPF   SPFResult     `json:"spf"`
+	DKIM  []DKIMResult  `json:"dkim"`
+	DMARC DMARCResult   `json:"dmarc"`
+	IPRev iprev.Outcome `json:"iprev"`
+	Auth  AuthResult    `json:"auth"`
 	// AuthenticationResults is the A-R field value, unfolded, without
 	// leading space.
 	AuthenticationResults string `json:"authentication_results"`
@@ -316,7 +317,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		return b
 	}
 	spfRes := newBudget("SPF", spfBudgetShare, 30)
-	iprevRes := newBudget("iprev", iprevBudgetShare, 1+maxPTRNames)
+	iprevRes := newBudget("iprev", iprevBudgetShare, 1+iprev.MaxPTRNames)
 	dkimRes := newBudget("DKIM", dkimBudgetShare, e.cfg.DKIMMaxSignatures)
 	authorRes := make([]*budget, len(authors))
 	for i := range authors {
@@ -360,10 +361,10 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	}()
 	go func() {
 		defer checks.Done()
-		defer guard("iprev", func(s string) { v.IPRev = IPRevResult{Result: IPRevTempError, Error: s} })
+		defer guard("iprev", func(s string) { v.IPRev = iprev.Outcome{Result: iprev.TempError, Error: s} })
 		ctx, cancel := e.checkCtx(ctx, start, iprevTimeShare)
 		defer cancel()
-		v.IPRev = CheckIPRev(ctx, iprevRes, env.ClientIP)
+		v.IPRev = iprev.Check(ctx, iprevRes, env.ClientIP)
 	}()
 	// DKIM on this goroutine (it reads msg; nothing else does), while
 	// SPF, iprev and the authors' policy discovery run; then phase 2.
@@ -434,7 +435,7 @@ func (e *InternalError) Error() string {
 // at all (why says why); reply, if set, refuses it.
 func (v *Verdict) refuseUnverified(e *Engine, env Envelope, why string, reply *smtpreply.Reply) {
 	v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom}
-	v.IPRev = IPRevResult{Result: IPRevNone}
+	v.IPRev = iprev.Outcome{Result: iprev.None}
 	v.Auth = e.auth(env)
 	v.DMARC = DMARCResult{Result: "permerror", Reason: why, Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 	v.Reply = reply
@@ -687,7 +688,7 @@ func (ev *evaluation) boosters(org string) []string {
 	if inOrg && spf.Result == SPFFail && spf.Scope == ScopeMailFrom {
 		out = append(out, EvidenceMailFromSPFFail)
 	}
-	if ev.v.IPRev.Result == IPRevFail {
+	if ev.v.IPRev.Result == iprev.Fail {
 		out = append(out, EvidenceIPRevFail)
 	}
 	if h := ev.e.cfg.History; h != nil && ip != nil {
@@ -911,9 +912,9 @@ func (v *Verdict) finish(authservID string) {
 // authResults builds the A-R results: iprev, auth, spf, dkim, dmarc.
 func (v *Verdict) authResults() []authres.Result {
 	var rs []authres.Result
-	if v.IPRev.Result != IPRevNone && v.IPRev.Result != "" {
-		r := authres.Result{Method: "iprev", Value: v.IPRev.Result}
-		if v.IPRev.Result != IPRevPass {
+	if v.IPRev.Result != iprev.None && v.IPRev.Result != "" {
+		r := authres.Result{Method: "iprev", Value: string(v.IPRev.Result)}
+		if v.IPRev.Result != iprev.Pass {
 			r.Reason = v.IPRev.Error
 		}
 		ipProp := authres.Prop{Type: "policy", Property: "iprev", Value: v.IPRev.IP}

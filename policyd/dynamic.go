@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/smtpreply"
 )
 
@@ -16,7 +16,7 @@ type dynamicCheck struct{}
 func (dynamicCheck) start(ctx context.Context, ev *evaluation) { ev.iprev.start(ctx, ev) }
 
 func (dynamicCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
-	if rev := ev.iprev.wait(); rev.Result == mailauth.IPRevPass && looksDynamic(rev.Name) {
+	if rev := ev.iprev.wait(); rev.Result == iprev.Pass && looksDynamic(rev.Name) {
 		ev.note("rdns", ev.p.cfg.Weights.Dynamic, "reverse name "+rev.Name+" looks dynamic")
 	}
 	return nil

@@ -5,7 +5,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/smtpreply"
 )
 
@@ -17,9 +17,9 @@ func (fcrdnsCheck) start(ctx context.Context, ev *evaluation) { ev.iprev.start(c
 
 func (fcrdnsCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
 	switch rev := ev.iprev.wait(); rev.Result {
-	case mailauth.IPRevFail, mailauth.IPRevPermError:
+	case iprev.Fail, iprev.PermError:
 		ev.note("fcrdns", ev.p.cfg.Weights.NoFCrDNS, "no forward-confirmed reverse DNS: "+rev.Error)
-	case mailauth.IPRevTempError:
+	case iprev.TempError:
 		ev.note("fcrdns", 0, "reverse DNS lookup failed: "+rev.Error)
 	}
 	return nil
@@ -30,7 +30,7 @@ func (fcrdnsCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
 type iprevFuture struct {
 	once sync.Once
 	done chan struct{}
-	rev  mailauth.IPRevResult
+	rev  iprev.Outcome
 }
 
 func (f *iprevFuture) start(ctx context.Context, ev *evaluation) {
@@ -38,12 +38,12 @@ func (f *iprevFuture) start(ctx context.Context, ev *evaluation) {
 		f.done = make(chan struct{})
 		go func() {
 			defer close(f.done)
-			f.rev = mailauth.CheckIPRev(ctx, ev.p.res, net.IP(ev.q.Client.AsSlice()))
+			f.rev = iprev.Check(ctx, ev.p.res, net.IP(ev.q.Client.AsSlice()))
 		}()
 	})
 }
 
-func (f *iprevFuture) wait() mailauth.IPRevResult {
+func (f *iprevFuture) wait() iprev.Outcome {
 	<-f.done
 	return f.rev
 }
