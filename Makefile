@@ -19,7 +19,7 @@ test: test-deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@# The conformance scores, for the CI log.
-	@$(GO) test -count=1 -run 'TestRFC7208Suite' -v ./mailauth | grep -E 'results match|miss:' | sed 's/^ *//'
+	@$(GO) test -count=1 -run 'TestRFC7208Suite' -v ./spf | grep -E 'results match|miss:' | sed 's/^ *//'
 
 test-deps:
 	./scripts/install-test-deps
@@ -39,7 +39,7 @@ bench:
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
+	$(GO) test ./spf -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
 	$(GO) test ./mailauth -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)

@@ -11,7 +11,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"github.com/wehr/wehr/listener"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -22,6 +21,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/spf"
 
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
@@ -281,7 +283,7 @@ func Default() *Config {
 		},
 		SPF: SPF{
 			Timeout:            10 * time.Second,
-			DefaultExplanation: mailauth.DefaultSPFExplanation,
+			DefaultExplanation: spf.DefaultExplanation,
 		},
 		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", OnKeyError: "tempfail", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
 		DMARC: DMARC{
@@ -502,7 +504,7 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	if c.SPF.Timeout > time.Minute {
 		bad("spf.timeout", "%v is longer than any Postfix timeout would wait; at most 1m", c.SPF.Timeout)
 	}
-	if err := mailauth.CheckExplanation(c.SPF.DefaultExplanation); err != nil {
+	if err := spf.CheckExplanation(c.SPF.DefaultExplanation); err != nil {
 		bad("spf.default_explanation", "%v", err)
 	}
 
@@ -901,8 +903,8 @@ func (c *Config) Resolver(server string) resolver.Config {
 }
 
 // SPFChecker returns the SPF configuration.
-func (c *Config) SPFChecker() mailauth.SPFConfig {
-	return mailauth.SPFConfig{
+func (c *Config) SPFChecker() spf.Config {
+	return spf.Config{
 		Timeout:            c.SPF.Timeout,
 		DefaultExplanation: c.SPF.DefaultExplanation,
 		Receiver:           c.Hostname,

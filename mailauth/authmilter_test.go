@@ -134,7 +134,7 @@ func TestAuthenticationMilterCases(t *testing.T) {
 					matched++
 				case want.Method == "iprev" && want.Value == "fail" && got.Value == string(iprev.PermError) && strings.Contains(got.Reason, "no PTR record"):
 					mapped++
-				case want.Method == "dkim" && want.Value == "pass" && propOf(want, "header", "a") == "rsa-sha1" && got.Value == DKIMPermError:
+				case want.Method == "dkim" && want.Value == "pass" && propOf(want, "header", "a") == "rsa-sha1" && got.Value == string(DKIMPermError):
 					mapped++
 				default:
 					t.Errorf("%s: %s=%s, expected %s=%s (%s)", c.ID, got.Method, got.Value, want.Method, want.Value, v.AuthenticationResults)

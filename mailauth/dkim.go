@@ -7,25 +7,28 @@ import (
 	"strings"
 )
 
-// DKIM result values (RFC 8601 2.7.1).
+// DKIMStatus is a DKIM result word (RFC 8601 2.7.1).
+type DKIMStatus string
+
+// The DKIM results.
 const (
-	DKIMNone      = "none"
-	DKIMPass      = "pass"
-	DKIMFail      = "fail"
-	DKIMNeutral   = "neutral"
-	DKIMTempError = "temperror"
-	DKIMPermError = "permerror"
+	DKIMNone      DKIMStatus = "none"
+	DKIMPass      DKIMStatus = "pass"
+	DKIMFail      DKIMStatus = "fail"
+	DKIMNeutral   DKIMStatus = "neutral"
+	DKIMTempError DKIMStatus = "temperror"
+	DKIMPermError DKIMStatus = "permerror"
 )
 
 // DKIMResult is the outcome for one DKIM-Signature field.
 type DKIMResult struct {
-	Result    string `json:"result"`
-	Domain    string `json:"domain"`    // d=, lower-cased
-	Selector  string `json:"selector"`  // s=
-	Algorithm string `json:"algorithm"` // a=
-	B         string `json:"b"`         // first 8 characters of b=, for header.b
-	KeyBits   int    `json:"key_bits"`  // 0 when the key was not found
-	Error     string `json:"error"`     // why it is not pass
+	Result    DKIMStatus `json:"result"`
+	Domain    string     `json:"domain"`    // d=, lower-cased
+	Selector  string     `json:"selector"`  // s=
+	Algorithm string     `json:"algorithm"` // a=
+	B         string     `json:"b"`         // first 8 characters of b=, for header.b
+	KeyBits   int        `json:"key_bits"`  // 0 when the key was not found
+	Error     string     `json:"error"`     // why it is not pass
 
 	Identifier string `json:"-"` // i=
 	// notChecked: past the cap of signatures verified.

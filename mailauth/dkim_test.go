@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -261,23 +262,23 @@ func TestDKIMCases(t *testing.T) {
 	tests := []struct {
 		name string
 		msg  string
-		want []string
+		want []DKIMStatus
 	}{
-		{"rsa and ed25519 pass", good, []string{DKIMPass, DKIMPass}},
-		{"tampered body", strings.Replace(good, "Please pay.", "Please pay me.", 1), []string{DKIMFail, DKIMFail}},
-		{"tampered header", strings.Replace(good, "Subject: Invoice 42", "Subject: Invoice 43", 1), []string{DKIMFail, DKIMFail}},
-		{"missing key", sign(t, plainMessage, "example.org", "gone", rk), []string{DKIMPermError}},
-		{"temporary DNS failure", sign(t, plainMessage, "example.org", "flaky", rk), []string{DKIMTempError}},
-		{"no signature", plainMessage, []string{}},
+		{"rsa and ed25519 pass", good, []DKIMStatus{DKIMPass, DKIMPass}},
+		{"tampered body", strings.Replace(good, "Please pay.", "Please pay me.", 1), []DKIMStatus{DKIMFail, DKIMFail}},
+		{"tampered header", strings.Replace(good, "Subject: Invoice 42", "Subject: Invoice 43", 1), []DKIMStatus{DKIMFail, DKIMFail}},
+		{"missing key", sign(t, plainMessage, "example.org", "gone", rk), []DKIMStatus{DKIMPermError}},
+		{"temporary DNS failure", sign(t, plainMessage, "example.org", "flaky", rk), []DKIMStatus{DKIMTempError}},
+		{"no signature", plainMessage, []DKIMStatus{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := runDKIM(t, res, []byte(tc.msg), 5)
-			var got []string
+			var got []DKIMStatus
 			for _, r := range rs {
 				got = append(got, r.Result)
 			}
-			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Fatalf("got %v, want %v (%+v)", got, tc.want, rs)
 			}
 		})

@@ -46,7 +46,7 @@ type dkimSig struct {
 
 // dkimError is a verification outcome other than pass.
 type dkimError struct {
-	result string // DKIMFail, DKIMPermError, DKIMTempError, DKIMNeutral
+	result DKIMStatus // DKIMFail, DKIMPermError, DKIMTempError, DKIMNeutral
 	msg    string
 }
 

@@ -40,7 +40,7 @@ func TestDKIMCanonicalizations(t *testing.T) {
 		for _, bc := range c {
 			signed := signWith(t, msg, rk, hc, bc)
 			name := string(hc) + "/" + string(bc)
-			check := func(what, m, want string) {
+			check := func(what, m string, want DKIMStatus) {
 				t.Helper()
 				rs := runDKIM(t, res, []byte(m), 5)
 				if len(rs) != 1 || rs[0].Result != want {
@@ -52,8 +52,8 @@ func TestDKIMCanonicalizations(t *testing.T) {
 			check("trailing empty lines added", signed+"\r\n\r\n", DKIMPass)
 			headerWS := strings.Replace(signed, "Subject:  Invoice", "Subject: Invoice ", 1)
 			bodyWS := strings.Replace(signed, "Please  pay.", "Please pay. ", 1)
-			check("header white space", headerWS, map[bool]string{true: DKIMPass, false: DKIMFail}[hc == dkim.CanonicalizationRelaxed])
-			check("body white space", bodyWS, map[bool]string{true: DKIMPass, false: DKIMFail}[bc == dkim.CanonicalizationRelaxed])
+			check("header white space", headerWS, map[bool]DKIMStatus{true: DKIMPass, false: DKIMFail}[hc == dkim.CanonicalizationRelaxed])
+			check("body white space", bodyWS, map[bool]DKIMStatus{true: DKIMPass, false: DKIMFail}[bc == dkim.CanonicalizationRelaxed])
 			check("body changed", strings.Replace(signed, "Please", "Pleas", 1), DKIMFail)
 			check("From changed", strings.Replace(signed, "alice@example.org", "alice@example.com", 1), DKIMFail)
 		}
@@ -139,7 +139,9 @@ func TestDKIMTags(t *testing.T) {
 	future := time.Now().Add(time.Hour).Unix()
 	past := time.Now().Add(-time.Hour).Unix()
 	tests := []struct {
-		name, msg, want, why string
+		name, msg string
+		want      DKIMStatus
+		why       string
 	}{
 		{"plain", handSigned(t, rk, "", body), DKIMPass, ""},
 		{"l= covers the body", handSigned(t, rk, "l=8; ", body), DKIMPass, ""},

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/wehr/wehr/spf"
 )
 
 // DomainReport is what a domain publishes for mail authentication, with
@@ -88,7 +90,7 @@ func analyzeSPF(ctx context.Context, res Resolver, domain string) SPFReport {
 		return r
 	}
 	r.Record = rec
-	if err := CheckSPFRecord(rec); err != nil {
+	if err := spf.CheckRecord(rec); err != nil {
 		r.Warnings = append(r.Warnings, err.Error()+": receivers treat the record as permerror")
 	}
 	seen := map[string]bool{domain: true}
@@ -126,7 +128,7 @@ func spfRecord(ctx context.Context, res Resolver, domain string) (string, error)
 	}
 	var recs []string
 	for _, t := range txts {
-		if isSPFRecord(t) {
+		if spf.IsRecord(t) {
 			recs = append(recs, t)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/spf"
 )
 
 // Envelope is what the SMTP dialogue told us about a message.
@@ -72,7 +73,7 @@ type History interface {
 // Config configures the engine.
 type Config struct {
 	AuthservID string
-	SPF        SPFConfig
+	SPF        spf.Config
 	// HeloCheck adds an SPF check of the HELO identity, reported apart.
 	HeloCheck bool
 	// DKIMMaxSignatures caps the signatures verified (default 5).
@@ -174,12 +175,25 @@ type AuthResult struct {
 	User   string `json:"user"`
 }
 
+// DMARCStatus is a DMARC result word (RFC 9989 4.11, as RFC 8601 writes
+// it).
+type DMARCStatus string
+
+// The DMARC results.
+const (
+	DMARCPass      DMARCStatus = "pass"
+	DMARCFail      DMARCStatus = "fail"
+	DMARCNone      DMARCStatus = "none"
+	DMARCTempError DMARCStatus = "temperror"
+	DMARCPermError DMARCStatus = "permerror"
+)
+
 // DMARCResult is the DMARC evaluation of one Author Domain.
 type DMARCResult struct {
-	Result       string `json:"result"` // pass, fail, none, temperror, permerror
-	FromDomain   string `json:"from_domain"`
-	PolicyDomain string `json:"policy_domain"`
-	OrgDomain    string `json:"org_domain"`
+	Result       DMARCStatus `json:"result"`
+	FromDomain   string      `json:"from_domain"`
+	PolicyDomain string      `json:"policy_domain"`
+	OrgDomain    string      `json:"org_domain"`
 	// Policy is the value of the tag that applied (p, sp or np).
 	Policy    string `json:"policy"`
 	Discovery string `json:"discovery"`
@@ -202,7 +216,7 @@ type DMARCResult struct {
 
 // Verdict is everything the engine concluded about a message.
 type Verdict struct {
-	SPF   SPFResult     `json:"spf"`
+	SPF   spf.Outcome   `json:"spf"`
 	DKIM  []DKIMResult  `json:"dkim"`
 	DMARC DMARCResult   `json:"dmarc"`
 	IPRev iprev.Outcome `json:"iprev"`
@@ -214,7 +228,7 @@ type Verdict struct {
 	SMTPReply             string `json:"smtp_reply"` // "" for accept and quarantine
 
 	// HeloSPF is the HELO check, when configured.
-	HeloSPF *SPFResult `json:"-"`
+	HeloSPF *spf.Outcome `json:"-"`
 	// AllDMARC holds one evaluation per Author Domain; DMARC is the one
 	// that decided.
 	AllDMARC []DMARCResult `json:"-"`
@@ -327,7 +341,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 
 	// Phase 1, all at once: SPF, iprev, DKIM, and each author's
 	// policy discovery. Phase 2, per author: alignment and disposition.
-	spfc := NewSPFChecker(spfRes, e.cfg.SPF)
+	spfc := spf.New(spfRes, e.cfg.SPF)
 	var checks sync.WaitGroup
 	phase1 := make(chan struct{})
 	// A panic in a check is a bug of ours, never a result: the message
@@ -345,12 +359,12 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	checks.Add(2)
 	go func() {
 		defer checks.Done()
-		defer guard("SPF", func(s string) { v.SPF = SPFResult{Result: SPFTempError, Scope: ScopeMailFrom, Error: s} })
+		defer guard("SPF", func(s string) { v.SPF = spf.Outcome{Result: spf.TempError, Scope: spf.ScopeMailFrom, Error: s} })
 		ctx, cancel := e.checkCtx(ctx, start, spfTimeShare)
 		defer cancel()
 		if env.ClientIP == nil {
-			_, d := MailFromIdentity(env.MailFrom, env.Helo)
-			v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom, Domain: d, Detail: "no client IP given"}
+			_, d := spf.MailFromIdentity(env.MailFrom, env.Helo)
+			v.SPF = spf.Outcome{Result: spf.None, Scope: spf.ScopeMailFrom, Domain: d, Detail: "no client IP given"}
 			return
 		}
 		v.SPF = spfc.CheckMailFrom(ctx, env.ClientIP, env.Helo, env.MailFrom)
@@ -379,7 +393,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	if len(authors) == 0 {
 		runDKIM()
 		checks.Wait()
-		v.DMARC = DMARCResult{Result: "permerror", Reason: "no DMARC validation possible: " + noAuthor,
+		v.DMARC = DMARCResult{Result: DMARCPermError, Reason: "no DMARC validation possible: " + noAuthor,
 			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 		v.AllDMARC = []DMARCResult{v.DMARC}
 		if e.cfg.DMARC.RejectNoAuthor {
@@ -395,11 +409,11 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 			go func() {
 				defer wg.Done()
 				defer guard("DMARC", func(s string) {
-					v.AllDMARC[i] = DMARCResult{Result: "temperror", FromDomain: a, Reason: s, Discovery: e.cfg.DMARC.Discovery,
+					v.AllDMARC[i] = DMARCResult{Result: DMARCTempError, FromDomain: a, Reason: s, Discovery: e.cfg.DMARC.Discovery,
 						Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 				})
 				ev := &evaluation{e: e, ctx: ctx, start: start, d: d.with(authorRes[i]), list: d.with(listRes),
-					spfc: NewSPFChecker(authorRes[i], e.cfg.SPF), env: env, h: h, v: v, fromDomain: a}
+					spfc: spf.New(authorRes[i], e.cfg.SPF), env: env, h: h, v: v, fromDomain: a}
 				v.AllDMARC[i] = ev.author(phase1)
 			}()
 		}
@@ -434,10 +448,10 @@ func (e *InternalError) Error() string {
 // refuseUnverified fills a verdict for a message that is not verified
 // at all (why says why); reply, if set, refuses it.
 func (v *Verdict) refuseUnverified(e *Engine, env Envelope, why string, reply *smtpreply.Reply) {
-	v.SPF = SPFResult{Result: SPFNone, Scope: ScopeMailFrom}
+	v.SPF = spf.Outcome{Result: spf.None, Scope: spf.ScopeMailFrom}
 	v.IPRev = iprev.Outcome{Result: iprev.None}
 	v.Auth = e.auth(env)
-	v.DMARC = DMARCResult{Result: "permerror", Reason: why, Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
+	v.DMARC = DMARCResult{Result: DMARCPermError, Reason: why, Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 	v.Reply = reply
 	v.finish(e.cfg.AuthservID)
 }
@@ -462,7 +476,7 @@ func (e *Engine) decideDMARC(v *Verdict) {
 	switch {
 	case v.DMARC.Disposition == PolicyReject:
 		v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Text: v.DMARC.Refusal, Check: "dmarc"}
-	case v.DMARC.Result == "temperror" && e.cfg.DMARC.TempfailOnTempError:
+	case v.DMARC.Result == DMARCTempError && e.cfg.DMARC.TempfailOnTempError:
 		v.Reply = &smtpreply.Reply{Code: 451, Enhanced: "4.7.5", Check: "dmarc",
 			Text: "Temporary DNS failure while checking DMARC for " + v.DMARC.FromDomain + "; please try again later"}
 	}
@@ -475,7 +489,7 @@ func stricter(a, b DMARCResult) bool {
 	if rank[a.Disposition] != rank[b.Disposition] {
 		return rank[a.Disposition] > rank[b.Disposition]
 	}
-	resRank := map[string]int{"fail": 4, "temperror": 3, "permerror": 2, "none": 1, "pass": 0}
+	resRank := map[DMARCStatus]int{DMARCFail: 4, DMARCTempError: 3, DMARCPermError: 2, DMARCNone: 1, DMARCPass: 0}
 	return resRank[a.Result] > resRank[b.Result]
 }
 
@@ -486,7 +500,7 @@ type evaluation struct {
 	start time.Time
 	d     *dmarcDNS // the author's budget
 	list  *dmarcDNS // the mailing-list check's budget
-	spfc  *SPFChecker
+	spfc  *spf.Checker
 	env   Envelope
 	h     Header
 	v     *Verdict // read only after phase 1
@@ -505,11 +519,11 @@ func (ev *evaluation) author(phase1 <-chan struct{}) DMARCResult {
 	<-phase1
 	r.OrgDomain = pf.org
 	if err != nil {
-		r.Result, r.Reason = "temperror", "DMARC record lookup: "+err.Error()
+		r.Result, r.Reason = DMARCTempError, "DMARC record lookup: "+err.Error()
 		return r
 	}
 	if pf.rec == nil {
-		r.Result, r.Reason = "none", pf.why
+		r.Result, r.Reason = DMARCNone, pf.why
 		return r
 	}
 	r.PolicyDomain = pf.domain
@@ -519,17 +533,17 @@ func (ev *evaluation) author(phase1 <-chan struct{}) DMARCResult {
 
 	// Identifier alignment (RFC 9989 4.4, 4.10.2).
 	var tempErr error
-	spf := ev.v.SPF
-	spfDomain := strings.ToLower(spf.Domain)
-	if spf.Result == SPFPass || spf.Result == SPFTempError {
+	mf := ev.v.SPF
+	spfDomain := strings.ToLower(mf.Domain)
+	if mf.Result == spf.Pass || mf.Result == spf.TempError {
 		ok, err := ev.d.aligned(ev.ctx, rec.ASPF, author, pf.org, spfDomain)
 		switch {
 		case err != nil:
 			tempErr = err
-		case ok && spf.Result == SPFPass:
+		case ok && mf.Result == spf.Pass:
 			r.SPFAligned = true
 		case ok:
-			tempErr = errors.New("SPF temperror for an aligned domain: " + spf.Error)
+			tempErr = errors.New("SPF temperror for an aligned domain: " + mf.Error)
 		}
 	}
 	for _, s := range ev.v.DKIM {
@@ -548,14 +562,14 @@ func (ev *evaluation) author(phase1 <-chan struct{}) DMARCResult {
 	}
 	switch {
 	case r.SPFAligned || r.DKIMAligned:
-		r.Result = "pass"
+		r.Result = DMARCPass
 		return r
 	case tempErr != nil:
 		// RFC 9989 5.3.6: without the answer, neither pass nor fail.
-		r.Result, r.Reason = "temperror", tempErr.Error()
+		r.Result, r.Reason = DMARCTempError, tempErr.Error()
 		return r
 	}
-	r.Result = "fail"
+	r.Result = DMARCFail
 	ev.dispose(&r)
 	return r
 }
@@ -669,23 +683,23 @@ func (ev *evaluation) orgSignature(org string) string {
 func (ev *evaluation) boosters(org string) []string {
 	out := []string{}
 	ip := ev.env.ClientIP
-	spf := ev.v.SPF
-	spfDomain := strings.ToLower(spf.Domain)
+	mf := ev.v.SPF
+	spfDomain := strings.ToLower(mf.Domain)
 	inOrg := spfDomain == org || strings.HasSuffix(spfDomain, "."+org)
 	// The author's organizational domain says this host may not send
 	// for it.
 	if ip != nil {
-		var r SPFResult
-		if spfDomain == org && spf.Scope == ScopeMailFrom {
-			r = spf
+		var r spf.Outcome
+		if spfDomain == org && mf.Scope == spf.ScopeMailFrom {
+			r = mf
 		} else {
 			r = ev.spfc.CheckMailFrom(ev.ctx, ip, ev.env.Helo, "postmaster@"+org)
 		}
-		if r.Result == SPFFail {
+		if r.Result == spf.Fail {
 			out = append(out, EvidenceAuthorSPFFail)
 		}
 	}
-	if inOrg && spf.Result == SPFFail && spf.Scope == ScopeMailFrom {
+	if inOrg && mf.Result == spf.Fail && mf.Scope == spf.ScopeMailFrom {
 		out = append(out, EvidenceMailFromSPFFail)
 	}
 	if ev.v.IPRev.Result == iprev.Fail {
@@ -723,10 +737,10 @@ func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
 	}
 	if evidence == nil {
 		switch {
-		case ev.v.SPF.Result == SPFPass:
+		case ev.v.SPF.Result == spf.Pass:
 			why = append(why, "SPF passes only for "+ev.v.SPF.Domain)
 		default:
-			why = append(why, "SPF "+ev.v.SPF.Result+" for "+ip)
+			why = append(why, "SPF "+string(ev.v.SPF.Result)+" for "+ip)
 		}
 	}
 	why = append(why, "no DKIM signature of "+r.FromDomain)
@@ -818,7 +832,7 @@ func (ev *evaluation) mailingList(author string) string {
 		if lorg == author {
 			continue // the author's own domain cannot vouch for itself here
 		}
-		if ev.v.SPF.Result == SPFPass {
+		if ev.v.SPF.Result == spf.Pass {
 			if o, err := ev.list.OrgDomain(ctx, strings.ToLower(ev.v.SPF.Domain)); err == nil && o == lorg {
 				return "list " + ld + " authenticated by SPF for " + ev.v.SPF.Domain
 			}
@@ -928,28 +942,28 @@ func (v *Verdict) authResults() []authres.Result {
 		rs = append(rs, authres.Result{Method: "auth", Value: "pass",
 			Props: []authres.Prop{{Type: "smtp", Property: "auth", Value: v.Auth.User}}})
 	}
-	spf := authres.Result{Method: "spf", Value: v.SPF.Result}
+	res := authres.Result{Method: "spf", Value: string(v.SPF.Result)}
 	switch {
-	case v.SPF.Result == SPFFail && v.SPF.Explanation != "":
-		spf.Comment = v.SPF.Explanation
+	case v.SPF.Result == spf.Fail && v.SPF.Explanation != "":
+		res.Comment = v.SPF.Explanation
 	case v.SPF.Error != "":
-		spf.Reason = v.SPF.Error
+		res.Reason = v.SPF.Error
 	case v.SPF.Detail != "":
-		spf.Comment = v.SPF.Detail
+		res.Comment = v.SPF.Detail
 	}
 	if v.SPF.Identity != "" {
-		spf.Props = append(spf.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Identity})
+		res.Props = append(res.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Identity})
 	} else if v.SPF.Domain != "" {
-		spf.Props = append(spf.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Domain})
+		res.Props = append(res.Props, authres.Prop{Type: "smtp", Property: "mailfrom", Value: v.SPF.Domain})
 	}
-	rs = append(rs, spf)
+	rs = append(rs, res)
 	if h := v.HeloSPF; h != nil {
-		r := authres.Result{Method: "spf", Value: h.Result, Reason: h.Error,
+		r := authres.Result{Method: "spf", Value: string(h.Result), Reason: h.Error,
 			Props: []authres.Prop{{Type: "smtp", Property: "helo", Value: h.Domain}}}
 		rs = append(rs, r)
 	}
 	if len(v.DKIM) == 0 {
-		rs = append(rs, authres.Result{Method: "dkim", Value: DKIMNone, Comment: "no signatures"})
+		rs = append(rs, authres.Result{Method: "dkim", Value: string(DKIMNone), Comment: "no signatures"})
 	}
 	notChecked := 0
 	for _, s := range v.DKIM {
@@ -959,7 +973,7 @@ func (v *Verdict) authResults() []authres.Result {
 			notChecked++
 			continue
 		}
-		r := authres.Result{Method: "dkim", Value: s.Result, Reason: s.Error}
+		r := authres.Result{Method: "dkim", Value: string(s.Result), Reason: s.Error}
 		if s.KeyBits > 0 {
 			r.Comment = fmt.Sprintf("%d-bit key", s.KeyBits)
 		}
@@ -971,11 +985,11 @@ func (v *Verdict) authResults() []authres.Result {
 		rs = append(rs, r)
 	}
 	if notChecked > 0 {
-		rs = append(rs, authres.Result{Method: "dkim", Value: DKIMNeutral,
+		rs = append(rs, authres.Result{Method: "dkim", Value: string(DKIMNeutral),
 			Comment: fmt.Sprintf("%d more signatures not checked", notChecked)})
 	}
 	for _, d := range v.AllDMARC {
-		r := authres.Result{Method: "dmarc", Value: d.Result}
+		r := authres.Result{Method: "dmarc", Value: string(d.Result)}
 		var c []string
 		if d.Policy != "" {
 			c = append(c, d.PolicyTag+"="+d.Policy)

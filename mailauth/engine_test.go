@@ -142,7 +142,7 @@ func TestDMARCPolicies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := verify(t, e, tc.ip, tc.mailFrom, tc.msg)
 			d := v.DMARC
-			if d.Result != tc.result || d.Policy != tc.policy || d.PolicyTag != tc.tag || d.Disposition != tc.disposition ||
+			if string(d.Result) != tc.result || d.Policy != tc.policy || d.PolicyTag != tc.tag || d.Disposition != tc.disposition ||
 				v.Action != tc.action || strings.Join(d.Overrides, ",") != tc.overrides || d.Testing != tc.testing {
 				t.Fatalf("got result=%s policy=%s(%s) disposition=%s action=%s overrides=%v testing=%v (%s)\nwant %s %s(%s) %s %s %s %v",
 					d.Result, d.Policy, d.PolicyTag, d.Disposition, v.Action, d.Overrides, d.Testing, d.Reason,
@@ -194,7 +194,7 @@ func TestAuthorDomains(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := tc.header + "Subject: x\r\n\r\nbody\r\n"
 			v := verify(t, e, "203.0.113.6", "x@evil.example", msg)
-			if v.DMARC.Result != tc.result || v.DMARC.FromDomain != tc.from || v.Action != tc.action {
+			if string(v.DMARC.Result) != tc.result || v.DMARC.FromDomain != tc.from || v.Action != tc.action {
 				t.Fatalf("got %s from %q action %s (%s), want %s %q %s", v.DMARC.Result, v.DMARC.FromDomain, v.Action, v.DMARC.Reason, tc.result, tc.from, tc.action)
 			}
 		})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/iprev"
+	"github.com/wehr/wehr/spf"
 )
 
 // The forger of these tests sends from 203.0.113.5, which his own SPF
@@ -88,7 +89,7 @@ func TestSlowForgerChecksDoNotStarveDMARC(t *testing.T) {
 	e := w.engine(func(c *Config) { c.Deadline = 2 * time.Second })
 	start := time.Now()
 	v := verify(t, e, "203.0.113.7", "x@slowspf.example", message("ceo@bank.example"))
-	if v.IPRev.Result != iprev.TempError || v.SPF.Result != SPFTempError {
+	if v.IPRev.Result != iprev.TempError || v.SPF.Result != spf.TempError {
 		t.Errorf("iprev %s, spf %s: want both temperror", v.IPRev.Result, v.SPF.Result)
 	}
 	wantRefused(t, v)

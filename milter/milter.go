@@ -513,7 +513,7 @@ func (ss *session) recordHistory(v *mailauth.Verdict, log *slog.Logger) {
 		return
 	}
 	for _, d := range v.AllDMARC {
-		if d.Result != "pass" {
+		if d.Result != mailauth.DMARCPass {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -542,7 +542,7 @@ func dkimSummary(ds []mailauth.DKIMResult) string {
 	}
 	var parts []string
 	for _, d := range ds {
-		parts = append(parts, d.Result+":"+d.Domain)
+		parts = append(parts, string(d.Result)+":"+d.Domain)
 	}
 	return strings.Join(parts, ",")
 }

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/spf"
 	"github.com/wehr/wehr/store"
 )
 
@@ -33,7 +33,7 @@ func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 			a = strings.ToLower(a)
 			if dom == a || strings.HasSuffix(dom, "."+a) {
 				r := p.spf.CheckMailFrom(ctx, net.IP(client.AsSlice()), ev.q.Helo, ev.q.Sender)
-				if r.Result == mailauth.SPFPass {
+				if r.Result == spf.Pass {
 					ev.note("greylist", 0, "not greylisted: SPF passes for "+dom+", an allowlisted sender domain")
 					return nil
 				}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/smtpreply"
+	"github.com/wehr/wehr/spf"
 	"github.com/wehr/wehr/store"
 )
 
@@ -108,7 +109,7 @@ type Pipeline struct {
 	rep    store.Reputation
 	rates  store.Rates
 	txns   store.Transactions
-	spf    *mailauth.SPFChecker
+	spf    *spf.Checker
 	log    *slog.Logger
 	health listHealth
 	now    func() time.Time
@@ -133,7 +134,7 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 	}
 	cfg.Lists = withKnownCodes(cfg.Lists)
 	p := &Pipeline{cfg: cfg, res: res, log: log, now: time.Now,
-		spf: mailauth.NewSPFChecker(res, mailauth.SPFConfig{Timeout: cfg.Timeout / 2, Receiver: cfg.Hostname})}
+		spf: spf.New(res, spf.Config{Timeout: cfg.Timeout / 2, Receiver: cfg.Hostname})}
 	p.setStore(st)
 	return p
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/spf"
 )
 
 func newCheckCmd(g *globals) *cobra.Command {
@@ -44,20 +45,20 @@ The exit status is 0 whatever the result.`,
 			if ip == nil {
 				return usagef("--ip %q is not an IP address", ipStr)
 			}
-			if scope != mailauth.ScopeMailFrom && scope != mailauth.ScopeHelo {
+			if scope != spf.ScopeMailFrom && scope != spf.ScopeHelo {
 				return usagef("--scope %q: want mfrom or helo", scope)
 			}
 			null := strings.TrimSpace(mailFrom) == "" || strings.TrimSpace(mailFrom) == "<>"
-			if helo == "" && (null || scope == mailauth.ScopeHelo) {
+			if helo == "" && (null || scope == spf.ScopeHelo) {
 				return usagef("--helo is needed for the null sender and for --scope helo")
 			}
 			e, err := g.load()
 			if err != nil {
 				return err
 			}
-			c := mailauth.NewSPFChecker(e.res, e.cfg.SPFChecker())
-			var r mailauth.SPFResult
-			if scope == mailauth.ScopeHelo {
+			c := spf.New(e.res, e.cfg.SPFChecker())
+			var r spf.Outcome
+			if scope == spf.ScopeHelo {
 				r = c.CheckHelo(cmd.Context(), ip, helo)
 			} else {
 				r = c.CheckMailFrom(cmd.Context(), ip, helo, mailFrom)
@@ -84,7 +85,7 @@ The exit status is 0 whatever the result.`,
 	f.StringVar(&ipStr, "ip", "", "client IP address (required)")
 	f.StringVar(&helo, "helo", "", "HELO/EHLO name")
 	f.StringVar(&mailFrom, "mail-from", "", "MAIL FROM address; '' or '<>' for the null sender (required)")
-	f.StringVar(&scope, "scope", mailauth.ScopeMailFrom, "identity to check: mfrom or helo")
+	f.StringVar(&scope, "scope", spf.ScopeMailFrom, "identity to check: mfrom or helo")
 	cmd.MarkFlagRequired("ip")        //nolint:errcheck
 	cmd.MarkFlagRequired("mail-from") //nolint:errcheck
 	return cmd

@@ -1,4 +1,4 @@
-package mailauth
+package spf
 
 import (
 	"strings"
@@ -13,7 +13,7 @@ func FuzzCheckSPFRecord(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, rec string) {
-		err := CheckSPFRecord(rec)
+		err := CheckRecord(rec)
 		if err == nil {
 			// A valid record is printable ASCII and starts with the version.
 			if !strings.HasPrefix(strings.ToLower(rec), "v=spf1") {

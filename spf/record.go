@@ -1,4 +1,4 @@
-package mailauth
+package spf
 
 import (
 	"errors"
@@ -14,23 +14,23 @@ import (
 // "any syntax errors anywhere in the record", before evaluation. We check
 // every record the evaluation fetches against the full grammar.
 
-// ErrSPFSyntax is wrapped by every error CheckSPFRecord returns.
-var ErrSPFSyntax = errors.New("spf: syntax error")
+// ErrSyntax is wrapped by every error CheckRecord returns.
+var ErrSyntax = errors.New("spf: syntax error")
 
-// isSPFRecord reports whether a TXT string is an SPF version 1 record
+// IsRecord reports whether a TXT string is an SPF version 1 record
 // (RFC 7208 4.5: "v=spf1" followed by a space or the end).
-func isSPFRecord(txt string) bool {
+func IsRecord(txt string) bool {
 	if len(txt) < 6 || !strings.EqualFold(txt[:6], "v=spf1") {
 		return false
 	}
 	return len(txt) == 6 || txt[6] == ' '
 }
 
-// CheckSPFRecord checks an SPF record against the RFC 7208 section 12
+// CheckRecord checks an SPF record against the RFC 7208 section 12
 // grammar. The error names the offending term.
-func CheckSPFRecord(rec string) error {
-	if !isSPFRecord(rec) {
-		return fmt.Errorf("%w: record does not start with v=spf1", ErrSPFSyntax)
+func CheckRecord(rec string) error {
+	if !IsRecord(rec) {
+		return fmt.Errorf("%w: record does not start with v=spf1", ErrSyntax)
 	}
 	var seenRedirect, seenExp bool
 	for _, term := range strings.Split(rec[6:], " ") {
@@ -38,7 +38,7 @@ func CheckSPFRecord(rec string) error {
 			continue // terms = *( 1*SP ( directive / modifier ) ), record = version terms *SP
 		}
 		if err := checkTerm(term, &seenRedirect, &seenExp); err != nil {
-			return fmt.Errorf("%w: term %q: %v", ErrSPFSyntax, term, err)
+			return fmt.Errorf("%w: term %q: %v", ErrSyntax, term, err)
 		}
 	}
 	return nil
@@ -349,7 +349,7 @@ func allDigits(s string) bool {
 // explain-string), as used for the default explanation.
 func CheckExplanation(s string) error {
 	if err := checkMacroString(s, true); err != nil {
-		return fmt.Errorf("%w: %v", ErrSPFSyntax, err)
+		return fmt.Errorf("%w: %v", ErrSyntax, err)
 	}
 	return nil
 }

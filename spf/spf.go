@@ -1,4 +1,10 @@
-package mailauth
+// Package spf evaluates SPF (RFC 7208) through wehr's resolver:
+// blitiri.com.ar/go/spf does the evaluation; this package adds what it
+// lacks: a deadline, the full RFC 7208 section 12 grammar check of every
+// record fetched (a syntax error anywhere is permerror), explanations
+// (exp=, with macros, through redirects), the RFC 7208 4.3 domain checks
+// and a lenient reading of the MAIL FROM.
+package spf
 
 import (
 	"context"
@@ -9,30 +15,32 @@ import (
 	"sync"
 	"time"
 
-	"blitiri.com.ar/go/spf"
+	libspf "blitiri.com.ar/go/spf"
 )
 
-// Resolver is what the engine asks of DNS. *resolver.Resolver is one; it
-// must return errors as a bare *net.DNSError (see package resolver).
+// Resolver is what SPF asks of DNS. *resolver.Resolver is one; it must
+// return errors as a bare *net.DNSError, or the library misreads a
+// timeout as a permanent error (see package resolver).
 type Resolver interface {
 	LookupTXT(ctx context.Context, name string) ([]string, error)
 	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
-	// Exists reports whether a name exists: false only on NXDOMAIN
-	// (RFC 8020).
-	Exists(ctx context.Context, name string) (bool, error)
 }
 
-// SPF result values (RFC 7208 2.6), as written in Authentication-Results.
+// Result is an SPF result word (RFC 7208 2.6), as Authentication-Results
+// writes it.
+type Result string
+
+// The SPF results.
 const (
-	SPFNone      = "none"
-	SPFNeutral   = "neutral"
-	SPFPass      = "pass"
-	SPFFail      = "fail"
-	SPFSoftFail  = "softfail"
-	SPFTempError = "temperror"
-	SPFPermError = "permerror"
+	None      Result = "none"
+	Neutral   Result = "neutral"
+	Pass      Result = "pass"
+	Fail      Result = "fail"
+	SoftFail  Result = "softfail"
+	TempError Result = "temperror"
+	PermError Result = "permerror"
 )
 
 // SPF scopes: the MAIL FROM identity and the HELO identity.
@@ -41,9 +49,9 @@ const (
 	ScopeHelo     = "helo"
 )
 
-// SPFResult is the outcome of one SPF check.
-type SPFResult struct {
-	Result string `json:"result"`
+// Outcome is the outcome of one SPF check.
+type Outcome struct {
+	Result Result `json:"result"`
 	Scope  string `json:"scope"`
 	// Domain is the domain checked: the MAIL FROM domain, or the HELO
 	// domain for the null sender and the HELO check.
@@ -62,8 +70,8 @@ type SPFResult struct {
 	Detail string `json:"-"`
 }
 
-// SPFConfig configures SPF checks.
-type SPFConfig struct {
+// Config configures SPF checks.
+type Config struct {
 	// Timeout bounds one whole check (RFC 7208 4.6.4 asks for at least
 	// 20 seconds overall; mail paths want less).
 	Timeout time.Duration
@@ -76,28 +84,28 @@ type SPFConfig struct {
 	Now func() time.Time
 }
 
-// DefaultSPFExplanation is the built-in fail explanation.
-const DefaultSPFExplanation = "%{o} does not designate %{c} as a permitted sender"
+// DefaultExplanation is the built-in fail explanation.
+const DefaultExplanation = "%{o} does not designate %{c} as a permitted sender"
 
-// SPFChecker runs SPF checks through one resolver. It is safe for
+// Checker runs SPF checks through one resolver. It is safe for
 // concurrent use.
-type SPFChecker struct {
+type Checker struct {
 	res Resolver
-	cfg SPFConfig
+	cfg Config
 }
 
-// NewSPFChecker makes a checker.
-func NewSPFChecker(res Resolver, cfg SPFConfig) *SPFChecker {
+// New makes a checker.
+func New(res Resolver, cfg Config) *Checker {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 20 * time.Second
 	}
 	if cfg.DefaultExplanation == "" {
-		cfg.DefaultExplanation = DefaultSPFExplanation
+		cfg.DefaultExplanation = DefaultExplanation
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &SPFChecker{res: res, cfg: cfg}
+	return &Checker{res: res, cfg: cfg}
 }
 
 // MailFromIdentity returns the SPF identity for a MAIL FROM: the address
@@ -126,67 +134,65 @@ func MailFromIdentity(mailFrom, helo string) (identity, domain string) {
 
 // CheckMailFrom checks the MAIL FROM identity (for the null sender, the
 // HELO name as postmaster@<HELO>).
-func (c *SPFChecker) CheckMailFrom(ctx context.Context, ip net.IP, helo, mailFrom string) SPFResult {
+func (c *Checker) CheckMailFrom(ctx context.Context, ip net.IP, helo, mailFrom string) Outcome {
 	identity, domain := MailFromIdentity(mailFrom, helo)
 	return c.check(ctx, ip, helo, identity, domain, ScopeMailFrom)
 }
 
 // CheckHelo checks the HELO identity (RFC 7208 2.3).
-func (c *SPFChecker) CheckHelo(ctx context.Context, ip net.IP, helo string) SPFResult {
+func (c *Checker) CheckHelo(ctx context.Context, ip net.IP, helo string) Outcome {
 	return c.check(ctx, ip, helo, "postmaster@"+helo, helo, ScopeHelo)
 }
 
-func (c *SPFChecker) check(ctx context.Context, ip net.IP, helo, identity, domain, scope string) SPFResult {
-	res := SPFResult{Scope: scope, Domain: domain, Identity: identity}
+func (c *Checker) check(ctx context.Context, ip net.IP, helo, identity, domain, scope string) Outcome {
+	res := Outcome{Scope: scope, Domain: domain, Identity: identity}
 	if ip == nil {
-		res.Result, res.Error = SPFPermError, "no client IP address"
+		res.Result, res.Error = PermError, "no client IP address"
 		return res
 	}
 	// RFC 7208 4.3: a malformed domain or one that is not multi-label
 	// gives none, before any DNS lookup.
-	if why := badSPFDomain(domain); why != "" {
-		res.Result, res.Detail = SPFNone, why
+	if why := badDomain(domain); why != "" {
+		res.Result, res.Detail = None, why
 		return res
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	w := &spfWatch{Resolver: c.res, records: map[string]string{}}
-	var tr spfTrace
-	result, err := spf.CheckHostWithSender(ip, helo, identity,
-		spf.WithResolver(w), spf.WithContext(ctx), spf.WithTraceFunc(tr.trace))
+	result, err := libspf.CheckHostWithSender(ip, helo, identity, libspf.WithResolver(w), libspf.WithContext(ctx))
 
-	res.Result = string(result)
+	res.Result = Result(result)
 	if err != nil {
 		res.Detail = err.Error()
 	}
 	if serr := w.syntaxError(); serr != nil {
-		res.Result, res.Error, res.Detail = SPFPermError, serr.Error(), ""
+		res.Result, res.Error, res.Detail = PermError, serr.Error(), ""
 		return res
 	}
 	switch result {
-	case spf.TempError, spf.PermError:
+	case libspf.TempError, libspf.PermError:
 		if err != nil {
 			res.Error = err.Error()
 		} else {
 			res.Error = string(result)
 		}
-		if result == spf.TempError && ctx.Err() != nil {
+		if result == libspf.TempError && ctx.Err() != nil {
 			res.Error = fmt.Sprintf("SPF check exceeded its %v deadline: %s", c.cfg.Timeout, res.Error)
 		}
-	case spf.Fail:
+	case libspf.Fail:
 		env := &macroEnv{sender: identity, domain: domain, ip: ip, helo: helo, receiver: c.cfg.Receiver, now: c.cfg.Now()}
-		res.Explanation = c.explain(ctx, w, env, tr.trailingRedirects())
+		env.ptr = func() string { return validatedPTR(ctx, c.res, env.ip, env.domain) }
+		res.Explanation = c.explain(ctx, w, env, w.redirects(env))
 	}
 	return res
 }
 
 // explain computes the explanation of a fail (RFC 7208 6.2). The exp=
 // that counts is that of the record which produced the result: redirect=
-// hands over to the target's exp=, include: does not. The trace tells how
+// hands over to the target's exp=, include: does not. redirects is how
 // many redirects the result came through.
-func (c *SPFChecker) explain(ctx context.Context, w *spfWatch, env *macroEnv, redirects int) string {
-	env.ptr = func() string { return validatedPTR(ctx, c.res, env.ip, env.domain) }
+func (c *Checker) explain(ctx context.Context, w *spfWatch, env *macroEnv, redirects int) string {
 	def := func() string {
 		s, err := env.expandMacros(c.cfg.DefaultExplanation, true)
 		if err != nil {
@@ -242,9 +248,9 @@ func modifier(rec, name string) (string, bool) {
 	return "", false
 }
 
-// badSPFDomain says why domain cannot be an SPF domain (RFC 7208 4.3), or
+// badDomain says why domain cannot be an SPF domain (RFC 7208 4.3), or
 // "" if it can.
-func badSPFDomain(domain string) string {
+func badDomain(domain string) string {
 	d := strings.TrimSuffix(domain, ".")
 	if d == "" {
 		return "empty domain"
@@ -275,6 +281,7 @@ type spfWatch struct {
 	Resolver
 	mu      sync.Mutex
 	records map[string]string // lower-case domain → SPF record
+	asked   []string          // the TXT names the library asked for, in order
 	synErr  error
 }
 
@@ -283,13 +290,16 @@ type spfWatch struct {
 var errBadRecord = errors.New("malformed SPF record")
 
 func (w *spfWatch) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	w.mu.Lock()
+	w.asked = append(w.asked, normName(name))
+	w.mu.Unlock()
 	txts, err := w.Resolver.LookupTXT(ctx, name)
 	if err != nil {
 		return nil, err // bare *net.DNSError, passed on untouched
 	}
 	var recs []string
 	for _, t := range txts {
-		if isSPFRecord(t) {
+		if IsRecord(t) {
 			recs = append(recs, t)
 		}
 	}
@@ -300,7 +310,7 @@ func (w *spfWatch) LookupTXT(ctx context.Context, name string) ([]string, error)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.records[key] = recs[0]
-	if err := CheckSPFRecord(recs[0]); err != nil {
+	if err := CheckRecord(recs[0]); err != nil {
 		if w.synErr == nil {
 			w.synErr = fmt.Errorf("SPF record of %s: %w", key, err)
 		}
@@ -322,32 +332,69 @@ func (w *spfWatch) syntaxError() error {
 	return w.synErr
 }
 
-// spfTrace follows the library's trace. The library traces a redirect's
-// result with the format below right after the redirect returns, and
-// traces something else after any other step, so the number of redirect
-// traces at the end is the number of redirects the final result came
-// through.
-type spfTrace struct {
-	mu       sync.Mutex
-	trailing int
-}
-
-// redirectTraceFormat is the format the library (v1.6.0) traces a
-// redirect's result with; TestSPFTraceFormat pins it.
-const redirectTraceFormat = "%q: %v, %v"
-
-func (t *spfTrace) trace(f string, _ ...any) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if f == redirectTraceFormat {
-		t.trailing++
-	} else {
-		t.trailing = 0
+// redirects says how many redirect= modifiers the result of the check
+// came through, from what the library asked of DNS: it fetches the TXT
+// record of a domain once each time it evaluates one (the checked
+// domain, an include: target, a redirect= target), depth first and in
+// record order, and stops a record at its first match. Replaying the
+// records fetched in that order shows which redirects were followed,
+// without reading the library's trace text. Whatever does not replay
+// (a lookup limit, an error) ends the walk: the explanation is then the
+// default or the last record's, never another domain's.
+func (w *spfWatch) redirects(env *macroEnv) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seq, pos := w.asked, 0
+	next := func(domain string) bool {
+		if pos < len(seq) && seq[pos] == normName(domain) {
+			pos++
+			return true
+		}
+		return false
 	}
+	saved := env.domain
+	defer func() { env.domain = saved }()
+	// chain replays the evaluation of domain, and of the redirects it
+	// followed; it returns how many, and false when the replay failed.
+	var chain func(domain string, depth int) (int, bool)
+	chain = func(domain string, depth int) (int, bool) {
+		n := 0
+		for {
+			if depth > 20 || !next(domain) {
+				return n, false
+			}
+			rec, ok := w.records[normName(domain)]
+			if !ok {
+				return n, false
+			}
+			for _, term := range strings.Fields(rec) {
+				t := strings.TrimLeft(term, "+-~?")
+				if len(t) < 8 || !strings.EqualFold(t[:8], "include:") {
+					continue
+				}
+				env.domain = domain
+				target, err := env.expandDomain(t[8:])
+				if err != nil || pos >= len(seq) || seq[pos] != normName(target) {
+					return n, true // the record stopped before this include
+				}
+				if _, ok := chain(target, depth+1); !ok {
+					return n, false
+				}
+			}
+			spec, found := modifier(rec, "redirect")
+			if !found {
+				return n, true
+			}
+			env.domain = domain
+			target, err := env.expandDomain(spec)
+			if err != nil || pos >= len(seq) || seq[pos] != normName(target) {
+				return n, true
+			}
+			domain, n, depth = target, n+1, depth+1
+		}
+	}
+	n, _ := chain(saved, 0)
+	return n
 }
 
-func (t *spfTrace) trailingRedirects() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.trailing
-}
+func normName(d string) string { return strings.ToLower(strings.TrimSuffix(d, ".")) }

@@ -1,4 +1,4 @@
-package mailauth
+package spf
 
 import (
 	"context"
@@ -39,10 +39,10 @@ func TestRFC7208Suite(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := NewSPFChecker(res, SPFConfig{Timeout: 5 * time.Second, DefaultExplanation: "DEFAULT", Receiver: "localdomain.org"})
+		c := New(res, Config{Timeout: 5 * time.Second, DefaultExplanation: "DEFAULT", Receiver: "localdomain.org"})
 		for _, tc := range sc.Tests {
 			r := c.CheckMailFrom(context.Background(), net.ParseIP(tc.Host), tc.Helo, tc.MailFrom)
-			outs = append(outs, spfsuite.Outcome{Test: tc, Result: r.Result, Explanation: r.Explanation, Error: r.Error})
+			outs = append(outs, spfsuite.Outcome{Test: tc, Result: string(r.Result), Explanation: r.Explanation, Error: r.Error})
 		}
 	}
 	matched, expChecked, expMatched, misses := spfsuite.Report(outs)

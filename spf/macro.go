@@ -1,4 +1,4 @@
-package mailauth
+package spf
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func (e *macroEnv) expandMacros(s string, explain bool) (string, error) {
 			continue
 		}
 		if i+1 >= len(s) {
-			return "", fmt.Errorf("%w: lone %% at the end", ErrSPFSyntax)
+			return "", fmt.Errorf("%w: lone %% at the end", ErrSyntax)
 		}
 		i++
 		switch s[i] {
@@ -47,16 +47,16 @@ func (e *macroEnv) expandMacros(s string, explain bool) (string, error) {
 			continue
 		case '{':
 		default:
-			return "", fmt.Errorf("%w: bad macro %%%c", ErrSPFSyntax, s[i])
+			return "", fmt.Errorf("%w: bad macro %%%c", ErrSyntax, s[i])
 		}
 		j := strings.IndexByte(s[i:], '}')
 		if j < 0 {
-			return "", fmt.Errorf("%w: unterminated macro", ErrSPFSyntax)
+			return "", fmt.Errorf("%w: unterminated macro", ErrSyntax)
 		}
 		body := s[i+1 : i+j]
 		i += j
 		if err := checkMacroBody(body, explain); err != nil {
-			return "", fmt.Errorf("%w: %v", ErrSPFSyntax, err)
+			return "", fmt.Errorf("%w: %v", ErrSyntax, err)
 		}
 		b.WriteString(e.expandOne(body))
 	}
@@ -74,7 +74,7 @@ func (e *macroEnv) expandDomain(spec string) (string, error) {
 	for len(d) > 253 {
 		i := strings.IndexByte(d, '.')
 		if i < 0 {
-			return "", fmt.Errorf("%w: expanded domain too long", ErrSPFSyntax)
+			return "", fmt.Errorf("%w: expanded domain too long", ErrSyntax)
 		}
 		d = d[i+1:]
 	}
