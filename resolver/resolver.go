@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sync/singleflight"
 )
 
 // Config configures a Resolver. The zero value of a field means its
@@ -75,7 +76,7 @@ type Resolver struct {
 	udp      *dns.Client
 	tcp      *dns.Client
 	cache    *cache
-	flight   flight
+	flight   singleflight.Group
 
 	lookups, hits, coalesced, exchanges, tcpRetry, failures atomic.Int64
 }
@@ -229,7 +230,9 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 	if err := ctx.Err(); err != nil {
 		return nil, r.ctxError(name, err)
 	}
-	c, leader := r.flight.do(k, func() (*entry, error) {
+	leader := false // set by fn, which runs only in the leader's call; read after its result
+	ch := r.flight.DoChan(k.name+"/"+strconv.Itoa(int(k.qtype)), func() (any, error) {
+		leader = true
 		// The query runs on its own deadline so that one caller
 		// giving up does not fail the others waiting for it.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout*time.Duration(r.attempts*len(r.servers)))
@@ -240,26 +243,27 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 		}
 		return e, err
 	})
-	if !leader {
-		r.coalesced.Add(1)
-	}
+	var res singleflight.Result
 	select {
-	case <-c.done:
+	case res = <-ch:
 	case <-ctx.Done():
 		r.failures.Add(1)
 		return nil, r.ctxError(name, ctx.Err())
 	}
-	if c.err != nil {
+	if !leader {
+		r.coalesced.Add(1)
+	}
+	if res.Err != nil {
 		r.failures.Add(1)
 		var de *net.DNSError
-		if errors.As(c.err, &de) {
+		if errors.As(res.Err, &de) {
 			cp := *de
 			cp.Name = name
 			return nil, &cp
 		}
-		return nil, &net.DNSError{Err: c.err.Error(), Name: name, IsTemporary: true}
+		return nil, &net.DNSError{Err: res.Err.Error(), Name: name, IsTemporary: true}
 	}
-	return c.e, nil
+	return res.Val.(*entry), nil
 }
 
 func (r *Resolver) ctxError(name string, err error) error {
