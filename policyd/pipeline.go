@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/spf"
 	"github.com/wehr/wehr/store"
@@ -94,9 +93,10 @@ type Observer interface {
 	StoreError(user string)
 }
 
-// Resolver is what the pipeline asks of DNS: the engine's resolver.
+// Resolver is what the pipeline asks of DNS (SPF for the greylisting
+// allowlist, iprev, the DNS lists): *resolver.Resolver is one.
 type Resolver interface {
-	mailauth.Resolver
+	spf.Resolver
 	ipResolver
 }
 
