@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -387,6 +388,15 @@ func Parse(file string, data []byte) (*Config, error) {
 		}
 	}
 	if len(problems) > 0 {
+		// In file order, as an editor shows them; problems without a
+		// line (a key that is missing) last.
+		sort.SliceStable(problems, func(i, j int) bool {
+			li, lj := problems[i].Line, problems[j].Line
+			if li == 0 || lj == 0 {
+				return li != 0 && lj == 0
+			}
+			return li < lj
+		})
 		return nil, &Errors{File: file, Problems: problems}
 	}
 	return c, nil

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -87,7 +88,16 @@ func TestProblems(t *testing.T) {
 		{"bad explanation", "spf:\n  default_explanation: \"%{x}\"\n", []string{"spf.default_explanation:"}},
 		{"attempts range", "dns:\n  attempts: 0\n", []string{"dns.attempts: must be 1 to 10"}},
 		{"min above max", "dns:\n  min_ttl: 2h\n", []string{"dns.min_ttl:", "above dns.max_ttl"}},
-		{"yaml syntax", "dns:\n  timeout: [\n", []string{"x.yaml:"}},
+		// YAML syntax errors at the line of the mistake.
+		{"yaml flow list", "dns:\n  timeout: 5s\nmilter:\n  listen: [a\n", []string{"x.yaml:4: YAML syntax: did not find expected ',' or ']'"}},
+		{"yaml flow map", "dns:\n  timeout: 5s\nmilter: {listen: a\n", []string{"x.yaml:3: YAML syntax: did not find expected ',' or '}'"}},
+		{"yaml indentation", "dns:\n  timeout: 5s\n attempts: 2\n", []string{"x.yaml:3: YAML syntax: did not find expected key"}},
+		{"yaml tab", "dns:\n\ttimeout: 5s\n", []string{"x.yaml:2: YAML syntax: found character that cannot start any token"}},
+		{"yaml missing colon", "dns:\n  timeout 5s\n  attempts: 2\n", []string{"x.yaml:3: YAML syntax: mapping values are not allowed in this context (is a ':' missing after a key on the line before"}},
+		{"yaml unclosed quote", "authserv_id: \"mx.example\nlog:\n  level: info\n", []string{"x.yaml:1: YAML syntax: a quote opened on this line is never closed"}},
+		{"swapped letters", "log:\n  levle: debug\n", []string{"x.yaml:2: log.levle: unknown key (did you mean level?)"}},
+		{"unknown section", "polciyd:\n  listen: x\n", []string{"x.yaml:1: polciyd: unknown key (did you mean policyd?)"}},
+		{"no Go type names", "policyd:\n  reject_score: high\n", []string{`x.yaml:2: policyd.reject_score: "high" is not a number`}},
 		{"duplicate key", "log:\n  level: info\n  level: debug\n", []string{"already defined"}},
 		{"bad skip network", "policyd:\n  skip_networks: [127.0.0.0/8, localhost]\n", []string{"policyd.skip_networks[1]:", `"localhost" is not an IP address`}},
 		{"several problems at once", "foo: 1\nlog:\n  level: x\n", []string{"foo: unknown key", "log.level:"}},
@@ -104,6 +114,9 @@ func TestProblems(t *testing.T) {
 				if !strings.Contains(all, w) {
 					t.Errorf("error %q lacks %q", all, w)
 				}
+			}
+			if strings.Contains(all, "float") || strings.Contains(all, "int64") {
+				t.Errorf("a Go type name in %q", all)
 			}
 			if len(ce.Lines()) < len(tc.want) && tc.name == "several problems at once" {
 				t.Errorf("want one line per problem, got %q", all)
@@ -162,4 +175,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Problems come in file order, whichever check found them.
+func TestProblemsInFileOrder(t *testing.T) {
+	text := "log:\n  levle: debug\ndmarc:\n  refusal: sometimes\nmetrics:\n  lisen: x\npolicyd:\n  reject_score: high\n"
+	_, err := Parse("x.yaml", []byte(text))
+	var ce *Errors
+	if !errors.As(err, &ce) {
+		t.Fatalf("want *Errors, got %v", err)
+	}
+	var lines []int
+	for _, p := range ce.Problems {
+		lines = append(lines, p.Line)
+	}
+	if fmt.Sprint(lines) != "[2 4 6 8]" {
+		t.Fatalf("lines %v:\n%s", lines, err)
+	}
 }

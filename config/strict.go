@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +19,7 @@ var durationType = reflect.TypeFor[time.Duration]()
 func decodeStrict(data []byte, v any) (map[string]int, []Problem) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, []Problem{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, []Problem{syntaxProblem(err, data)}
 	}
 	lines := map[string]int{}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
@@ -37,6 +39,67 @@ func decodeStrict(data []byte, v any) (map[string]int, []Problem) {
 		return lines, append(ps, Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")})
 	}
 	return lines, ps
+}
+
+// parserErrors are the YAML parser's (not scanner's) messages, which
+// gopkg.in/yaml.v3 reports at the 0-based line of their context: one
+// line too early ("c: [x" on line 3 is reported at line 2).
+var parserErrors = []string{
+	"did not find expected <document start>", "did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or ']'", "did not find expected ',' or '}'",
+}
+
+// syntaxProblem turns the YAML library's "yaml: line 7: ..." into a
+// problem at the line where the mistake is, so that it reads FILE:LINE:
+// like every other, with a hint where the library's words do not help.
+func syntaxProblem(err error, data []byte) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, msg = l, after
+				if slices.Contains(parserErrors, msg) {
+					line++
+				}
+			}
+		}
+	}
+	switch msg {
+	case "found unexpected end of stream":
+		// An unclosed quote: the library reports the end of the file.
+		if l := openQuote(data); l > 0 {
+			return Problem{Line: l, Msg: "YAML syntax: a quote opened on this line is never closed"}
+		}
+	case "mapping values are not allowed in this context":
+		msg += " (is a ':' missing after a key on the line before, or does a value with ': ' need quotes?)"
+	}
+	return Problem{Line: line, Msg: "YAML syntax: " + msg}
+}
+
+// openQuote returns the first line whose double or single quotes do not
+// pair up (outside a comment), or 0.
+func openQuote(data []byte) int {
+	for i, l := range strings.Split(string(data), "\n") {
+		var open byte
+		for j := 0; j < len(l); j++ {
+			c := l[j]
+			switch {
+			case open == 0 && c == '#' && (j == 0 || l[j-1] == ' '):
+				j = len(l)
+			case open == 0 && (c == '"' || c == '\''):
+				open = c
+			case open == '"' && c == '\\':
+				j++
+			case c == open:
+				open = 0
+			}
+		}
+		if open != 0 {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 func join(path, key string) string {
@@ -149,44 +212,60 @@ func typeName(t reflect.Type) string {
 		return "true or false"
 	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
 	case reflect.String:
 		return "a string"
 	}
-	return t.String()
+	return "a valid value here"
 }
 
-// suggest names a known key close to an unknown one (a typo, or a
-// different separator).
+// suggest names the known key closest to an unknown one (a typo, two
+// letters swapped, or a different separator), if one is close enough.
 func suggest(k string, fields map[string]reflect.StructField) string {
 	norm := func(s string) string { return strings.NewReplacer("-", "", "_", "").Replace(strings.ToLower(s)) }
+	limit := 1
+	if len(k) >= 6 {
+		limit = 2
+	}
+	best, bestD := "", limit+1
 	for name := range fields {
-		limit := 1
-		if len(k) >= 6 {
-			limit = 2
+		d := editDistance(strings.ToLower(k), name)
+		if norm(name) == norm(k) {
+			d = 0
 		}
-		if norm(name) == norm(k) || editDistance(name, k) <= limit {
-			return fmt.Sprintf(" (did you mean %s?)", name)
+		if d < bestD || (d == bestD && name < best) {
+			best, bestD = name, d
 		}
 	}
-	return ""
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
 }
 
+// editDistance is the optimal string alignment distance: insertions,
+// deletions, substitutions and swaps of neighbours cost 1 each.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev = cur
 	}
-	return prev[len(b)]
+	return d[len(a)][len(b)]
 }
