@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -311,6 +312,19 @@ func (e *Embedded) Incr(_ context.Context, key string, delta int64, ttl time.Dur
 
 // Counters implements Store.
 func (e *Embedded) Counters(_ context.Context, key string, add []int64, ttl time.Duration) (out []int64, err error) {
+	if !slices.ContainsFunc(add, func(d int64) bool { return d != 0 }) {
+		// A read: no write transaction (bbolt has one writer at a time).
+		err = e.db.View(func(tx *bolt.Tx) error {
+			if v, ok := e.get(tx.Bucket(bucketKV), key); ok {
+				out = parseCounters(v)
+			}
+			return nil
+		})
+		if out == nil {
+			out = []int64{}
+		}
+		return out, err
+	}
 	err = e.update(func(b *bolt.Bucket) error {
 		var cur []int64
 		if v, ok := e.get(b, key); ok {
