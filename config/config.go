@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
 
 	"github.com/wehr/wehr/mailauth"
@@ -45,17 +46,17 @@ type Config struct {
 	AuthservID string `yaml:"authserv_id"`
 	// Hostname is this host's name, e.g. for SPF's %{r} macro. Empty: the
 	// host name as the system reports it.
-	Hostname string  `yaml:"hostname"`
-	Log      Log     `yaml:"log"`
-	DNS      DNS     `yaml:"dns"`
-	SPF      SPF     `yaml:"spf"`
-	DKIM     DKIM    `yaml:"dkim"`
-	DMARC    DMARC   `yaml:"dmarc"`
-	Limits   Limits  `yaml:"limits"`
-	Milter   Milter  `yaml:"milter"`
-	Store    Store   `yaml:"store"`
-	Policyd  Policyd `yaml:"policyd"`
-	Metrics  Metrics `yaml:"metrics"`
+	Hostname string          `yaml:"hostname"`
+	Log      Log             `yaml:"log"`
+	DNS      resolver.Config `yaml:"dns"`
+	SPF      spf.Config      `yaml:"spf"`
+	DKIM     DKIM            `yaml:"dkim"`
+	DMARC    DMARC           `yaml:"dmarc"`
+	Limits   Limits          `yaml:"limits"`
+	Milter   Milter          `yaml:"milter"`
+	Store    Store           `yaml:"store"`
+	Policyd  Policyd         `yaml:"policyd"`
+	Metrics  Metrics         `yaml:"metrics"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -244,25 +245,6 @@ type Log struct {
 	Format string `yaml:"format"` // text or json
 }
 
-// DNS configures the resolver.
-type DNS struct {
-	Servers        []string      `yaml:"servers"`
-	ResolvConf     string        `yaml:"resolv_conf"`
-	Timeout        time.Duration `yaml:"timeout"`
-	Attempts       int           `yaml:"attempts"`
-	CacheSize      int           `yaml:"cache_size"`
-	MinTTL         time.Duration `yaml:"min_ttl"`
-	MaxTTL         time.Duration `yaml:"max_ttl"`
-	NegativeMaxTTL time.Duration `yaml:"negative_max_ttl"`
-}
-
-// SPF configures SPF checks.
-type SPF struct {
-	Timeout            time.Duration `yaml:"timeout"`
-	HeloCheck          bool          `yaml:"helo_check"`
-	DefaultExplanation string        `yaml:"default_explanation"`
-}
-
 //go:embed defaults.yaml
 var defaultsText string
 
@@ -273,19 +255,9 @@ func DefaultsText() string { return defaultsText }
 // Default returns the built-in configuration.
 func Default() *Config {
 	return &Config{
-		Log: Log{Level: "info", Format: "text"},
-		DNS: DNS{
-			ResolvConf:     "/etc/resolv.conf",
-			Timeout:        2 * time.Second,
-			Attempts:       2,
-			CacheSize:      10000,
-			MaxTTL:         time.Hour,
-			NegativeMaxTTL: 15 * time.Minute,
-		},
-		SPF: SPF{
-			Timeout:            10 * time.Second,
-			DefaultExplanation: spf.DefaultExplanation,
-		},
+		Log:  Log{Level: "info", Format: "text"},
+		DNS:  resolver.Default(),
+		SPF:  spf.Default(),
 		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", OnKeyError: "tempfail", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
 		DMARC: DMARC{
 			Discovery:           mailauth.DiscoveryTreeWalk,
@@ -442,11 +414,19 @@ func (e *Errors) Lines() []string {
 
 // finish fills in defaults that depend on the system and validates.
 // lines maps key paths to their line in the file, for messages.
-func (c *Config) finish(lines map[string]int) []Problem {
-	var ps []Problem
+func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	bad := func(key, format string, args ...any) {
 		ps = append(ps, Problem{Line: lines[key], Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
+	// The sections their packages own check themselves.
+	sp := setting.New()
+	c.DNS.Check(sp.Section("dns"))
+	c.SPF.Check(sp.Section("spf"))
+	defer func() {
+		for _, p := range sp.List() {
+			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
+		}
+	}()
 	oneOf := func(key, v string, allowed ...string) {
 		for _, a := range allowed {
 			if v == a {
@@ -481,41 +461,10 @@ func (c *Config) finish(lines map[string]int) []Problem {
 	}
 
 	nilEmptySlices(reflect.ValueOf(c).Elem())
-	for i, s := range c.DNS.Servers {
-		if _, err := resolver.NormalizeServer(s); err != nil {
-			bad(fmt.Sprintf("dns.servers[%d]", i), "%q: want an IP address with an optional port, e.g. 127.0.0.1:53", s)
-		}
-	}
-	if len(c.DNS.Servers) == 0 && c.DNS.ResolvConf == "" {
-		bad("dns.resolv_conf", "empty, and no dns.servers given")
-	}
 	positive := func(key string, d time.Duration) {
 		if d <= 0 {
 			bad(key, "must be positive, got %v", d)
 		}
-	}
-	positive("dns.timeout", c.DNS.Timeout)
-	if c.DNS.Attempts < 1 || c.DNS.Attempts > 10 {
-		bad("dns.attempts", "must be 1 to 10, got %d", c.DNS.Attempts)
-	}
-	if c.DNS.CacheSize < 0 {
-		bad("dns.cache_size", "must be 0 (no cache) or more, got %d", c.DNS.CacheSize)
-	}
-	if c.DNS.MinTTL < 0 {
-		bad("dns.min_ttl", "must not be negative")
-	}
-	positive("dns.max_ttl", c.DNS.MaxTTL)
-	if c.DNS.MinTTL > c.DNS.MaxTTL {
-		bad("dns.min_ttl", "%v is above dns.max_ttl %v", c.DNS.MinTTL, c.DNS.MaxTTL)
-	}
-	positive("dns.negative_max_ttl", c.DNS.NegativeMaxTTL)
-
-	positive("spf.timeout", c.SPF.Timeout)
-	if c.SPF.Timeout > time.Minute {
-		bad("spf.timeout", "%v is longer than any Postfix timeout would wait; at most 1m", c.SPF.Timeout)
-	}
-	if err := spf.CheckExplanation(c.SPF.DefaultExplanation); err != nil {
-		bad("spf.default_explanation", "%v", err)
 	}
 
 	if c.DKIM.MaxSignatures < 1 || c.DKIM.MaxSignatures > 50 {
@@ -890,37 +839,6 @@ func checkAuthservID(id string) error {
 	return nil
 }
 
-// Resolver returns the resolver configuration; server, if not empty,
-// replaces the configured servers (the --resolver flag).
-func (c *Config) Resolver(server string) resolver.Config {
-	rc := resolver.Config{
-		Servers:        c.DNS.Servers,
-		ResolvConf:     c.DNS.ResolvConf,
-		Timeout:        c.DNS.Timeout,
-		Attempts:       c.DNS.Attempts,
-		CacheSize:      c.DNS.CacheSize,
-		MinTTL:         c.DNS.MinTTL,
-		MaxTTL:         c.DNS.MaxTTL,
-		NegativeMaxTTL: c.DNS.NegativeMaxTTL,
-	}
-	if rc.CacheSize == 0 {
-		rc.CacheSize = -1 // 0 in our config means no cache
-	}
-	if server != "" {
-		rc.Servers = []string{server}
-	}
-	return rc
-}
-
-// SPFChecker returns the SPF configuration.
-func (c *Config) SPFChecker() spf.Config {
-	return spf.Config{
-		Timeout:            c.SPF.Timeout,
-		DefaultExplanation: c.SPF.DefaultExplanation,
-		Receiver:           c.Hostname,
-	}
-}
-
 // CheckServer checks a --resolver value.
 func CheckServer(s string) error {
 	if _, err := resolver.NormalizeServer(s); err != nil {
@@ -987,4 +905,11 @@ func (c *Config) RedisStore() store.RedisConfig {
 	r := c.Store.Redis
 	return store.RedisConfig{Mode: r.Mode, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
 		SentinelPassword: r.SentinelPassword, DB: r.DB, Timeout: r.Timeout, Prefix: r.Prefix}
+}
+
+// SPFChecker is the spf: section with this host's name for the r macro.
+func (c *Config) SPFChecker() spf.Config {
+	s := c.SPF
+	s.Receiver = c.Hostname
+	return s
 }

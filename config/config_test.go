@@ -57,13 +57,6 @@ spf:
 		len(c.DNS.Servers) != 2 || c.DNS.Attempts != 2 {
 		t.Fatalf("got %+v", c)
 	}
-	rc := c.Resolver("")
-	if len(rc.Servers) != 2 || rc.Timeout != 500*time.Millisecond {
-		t.Fatalf("resolver config %+v", rc)
-	}
-	if rc := c.Resolver("127.0.0.1:5300"); len(rc.Servers) != 1 || rc.Servers[0] != "127.0.0.1:5300" {
-		t.Fatalf("--resolver not applied: %+v", rc)
-	}
 }
 
 func TestProblems(t *testing.T) {

@@ -26,32 +26,67 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/wehr/wehr/setting"
 	"golang.org/x/sync/singleflight"
 )
 
-// Config configures a Resolver. The zero value of a field means its
-// default.
+// Config configures a Resolver; it is the dns: section of the
+// configuration file. A zero duration or attempt count means its default;
+// a CacheSize of 0 or less turns the cache off (Default has 10000).
 type Config struct {
 	// Servers are the recursive servers, HOST:PORT (or HOST, port 53).
 	// Empty means the nameservers of ResolvConf.
-	Servers []string
-	// ResolvConf is read when Servers is empty. Default /etc/resolv.conf.
-	ResolvConf string
+	Servers []string `yaml:"servers"`
+	// ResolvConf is read when Servers is empty.
+	ResolvConf string `yaml:"resolv_conf"`
 	// Timeout bounds one attempt at one server. Default 2s.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 	// Attempts is the number of rounds over all servers. Default 2.
-	Attempts int
-	// CacheSize caps the number of cached answers. Default 10000; a
-	// negative value disables the cache.
-	CacheSize int
+	Attempts int `yaml:"attempts"`
+	// CacheSize caps the number of cached answers.
+	CacheSize int `yaml:"cache_size"`
 	// MinTTL and MaxTTL clamp the TTL of cached positive answers.
 	// Defaults 0 and 1h.
-	MinTTL, MaxTTL time.Duration
+	MinTTL time.Duration `yaml:"min_ttl"`
+	MaxTTL time.Duration `yaml:"max_ttl"`
 	// NegativeMaxTTL caps the time a negative answer is cached.
 	// Default 15m.
-	NegativeMaxTTL time.Duration
+	NegativeMaxTTL time.Duration `yaml:"negative_max_ttl"`
 	// Now is the clock, for tests. Default time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
+}
+
+// Default is the dns: section's defaults.
+func Default() Config {
+	return Config{ResolvConf: "/etc/resolv.conf", Timeout: 2 * time.Second, Attempts: 2, CacheSize: 10000,
+		MaxTTL: time.Hour, NegativeMaxTTL: 15 * time.Minute}
+}
+
+// Check reports the problems of the dns: section.
+func (c Config) Check(p *setting.Problems) {
+	for i, s := range c.Servers {
+		if _, err := NormalizeServer(s); err != nil {
+			p.Add(fmt.Sprintf("servers[%d]", i), "%q: want an IP address with an optional port, e.g. 127.0.0.1:53", s)
+		}
+	}
+	if len(c.Servers) == 0 && c.ResolvConf == "" {
+		p.Add("resolv_conf", "empty, and no dns.servers given")
+	}
+	p.Positive("timeout", c.Timeout)
+	if c.Attempts < 1 || c.Attempts > 10 {
+		p.Add("attempts", "must be 1 to 10, got %d", c.Attempts)
+	}
+	if c.CacheSize < 0 {
+		p.Add("cache_size", "must be 0 (no cache) or more, got %d", c.CacheSize)
+	}
+	if c.MinTTL < 0 {
+		p.Add("min_ttl", "must not be negative")
+	}
+	p.Positive("max_ttl", c.MaxTTL)
+	if c.MinTTL > c.MaxTTL {
+		p.Add("min_ttl", "%v is above dns.max_ttl %v", c.MinTTL, c.MaxTTL)
+	}
+	p.Positive("negative_max_ttl", c.NegativeMaxTTL)
 }
 
 // Stats counts what a Resolver did since it was made.
@@ -118,11 +153,7 @@ func New(cfg Config) (*Resolver, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	size := cfg.CacheSize
-	if size == 0 {
-		size = 10000
-	}
-	r.cache = newCache(size)
+	r.cache = newCache(cfg.CacheSize)
 	r.udp = &dns.Client{Net: "udp", Timeout: r.timeout, UDPSize: ednsSize}
 	r.tcp = &dns.Client{Net: "tcp", Timeout: r.timeout}
 	return r, nil

@@ -43,7 +43,7 @@ func (c *clock) add(d time.Duration) {
 func newResolver(t *testing.T, srv *dnstest.Server, mod func(*Config)) (*Resolver, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
-	cfg := Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, Attempts: 1, Now: clk.now}
+	cfg := Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, Attempts: 1, CacheSize: 10000, Now: clk.now}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	libspf "blitiri.com.ar/go/spf"
+	"github.com/wehr/wehr/setting"
 )
 
 // Resolver is what SPF asks of DNS. *resolver.Resolver is one; it must
@@ -74,14 +75,34 @@ type Outcome struct {
 type Config struct {
 	// Timeout bounds one whole check (RFC 7208 4.6.4 asks for at least
 	// 20 seconds overall; mail paths want less).
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
+	// HeloCheck asks the verdict engine to check the HELO identity too
+	// (RFC 7208 2.3), for Authentication-Results.
+	HeloCheck bool `yaml:"helo_check"`
 	// DefaultExplanation is the explanation of a fail when the domain
 	// gives none; macros are expanded.
-	DefaultExplanation string
-	// Receiver is the r macro: the receiving host's name.
-	Receiver string
+	DefaultExplanation string `yaml:"default_explanation"`
+	// Receiver is the r macro: the receiving host's name (the
+	// configuration's hostname).
+	Receiver string `yaml:"-"`
 	// Now is the clock (t macro). Default time.Now.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
+}
+
+// Default is the spf: section's defaults.
+func Default() Config {
+	return Config{Timeout: 10 * time.Second, DefaultExplanation: DefaultExplanation}
+}
+
+// Check reports the problems of the spf: section.
+func (c Config) Check(p *setting.Problems) {
+	p.Positive("timeout", c.Timeout)
+	if c.Timeout > time.Minute {
+		p.Add("timeout", "%v is longer than any Postfix timeout would wait; at most 1m", c.Timeout)
+	}
+	if err := CheckExplanation(c.DefaultExplanation); err != nil {
+		p.Add("default_explanation", "%v", err)
+	}
 }
 
 // DefaultExplanation is the built-in fail explanation.

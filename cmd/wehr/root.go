@@ -123,7 +123,11 @@ func (g *globals) load() (*env, error) {
 		return nil, usageError{err}
 	}
 	log := newLogger(g.stderr, cfg.Log)
-	res, err := resolver.New(cfg.Resolver(g.resolver))
+	rc := cfg.DNS
+	if g.resolver != "" {
+		rc.Servers = []string{g.resolver}
+	}
+	res, err := resolver.New(rc)
 	if err != nil {
 		return nil, err
 	}
