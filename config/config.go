@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -54,7 +53,7 @@ type Config struct {
 	DMARC    DMARC           `yaml:"dmarc"`
 	Limits   Limits          `yaml:"limits"`
 	Milter   Milter          `yaml:"milter"`
-	Store    Store           `yaml:"store"`
+	Store    store.Config    `yaml:"store"`
 	Policyd  Policyd         `yaml:"policyd"`
 	Metrics  Metrics         `yaml:"metrics"`
 }
@@ -63,27 +62,6 @@ type Config struct {
 type Metrics struct {
 	Listen      string `yaml:"listen"`
 	AllowRemote bool   `yaml:"allow_remote"`
-}
-
-// Store configures the shared state.
-type Store struct {
-	Backend     string `yaml:"backend"`
-	Path        string `yaml:"path"`
-	AdminSocket string `yaml:"admin_socket"`
-	Redis       Redis  `yaml:"redis"`
-}
-
-// Redis configures the Redis store.
-type Redis struct {
-	Mode             string        `yaml:"mode"`
-	Addrs            []string      `yaml:"addrs"`
-	MasterName       string        `yaml:"master_name"`
-	Username         string        `yaml:"username"`
-	Password         string        `yaml:"password"`
-	SentinelPassword string        `yaml:"sentinel_password"`
-	DB               int           `yaml:"db"`
-	Timeout          time.Duration `yaml:"timeout"`
-	Prefix           string        `yaml:"prefix"`
 }
 
 // Policyd configures the policy daemon.
@@ -287,12 +265,7 @@ func Default() *Config {
 			IdleTimeout:         10 * time.Minute,
 			MaxConnections:      500,
 		},
-		Store: Store{
-			Backend:     "embedded",
-			Path:        "/var/lib/wehr/wehr.db",
-			AdminSocket: "/run/wehr/admin.sock",
-			Redis:       Redis{Mode: "single", Timeout: 300 * time.Millisecond, Prefix: "wehr:"},
-		},
+		Store: store.Default(),
 		Policyd: Policyd{
 			Listen:          "unix:/var/spool/postfix/wehr/policy.sock",
 			SocketMode:      "0660",
@@ -422,6 +395,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	sp := setting.New()
 	c.DNS.Check(sp.Section("dns"))
 	c.SPF.Check(sp.Section("spf"))
+	c.Store.Check(sp.Section("store"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
@@ -575,36 +549,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	}
 	if m.MaxConnections < 1 {
 		bad("milter.max_connections", "must be at least 1, got %d", m.MaxConnections)
-	}
-
-	st := c.Store
-	oneOf("store.backend", st.Backend, "embedded", "redis")
-	if st.Backend == "embedded" {
-		if !filepath.IsAbs(st.Path) {
-			bad("store.path", "%q must be an absolute path", st.Path)
-		}
-		if !filepath.IsAbs(st.AdminSocket) {
-			bad("store.admin_socket", "%q must be an absolute path", st.AdminSocket)
-		}
-	}
-	if st.Backend == "redis" {
-		r := st.Redis
-		oneOf("store.redis.mode", r.Mode, "single", "sentinel", "cluster")
-		if len(r.Addrs) == 0 {
-			bad("store.redis.addrs", "no address: list the server (single), the Sentinels (sentinel) or seed nodes (cluster)")
-		}
-		if r.Mode == "single" && len(r.Addrs) > 1 {
-			bad("store.redis.addrs", "mode single takes one address; for several, say mode sentinel or cluster")
-		}
-		if r.Mode == "sentinel" && r.MasterName == "" {
-			bad("store.redis.master_name", "mode sentinel needs the master's name (sentinel monitor <name> ...)")
-		}
-		for i, a := range r.Addrs {
-			if _, _, err := net.SplitHostPort(a); err != nil {
-				bad(fmt.Sprintf("store.redis.addrs[%d]", i), "%q: want HOST:PORT", a)
-			}
-		}
-		positive("store.redis.timeout", r.Timeout)
 	}
 
 	if l := c.Metrics.Listen; l != "" {
@@ -898,13 +842,6 @@ func (c *Config) PolicydListen(listen string) (listener.Address, listener.Socket
 	}
 	mode, _ := parseMode(c.Policyd.SocketMode)
 	return a, listener.SocketPerms{Mode: mode, Owner: c.Policyd.SocketOwner, Group: c.Policyd.SocketGroup}, nil
-}
-
-// RedisStore returns the Redis store's configuration.
-func (c *Config) RedisStore() store.RedisConfig {
-	r := c.Store.Redis
-	return store.RedisConfig{Mode: r.Mode, Addrs: r.Addrs, MasterName: r.MasterName, Username: r.Username, Password: r.Password,
-		SentinelPassword: r.SentinelPassword, DB: r.DB, Timeout: r.Timeout, Prefix: r.Prefix}
 }
 
 // SPFChecker is the spf: section with this host's name for the r macro.

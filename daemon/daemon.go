@@ -127,7 +127,7 @@ func (d *Daemon) pipeline(cfg *config.Config) *policyd.Pipeline {
 // or Redis.
 func openStore(cfg *config.Config, owner bool) (store.Store, error) {
 	if cfg.Store.Backend == "redis" {
-		return store.OpenRedis(cfg.RedisStore())
+		return store.OpenRedis(cfg.Store.Redis)
 	}
 	if !owner {
 		return nil, setupf("the embedded store belongs to wehr serve: run wehr serve, or set store.backend: redis to run the daemons as separate processes")

@@ -23,20 +23,20 @@ const (
 
 // RedisConfig configures the Redis store.
 type RedisConfig struct {
-	Mode       string
-	Addrs      []string // the server; the Sentinels; the Cluster seed nodes
-	MasterName string   // Sentinel
-	Username   string
-	Password   string
+	Mode       string   `yaml:"mode"`        // single, sentinel or cluster
+	Addrs      []string `yaml:"addrs"`       // the server; the Sentinels; the Cluster seed nodes
+	MasterName string   `yaml:"master_name"` // Sentinel
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
 	// SentinelPassword authenticates to the Sentinels, if they need it.
-	SentinelPassword string
-	DB               int
+	SentinelPassword string `yaml:"sentinel_password"`
+	DB               int    `yaml:"db"`
 	// Timeout bounds one command (dial, read, write); default 300ms.
 	// Redis down must cost a mail path a fraction of a second, not the
 	// library's default of seconds.
-	Timeout time.Duration
+	Timeout time.Duration `yaml:"timeout"`
 	// Prefix starts every key, so several systems can share a server.
-	Prefix string
+	Prefix string `yaml:"prefix"`
 }
 
 // Redis is the shared store of a cluster.

@@ -79,7 +79,7 @@ func runDaemons(ctx context.Context, e *env, d daemons) error {
 // running wehr serve's admin socket for the embedded store.
 func opsStore(e *env) (store.Store, error) {
 	if e.cfg.Store.Backend == "redis" {
-		return store.OpenRedis(e.cfg.RedisStore())
+		return store.OpenRedis(e.cfg.Store.Redis)
 	}
 	return store.DialAdmin(e.cfg.Store.AdminSocket)
 }
