@@ -10,6 +10,8 @@
 package authres
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -290,4 +292,18 @@ func comment(s string) string {
 	}
 	b.WriteByte(')')
 	return b.String()
+}
+
+// CheckID checks the authserv-id is a value (RFC 8601 2.2: a
+// token or quoted-string; we want a token, normally a host name).
+func CheckID(id string) error {
+	if id == "" {
+		return errors.New("empty")
+	}
+	for _, r := range id {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?=`, r) {
+			return fmt.Errorf("%q: must be a host name (no spaces or special characters)", id)
+		}
+	}
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
@@ -52,7 +53,7 @@ type Config struct {
 	DKIM     DKIM            `yaml:"dkim"`
 	DMARC    DMARC           `yaml:"dmarc"`
 	Limits   Limits          `yaml:"limits"`
-	Milter   Milter          `yaml:"milter"`
+	Milter   milter.Config   `yaml:"milter"`
 	Store    store.Config    `yaml:"store"`
 	Policyd  Policyd         `yaml:"policyd"`
 	Metrics  Metrics         `yaml:"metrics"`
@@ -149,25 +150,6 @@ type Greylist struct {
 	SPFDomains     []string      `yaml:"spf_domains"`
 }
 
-// Milter configures the Postfix milter.
-type Milter struct {
-	Listen              string        `yaml:"listen"`
-	AllowRemote         bool          `yaml:"allow_remote"`
-	SocketMode          string        `yaml:"socket_mode"`
-	SocketOwner         string        `yaml:"socket_owner"`
-	SocketGroup         string        `yaml:"socket_group"`
-	TrustedNetworks     []string      `yaml:"trusted_networks"`
-	OutboundDaemonNames []string      `yaml:"outbound_daemon_names"`
-	ExtraAuthservIDs    []string      `yaml:"extra_authserv_ids"`
-	Quarantine          string        `yaml:"quarantine"`
-	QuarantineHeader    string        `yaml:"quarantine_header"`
-	BodyMemory          int           `yaml:"body_memory"`
-	TempDir             string        `yaml:"temp_dir"`
-	Timeout             time.Duration `yaml:"timeout"`
-	IdleTimeout         time.Duration `yaml:"idle_timeout"`
-	MaxConnections      int           `yaml:"max_connections"`
-}
-
 // DKIM configures DKIM verification and signing.
 type DKIM struct {
 	MaxSignatures      int           `yaml:"max_signatures"`
@@ -252,20 +234,8 @@ func Default() *Config {
 			MailingLists:        MailingLists{Enabled: true},
 		},
 		Limits: Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
-		Milter: Milter{
-			Listen:              "unix:/var/spool/postfix/wehr/milter.sock",
-			SocketMode:          "0660",
-			SocketGroup:         "postfix",
-			TrustedNetworks:     []string{"127.0.0.0/8", "::1/128"},
-			OutboundDaemonNames: []string{"ORIGINATING"},
-			Quarantine:          "header",
-			QuarantineHeader:    "X-Wehr-Quarantine",
-			BodyMemory:          1 << 20,
-			Timeout:             30 * time.Second,
-			IdleTimeout:         10 * time.Minute,
-			MaxConnections:      500,
-		},
-		Store: store.Default(),
+		Milter: milter.Default(),
+		Store:  store.Default(),
 		Policyd: Policyd{
 			Listen:          "unix:/var/spool/postfix/wehr/policy.sock",
 			SocketMode:      "0660",
@@ -396,6 +366,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.DNS.Check(sp.Section("dns"))
 	c.SPF.Check(sp.Section("spf"))
 	c.Store.Check(sp.Section("store"))
+	c.Milter.Check(sp.Section("milter"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
@@ -419,7 +390,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	if c.AuthservID == "" {
 		c.AuthservID = c.Hostname
 	}
-	if err := checkAuthservID(c.AuthservID); err != nil {
+	if err := authres.CheckID(c.AuthservID); err != nil {
 		bad("authserv_id", "%v", err)
 	}
 
@@ -516,41 +487,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	}
 	positive("limits.deadline", c.Limits.Deadline)
 
-	m := c.Milter
-	if _, err := listener.ParseAddress(m.Listen, m.AllowRemote); err != nil {
-		bad("milter.listen", "%v", err)
-	}
-	checkSocket(bad, "milter", m.SocketMode)
-	for i, n := range m.TrustedNetworks {
-		if _, err := parseNetwork(n); err != nil {
-			bad(fmt.Sprintf("milter.trusted_networks[%d]", i), "%v", err)
-		}
-	}
-	for i, id := range m.ExtraAuthservIDs {
-		if err := checkAuthservID(id); err != nil {
-			bad(fmt.Sprintf("milter.extra_authserv_ids[%d]", i), "%v", err)
-		}
-	}
-	oneOf("milter.quarantine", m.Quarantine, "header", "hold")
-	if !mailauth.ValidFieldName(m.QuarantineHeader) {
-		bad("milter.quarantine_header", "%q is not a header field name", m.QuarantineHeader)
-	}
-	if m.BodyMemory < 0 {
-		bad("milter.body_memory", "must not be negative")
-	}
-	if m.TempDir != "" {
-		if fi, err := os.Stat(m.TempDir); err != nil || !fi.IsDir() {
-			bad("milter.temp_dir", "%q is not a directory", m.TempDir)
-		}
-	}
-	positive("milter.timeout", m.Timeout)
-	if m.IdleTimeout < 5*time.Minute {
-		bad("milter.idle_timeout", "%v: keep it above Postfix's smtpd_timeout (300s), or Postfix sees its milter gone mid-session", m.IdleTimeout)
-	}
-	if m.MaxConnections < 1 {
-		bad("milter.max_connections", "must be at least 1, got %d", m.MaxConnections)
-	}
-
 	if l := c.Metrics.Listen; l != "" {
 		if a, err := listener.ParseAddress(l, c.Metrics.AllowRemote); err != nil {
 			bad("metrics.listen", "%v", err)
@@ -632,14 +568,13 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 		}
 		positive("policyd.greylist.keep", g.Keep)
 	}
-	if m.Timeout <= c.Limits.Deadline {
+	if m := c.Milter; m.Timeout <= c.Limits.Deadline {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
 	}
 	return ps
 }
 
 // SocketMode is milter.socket_mode as a file mode.
-func (c *Config) SocketMode() (fs.FileMode, error) { return parseMode(c.Milter.SocketMode) }
 
 func parseMode(s string) (fs.FileMode, error) {
 	v, err := strconv.ParseUint(s, 8, 32)
@@ -671,36 +606,11 @@ func CheckSocketOwner(key string, perms listener.SocketPerms) error {
 // MilterServer returns the milter's configuration.
 func (c *Config) MilterServer() milter.Config {
 	m := c.Milter
-	return milter.Config{
-		AuthservID:           c.AuthservID,
-		ExtraAuthservIDs:     m.ExtraAuthservIDs,
-		TrustedNetworks:      networks(m.TrustedNetworks),
-		OutboundDaemons:      m.OutboundDaemonNames,
-		Quarantine:           m.Quarantine,
-		QuarantineHeaderName: m.QuarantineHeader,
-		BodyMemory:           m.BodyMemory,
-		TempDir:              m.TempDir,
-		Timeout:              m.Timeout,
-		HeaderBytes:          c.Limits.HeaderBytes,
-		MaxConnections:       m.MaxConnections,
-		IdleTimeout:          m.IdleTimeout,
-		RefuseUnauthorized:   c.DKIM.UnauthorizedSender == "refuse",
-		OnKeyError:           c.DKIM.OnKeyError,
-	}
-}
-
-// MilterListen returns the listen address and socket permissions; listen,
-// if not empty, replaces milter.listen (the --listen flags).
-func (c *Config) MilterListen(listen string) (listener.Address, listener.SocketPerms, error) {
-	if listen == "" {
-		listen = c.Milter.Listen
-	}
-	a, err := listener.ParseAddress(listen, c.Milter.AllowRemote)
-	if err != nil {
-		return a, listener.SocketPerms{}, err
-	}
-	mode, _ := c.SocketMode()
-	return a, listener.SocketPerms{Mode: mode, Owner: c.Milter.SocketOwner, Group: c.Milter.SocketGroup}, nil
+	m.AuthservID = c.AuthservID
+	m.HeaderBytes = c.Limits.HeaderBytes
+	m.RefuseUnauthorized = c.DKIM.UnauthorizedSender == "refuse"
+	m.OnKeyError = c.DKIM.OnKeyError
+	return m
 }
 
 // nilEmptySlices makes every empty list and mapping nil, so that
@@ -767,20 +677,6 @@ func (c *Config) Engine() mailauth.Config {
 			MailingLists: mailauth.MailingLists{Enabled: d.MailingLists.Enabled, Domains: d.MailingLists.Domains},
 		},
 	}
-}
-
-// checkAuthservID checks the authserv-id is a value (RFC 8601 2.2: a
-// token or quoted-string; we want a token, normally a host name).
-func checkAuthservID(id string) error {
-	if id == "" {
-		return errors.New("empty")
-	}
-	for _, r := range id {
-		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?=`, r) {
-			return fmt.Errorf("%q: must be a host name (no spaces or special characters)", id)
-		}
-	}
-	return nil
 }
 
 // CheckServer checks a --resolver value.

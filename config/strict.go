@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"slices"
@@ -127,6 +128,14 @@ func check(n *yaml.Node, t reflect.Type, path string, lines map[string]int, ps *
 		return true // key present without value: keeps the default
 	}
 	switch {
+	case reflect.PointerTo(t).Implements(textUnmarshaler):
+		// A value type of its own (setting.Network): its words.
+		if n.Kind != yaml.ScalarNode {
+			return bad("want a single value, got %s", kindName(n))
+		}
+		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
+			return bad("%v", err)
+		}
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {
 			return bad("want a duration such as 30s or 5m")
@@ -139,14 +148,7 @@ func check(n *yaml.Node, t reflect.Type, path string, lines map[string]int, ps *
 			return bad("want a mapping of keys, got %s", kindName(n))
 		}
 		fields := map[string]reflect.StructField{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			fields[name] = f
-		}
+		structFields(t, fields)
 		var keep []*yaml.Node
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
@@ -193,6 +195,25 @@ func check(n *yaml.Node, t reflect.Type, path string, lines map[string]int, ps *
 		}
 	}
 	return true
+}
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// structFields maps the YAML keys of struct type t to its fields, those
+// of ",inline" structs included.
+func structFields(t reflect.Type, fields map[string]reflect.StructField) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if opts == "inline" && f.Type.Kind() == reflect.Struct {
+			structFields(f.Type, fields)
+			continue
+		}
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = f
+	}
 }
 
 func kindName(n *yaml.Node) string {

@@ -217,12 +217,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		grp.Go(func() error { return d.pd.Serve(ctx, ln) })
 	}
 	if d.opt.Milter {
-		addr, perms, err := cfg.MilterListen(d.opt.MilterListen)
+		addr, perms, err := cfg.Milter.Address(d.opt.MilterListen)
 		if err != nil {
 			return setupf("%v", err)
 		}
 		if addr.Network == "unix" {
-			if err := config.CheckSocketOwner("milter", perms); err != nil {
+			if err := cfg.Milter.CheckOwner("milter"); err != nil {
 				return SetupError{err}
 			}
 		}

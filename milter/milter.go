@@ -28,6 +28,7 @@ import (
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/store"
 )
@@ -38,54 +39,61 @@ const (
 	QuarantineHold   = "hold"   // Postfix HOLD queue, through the milter quarantine action
 )
 
-// Config configures the milter.
+// Config configures the milter; with yaml keys, it is the milter:
+// section of the configuration file (settings.go has its defaults and
+// checks). The fields without a key come from other sections or are
+// the daemon's to set.
 type Config struct {
-	AuthservID string
+	listener.Settings `yaml:",inline"`
 	// ExtraAuthservIDs are further ids whose A-R headers are removed
 	// from inbound mail (e.g. the names of other nodes of the cluster).
-	ExtraAuthservIDs []string
+	ExtraAuthservIDs []string `yaml:"extra_authserv_ids"`
 	// TrustedNetworks send outbound mail, not verified as inbound.
-	TrustedNetworks []netip.Prefix
+	TrustedNetworks []setting.Network `yaml:"trusted_networks"`
 	// OutboundDaemons are {daemon_name} values (milter_macro_daemon_name)
 	// of smtpd instances that take outbound mail, e.g. ORIGINATING.
-	OutboundDaemons []string
+	OutboundDaemons []string `yaml:"outbound_daemon_names"`
 	// Quarantine is QuarantineHeader or QuarantineHold.
-	Quarantine string
-	// QuarantineHeader is the marker's field name.
-	QuarantineHeaderName string
+	Quarantine string `yaml:"quarantine"`
+	// QuarantineHeaderName is the marker's field name.
+	QuarantineHeaderName string `yaml:"quarantine_header"`
 	// BodyMemory is how much of a message is kept in memory before it
 	// spills to a temp file in TempDir.
-	BodyMemory int
-	TempDir    string
+	BodyMemory int    `yaml:"body_memory"`
+	TempDir    string `yaml:"temp_dir"`
 	// Timeout bounds one message's verification or signing; past it
 	// the message gets a 451.
-	Timeout time.Duration
-	// HeaderBytes caps the header section of outbound mail (inbound
-	// mail has the engine's cap); 0: 1 MiB.
-	HeaderBytes int
-	// MaxConnections caps the connections served at once (default
-	// 500); IdleTimeout ends a session that sends nothing for that long
-	// (default 10m, above Postfix's smtpd_timeout).
-	MaxConnections int
-	IdleTimeout    time.Duration
-	// OnKeyError is what outbound mail of a domain whose DKIM keys are
-	// broken gets: KeyErrorTempfail (default) or KeyErrorUnsigned.
-	OnKeyError string
+	Timeout time.Duration `yaml:"timeout"`
+	// IdleTimeout ends a session that sends nothing for that long
+	// (default 10m, above Postfix's smtpd_timeout); MaxConnections caps
+	// the connections served at once (default 500).
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	MaxConnections int           `yaml:"max_connections"`
 
+	// AuthservID is ours, in the A-R we write and remove (authserv_id).
+	AuthservID string `yaml:"-"`
+	// HeaderBytes caps the header section of outbound mail (inbound
+	// mail has the engine's cap); 0: 1 MiB (limits.header_bytes).
+	HeaderBytes int `yaml:"-"`
+	// OnKeyError is what outbound mail of a domain whose DKIM keys are
+	// broken gets: KeyErrorTempfail (default) or KeyErrorUnsigned
+	// (dkim.on_key_error).
+	OnKeyError string `yaml:"-"`
+	// RefuseUnauthorized answers 553 5.7.1 to outbound mail whose From
+	// the sender may not use, instead of sending it unsigned
+	// (dkim.unauthorized_sender: refuse).
+	RefuseUnauthorized bool `yaml:"-"`
 	// Keys are the DKIM keys outbound mail is signed with (nil: no
 	// signing); SetKeys replaces them at run time.
-	Keys *dkimkeys.Set
+	Keys *dkimkeys.Set `yaml:"-"`
 	// Senders says which From addresses a sender may sign for; without
 	// it nothing is signed.
-	Senders *sendermap.Holder
-	// RefuseUnauthorized answers 553 5.7.1 to outbound mail whose From
-	// the sender may not use, instead of sending it unsigned.
-	RefuseUnauthorized bool
+	Senders *sendermap.Holder `yaml:"-"`
 	// History, if set, records the networks that deliver DMARC-passing
 	// mail for each author domain.
-	History *store.PassHistory
+	History *store.PassHistory `yaml:"-"`
 	// Observer, if set, counts what the milter does (metrics).
-	Observer Observer
+	Observer Observer `yaml:"-"`
 }
 
 // Observer counts messages and store failures; *metrics.Metrics is one.
@@ -319,8 +327,10 @@ func (ss *session) Connect(host, family string, port uint16, addr string, m milt
 	case family == "unix" || family == "unknown" || ss.client == nil:
 		ss.outbound = "local connection"
 	default:
-		if p, ok := mailauth.InNetworks(ss.client, ss.set.cfg.TrustedNetworks); ok {
-			ss.outbound = "trusted network " + p.String()
+		if a, ok := netip.AddrFromSlice(ss.client); ok {
+			if p, ok := setting.Contains(ss.set.cfg.TrustedNetworks, a); ok {
+				ss.outbound = "trusted network " + p.String()
+			}
 		}
 	}
 	if d := m.Get(milter.MacroDaemonName); d != "" {

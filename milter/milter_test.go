@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/setting"
 )
 
 const zone = `
@@ -75,7 +75,7 @@ func startServer(t testing.TB, mod func(*Config), engine *mailauth.Engine) (stri
 	if engine == nil {
 		engine = testEngine(t)
 	}
-	cfg := Config{AuthservID: "mx.test", TrustedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, OutboundDaemons: []string{"ORIGINATING"}}
+	cfg := Config{AuthservID: "mx.test", TrustedNetworks: setting.Networks("127.0.0.0/8"), OutboundDaemons: []string{"ORIGINATING"}}
 	if mod != nil {
 		mod(&cfg)
 	}

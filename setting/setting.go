@@ -68,9 +68,9 @@ func (p *Problems) OneOf(key, v string, allowed ...string) {
 	p.Add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
 }
 
-// Network reads an IP address (a single address's prefix) or a CIDR
-// prefix, as admins write networks.
-func Network(s string) (netip.Prefix, error) {
+// ParseNetwork reads an IP address (a single address's prefix) or a
+// CIDR prefix, as admins write networks.
+func ParseNetwork(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Masked(), nil
 	}
@@ -81,17 +81,41 @@ func Network(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-// Networks checks a list of networks under key and returns those that
-// parse.
-func (p *Problems) Networks(key string, ss []string) []netip.Prefix {
-	var out []netip.Prefix
-	for i, s := range ss {
-		n, err := Network(s)
+// Network is a network as admins write it in the file: a CIDR prefix, or
+// one address. Its methods are netip.Prefix's.
+type Network struct{ netip.Prefix }
+
+// UnmarshalText reads a network, with an error that says what is wrong.
+func (n *Network) UnmarshalText(b []byte) error {
+	p, err := ParseNetwork(string(b))
+	if err != nil {
+		return err
+	}
+	n.Prefix = p
+	return nil
+}
+
+// Networks makes a list of networks from their text (for defaults and
+// tests); it panics on a bad one.
+func Networks(ss ...string) []Network {
+	var out []Network
+	for _, s := range ss {
+		p, err := ParseNetwork(s)
 		if err != nil {
-			p.Add(fmt.Sprintf("%s[%d]", key, i), "%v", err)
-			continue
+			panic(err)
 		}
-		out = append(out, n)
+		out = append(out, Network{p})
 	}
 	return out
+}
+
+// Contains reports whether any of nets contains a, and which.
+func Contains(nets []Network, a netip.Addr) (netip.Prefix, bool) {
+	a = a.Unmap()
+	for _, n := range nets {
+		if n.Prefix.Contains(a) {
+			return n.Prefix, true
+		}
+	}
+	return netip.Prefix{}, false
 }
