@@ -55,7 +55,7 @@ type Config struct {
 	Limits   Limits          `yaml:"limits"`
 	Milter   milter.Config   `yaml:"milter"`
 	Store    store.Config    `yaml:"store"`
-	Policyd  Policyd         `yaml:"policyd"`
+	Policyd  policyd.Config  `yaml:"policyd"`
 	Metrics  Metrics         `yaml:"metrics"`
 }
 
@@ -63,91 +63,6 @@ type Config struct {
 type Metrics struct {
 	Listen      string `yaml:"listen"`
 	AllowRemote bool   `yaml:"allow_remote"`
-}
-
-// Policyd configures the policy daemon.
-type Policyd struct {
-	Listen           string        `yaml:"listen"`
-	AllowRemote      bool          `yaml:"allow_remote"`
-	RequestTimeout   time.Duration `yaml:"request_timeout"`
-	IdleTimeout      time.Duration `yaml:"idle_timeout"`
-	MaxConnections   int           `yaml:"max_connections"`
-	SocketMode       string        `yaml:"socket_mode"`
-	SocketOwner      string        `yaml:"socket_owner"`
-	SocketGroup      string        `yaml:"socket_group"`
-	SkipNetworks     []string      `yaml:"skip_networks"`
-	LocalDomains     []string      `yaml:"local_domains"`
-	ExemptRecipients []string      `yaml:"exempt_recipients"`
-	ReferenceURL     string        `yaml:"reference_url"`
-	RejectScore      float64       `yaml:"reject_score"`
-	SuspiciousScore  float64       `yaml:"suspicious_score"`
-	OnStoreError     string        `yaml:"on_store_error"`
-	DNSLists         []DNSList     `yaml:"dns_lists"`
-	Weights          Weights       `yaml:"weights"`
-	Rates            Rates         `yaml:"rates"`
-	Greylist         Greylist      `yaml:"greylist"`
-	Submission       Submission    `yaml:"submission"`
-}
-
-// Submission configures the checks of authenticated submission.
-type Submission struct {
-	SenderLogin bool                 `yaml:"sender_login"`
-	Classes     map[string]RateClass `yaml:"classes"`
-	UserClasses map[string]string    `yaml:"user_classes"`
-	Bulk        Bulk                 `yaml:"bulk"`
-}
-
-// RateClass caps what a user may send per window.
-type RateClass struct {
-	Messages   int64         `yaml:"messages"`
-	Recipients int64         `yaml:"recipients"`
-	Window     time.Duration `yaml:"window"`
-}
-
-// Bulk configures bulk routing.
-type Bulk struct {
-	Filter         string        `yaml:"filter"`
-	MinRecipients  int64         `yaml:"min_recipients"`
-	Senders        []string      `yaml:"senders"`
-	VolumeMessages int64         `yaml:"volume_messages"`
-	VolumeWindow   time.Duration `yaml:"volume_window"`
-}
-
-// DNSList is a DNS block- or allowlist.
-type DNSList struct {
-	Zone   string   `yaml:"zone"`
-	Weight float64  `yaml:"weight"`
-	Codes  []string `yaml:"codes"`
-}
-
-// Weights are the scores of the behaviour checks.
-type Weights struct {
-	HeloInvalid   float64 `yaml:"helo_invalid"`
-	HeloClaimsUs  float64 `yaml:"helo_claims_us"`
-	NoFCrDNS      float64 `yaml:"no_fcrdns"`
-	Dynamic       float64 `yaml:"dynamic_name"`
-	BadReputation float64 `yaml:"bad_reputation"`
-}
-
-// Rates caps connections, messages and recipients per client.
-type Rates struct {
-	ConnectionsPerIP     int64         `yaml:"connections_per_ip"`
-	ConnectionsPerSubnet int64         `yaml:"connections_per_subnet"`
-	MessagesPerIP        int64         `yaml:"messages_per_ip"`
-	MessagesPerSubnet    int64         `yaml:"messages_per_subnet"`
-	RecipientsPerIP      int64         `yaml:"recipients_per_ip"`
-	RecipientsPerSubnet  int64         `yaml:"recipients_per_subnet"`
-	Window               time.Duration `yaml:"window"`
-}
-
-// Greylist configures greylisting.
-type Greylist struct {
-	Enabled        bool          `yaml:"enabled"`
-	Delay          time.Duration `yaml:"delay"`
-	Window         time.Duration `yaml:"window"`
-	Keep           time.Duration `yaml:"keep"`
-	AllowlistAfter int64         `yaml:"allowlist_after"`
-	SPFDomains     []string      `yaml:"spf_domains"`
 }
 
 // DKIM configures DKIM verification and signing.
@@ -233,30 +148,10 @@ func Default() *Config {
 			LocalPolicy:         Override{Disposition: mailauth.PolicyNone},
 			MailingLists:        MailingLists{Enabled: true},
 		},
-		Limits: Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
-		Milter: milter.Default(),
-		Store:  store.Default(),
-		Policyd: Policyd{
-			Listen:          "unix:/var/spool/postfix/wehr/policy.sock",
-			SocketMode:      "0660",
-			SocketGroup:     "postfix",
-			RequestTimeout:  10 * time.Second,
-			IdleTimeout:     330 * time.Second,
-			MaxConnections:  500,
-			SkipNetworks:    []string{"127.0.0.0/8", "::1/128"},
-			RejectScore:     5,
-			SuspiciousScore: 1,
-			OnStoreError:    "dunno",
-			Weights:         Weights{HeloInvalid: 1, HeloClaimsUs: 4, NoFCrDNS: 1, Dynamic: 1, BadReputation: 1},
-			Rates:           Rates{Window: time.Minute},
-			Greylist: Greylist{Enabled: true, Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 35 * 24 * time.Hour,
-				AllowlistAfter: 5, SPFDomains: []string{"outlook.com", "amazonses.com", "sendgrid.net", "google.com", "mailchimpapp.net"}},
-			Submission: Submission{
-				SenderLogin: true,
-				Classes:     map[string]RateClass{"default": {Messages: 500, Recipients: 2000, Window: time.Hour}},
-				Bulk:        Bulk{MinRecipients: 50, VolumeWindow: time.Hour},
-			},
-		},
+		Limits:  Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
+		Milter:  milter.Default(),
+		Store:   store.Default(),
+		Policyd: policyd.Default(),
 	}
 }
 
@@ -367,6 +262,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.SPF.Check(sp.Section("spf"))
 	c.Store.Check(sp.Section("store"))
 	c.Milter.Check(sp.Section("milter"))
+	c.Policyd.Check(sp.Section("policyd"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
@@ -494,80 +390,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 			bad("metrics.listen", "%q: the metrics endpoint listens on inet:HOST:PORT", l)
 		}
 	}
-	pd := c.Policyd
-	if _, err := listener.ParseAddress(pd.Listen, pd.AllowRemote); err != nil {
-		bad("policyd.listen", "%v", err)
-	}
-	checkSocket(bad, "policyd", pd.SocketMode)
-	positive("policyd.request_timeout", pd.RequestTimeout)
-	if pd.RequestTimeout > 60*time.Second {
-		bad("policyd.request_timeout", "%v: keep it well under Postfix's smtpd_policy_service_timeout (100s)", pd.RequestTimeout)
-	}
-	positive("policyd.idle_timeout", pd.IdleTimeout)
-	if pd.MaxConnections < 1 {
-		bad("policyd.max_connections", "must be at least 1, got %d", pd.MaxConnections)
-	}
-	if pd.RejectScore <= 0 || pd.SuspiciousScore <= 0 || pd.SuspiciousScore > pd.RejectScore {
-		bad("policyd.suspicious_score", "want 0 < suspicious_score (%g) <= reject_score (%g)", pd.SuspiciousScore, pd.RejectScore)
-	}
-	oneOf("policyd.on_store_error", pd.OnStoreError, "dunno", "tempfail")
-	for i, l := range pd.DNSLists {
-		key := fmt.Sprintf("policyd.dns_lists[%d]", i)
-		if !strings.Contains(l.Zone, ".") {
-			bad(key+".zone", "%q is not a DNS zone", l.Zone)
-		}
-		if l.Weight == 0 {
-			bad(key+".weight", "0: give a listing a positive weight (blocklist) or a negative one (allowlist)")
-		}
-		for j, code := range l.Codes {
-			if _, err := parseNetwork(code); err != nil {
-				bad(fmt.Sprintf("%s.codes[%d]", key, j), "%v", err)
-			}
-		}
-	}
-	for i, n := range pd.SkipNetworks {
-		if _, err := parseNetwork(n); err != nil {
-			bad(fmt.Sprintf("policyd.skip_networks[%d]", i), "%v", err)
-		}
-	}
-	for i, d := range pd.LocalDomains {
-		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
-			bad(fmt.Sprintf("policyd.local_domains[%d]", i), "%q is not a domain name", d)
-		}
-	}
-	for _, v := range []int64{pd.Rates.ConnectionsPerIP, pd.Rates.ConnectionsPerSubnet, pd.Rates.MessagesPerIP, pd.Rates.MessagesPerSubnet, pd.Rates.RecipientsPerIP, pd.Rates.RecipientsPerSubnet} {
-		if v < 0 {
-			bad("policyd.rates", "limits must not be negative")
-			break
-		}
-	}
-	positive("policyd.rates.window", pd.Rates.Window)
-	sub := pd.Submission
-	for name, cl := range sub.Classes {
-		key := "policyd.submission.classes." + name
-		if cl.Messages < 0 || cl.Recipients < 0 {
-			bad(key, "limits must not be negative")
-		}
-		positive(key+".window", cl.Window)
-	}
-	for user, class := range sub.UserClasses {
-		if _, ok := sub.Classes[class]; !ok {
-			bad("policyd.submission.user_classes."+user, "class %q is not in policyd.submission.classes", class)
-		}
-	}
-	if f := sub.Bulk.Filter; f != "" && (!strings.Contains(f, ":") || strings.ContainsAny(f, " \t")) {
-		bad("policyd.submission.bulk.filter", "%q: want transport:nexthop, e.g. smtp:[127.0.0.1]:2525", f)
-	}
-	if sub.Bulk.VolumeMessages > 0 {
-		positive("policyd.submission.bulk.volume_window", sub.Bulk.VolumeWindow)
-	}
-	if g := pd.Greylist; g.Enabled {
-		positive("policyd.greylist.delay", g.Delay)
-		if g.Window <= g.Delay {
-			bad("policyd.greylist.window", "%v must be longer than the delay %v", g.Window, g.Delay)
-		}
-		positive("policyd.greylist.keep", g.Keep)
-	}
+
 	if m := c.Milter; m.Timeout <= c.Limits.Deadline {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
 	}
@@ -689,55 +512,9 @@ func CheckServer(s string) error {
 
 // PolicydPipeline returns the policy pipeline's configuration.
 func (c *Config) PolicydPipeline() policyd.Config {
-	pd := c.Policyd
-	var lists []policyd.List
-	for _, l := range pd.DNSLists {
-		lists = append(lists, policyd.List{Zone: strings.ToLower(l.Zone), Weight: l.Weight, Codes: networks(l.Codes)})
-	}
-	return policyd.Config{
-		Hostname: c.Hostname, SkipNetworks: networks(pd.SkipNetworks), LocalDomains: pd.LocalDomains, ExemptRecipients: pd.ExemptRecipients, ReferenceURL: pd.ReferenceURL,
-		Lists: lists,
-		Weights: policyd.Weights{HeloInvalid: pd.Weights.HeloInvalid, HeloClaimsUs: pd.Weights.HeloClaimsUs, NoFCrDNS: pd.Weights.NoFCrDNS,
-			Dynamic: pd.Weights.Dynamic, BadReputation: pd.Weights.BadReputation},
-		RejectScore: pd.RejectScore, SuspiciousScore: pd.SuspiciousScore,
-		Rates: policyd.Rates{ConnectionsPerIP: pd.Rates.ConnectionsPerIP, ConnectionsPerSubnet: pd.Rates.ConnectionsPerSubnet,
-			MessagesPerIP: pd.Rates.MessagesPerIP, MessagesPerSubnet: pd.Rates.MessagesPerSubnet,
-			RecipientsPerIP: pd.Rates.RecipientsPerIP, RecipientsPerSubnet: pd.Rates.RecipientsPerSubnet},
-		RateWindow: pd.Rates.Window,
-		Greylist: policyd.Greylisting{Enabled: pd.Greylist.Enabled, Delay: pd.Greylist.Delay, Window: pd.Greylist.Window,
-			Keep: pd.Greylist.Keep, AllowlistAfter: pd.Greylist.AllowlistAfter, SPFDomains: pd.Greylist.SPFDomains},
-		TempfailOnStoreError: pd.OnStoreError == "tempfail",
-		Timeout:              pd.RequestTimeout,
-		Submission:           c.submission(),
-	}
-}
-
-func (c *Config) submission() policyd.Submission {
-	sub := c.Policyd.Submission
-	out := policyd.Submission{Classes: map[string]policyd.RateClass{}, UserClass: map[string]string{},
-		Bulk: policyd.Bulk{Filter: sub.Bulk.Filter, MinRecipients: sub.Bulk.MinRecipients, Senders: sub.Bulk.Senders,
-			VolumeMessages: sub.Bulk.VolumeMessages, VolumeWindow: sub.Bulk.VolumeWindow}}
-	for n, cl := range sub.Classes {
-		out.Classes[n] = policyd.RateClass{Messages: cl.Messages, Recipients: cl.Recipients, Window: cl.Window}
-	}
-	for u, cl := range sub.UserClasses {
-		out.UserClass[strings.ToLower(u)] = cl
-	}
-	return out
-}
-
-// PolicydListen returns the policy daemon's listen address; listen, if
-// not empty, replaces policyd.listen.
-func (c *Config) PolicydListen(listen string) (listener.Address, listener.SocketPerms, error) {
-	if listen == "" {
-		listen = c.Policyd.Listen
-	}
-	a, err := listener.ParseAddress(listen, c.Policyd.AllowRemote)
-	if err != nil {
-		return a, listener.SocketPerms{}, err
-	}
-	mode, _ := parseMode(c.Policyd.SocketMode)
-	return a, listener.SocketPerms{Mode: mode, Owner: c.Policyd.SocketOwner, Group: c.Policyd.SocketGroup}, nil
+	pc := c.Policyd
+	pc.Hostname = c.Hostname
+	return pc
 }
 
 // SPFChecker is the spf: section with this host's name for the r macro.

@@ -116,9 +116,7 @@ func (d *Daemon) milterConfig(cfg *config.Config) milter.Config {
 func (d *Daemon) pipeline(cfg *config.Config) *policyd.Pipeline {
 	pc := cfg.PolicydPipeline()
 	pc.Observer = d.metrics
-	if cfg.Policyd.Submission.SenderLogin {
-		pc.Submission.Senders = d.senders
-	}
+	pc.Submission.Senders = d.senders
 	return policyd.NewPipeline(pc, d.res, d.st, d.log)
 }
 
@@ -197,12 +195,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if d.opt.Policyd {
-		addr, perms, err := cfg.PolicydListen(d.opt.PolicydListen)
+		addr, perms, err := cfg.Policyd.Address(d.opt.PolicydListen)
 		if err != nil {
 			return setupf("%v", err)
 		}
 		if addr.Network == "unix" {
-			if err := config.CheckSocketOwner("policyd", perms); err != nil {
+			if err := cfg.Policyd.CheckOwner("policyd"); err != nil {
 				return SetupError{err}
 			}
 		}

@@ -14,7 +14,7 @@ import (
 // Default is the milter: section's defaults.
 func Default() Config {
 	return Config{
-		Settings: listener.Settings{Listen: "unix:/var/spool/postfix/wehr/milter.sock", SocketMode: "0660", SocketGroup: "postfix"},
+		Settings:             listener.Settings{Listen: "unix:/var/spool/postfix/wehr/milter.sock", SocketMode: "0660", SocketGroup: "postfix"},
 		TrustedNetworks:      setting.Networks("127.0.0.0/8", "::1/128"),
 		OutboundDaemons:      []string{"ORIGINATING"},
 		Quarantine:           QuarantineHeader,

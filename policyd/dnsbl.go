@@ -13,17 +13,18 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 )
 
 // List is a DNS blocklist (positive weight) or allowlist (negative).
 type List struct {
-	Zone   string
-	Weight float64
+	Zone   string  `yaml:"zone"`
+	Weight float64 `yaml:"weight"`
 	// Codes are the answers that mean "listed"; empty: the list's known
 	// defaults, or any 127.0.0.0/8 address but 127.0.0.1 and the
 	// 127.255.255.0/24 error codes.
-	Codes []netip.Prefix
+	Codes []setting.Network `yaml:"codes"`
 }
 
 // knownLists are the return codes of common lists, so that an error
@@ -57,12 +58,11 @@ var (
 func withKnownCodes(lists []List) []List {
 	out := slices.Clone(lists)
 	for i, l := range out {
+		out[i].Zone = strings.ToLower(l.Zone)
 		if len(l.Codes) > 0 {
 			continue
 		}
-		for _, c := range knownLists[strings.ToLower(l.Zone)] {
-			out[i].Codes = append(out[i].Codes, netip.MustParsePrefix(c))
-		}
+		out[i].Codes = setting.Networks(knownLists[out[i].Zone]...)
 	}
 	return out
 }
@@ -192,9 +192,9 @@ func (dnsblCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
 
 // queryLists asks every list in parallel.
 func (p *Pipeline) queryLists(ctx context.Context, ip netip.Addr, now time.Time) []listing {
-	out := make([]listing, len(p.cfg.Lists))
+	out := make([]listing, len(p.cfg.DNSLists))
 	var wg sync.WaitGroup
-	for i, l := range p.cfg.Lists {
+	for i, l := range p.cfg.DNSLists {
 		out[i].list = l
 		if p.health.skip(l.Zone, now) {
 			out[i].err = "skipped: the zone kept failing"

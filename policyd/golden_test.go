@@ -5,9 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"net/netip"
 	"os"
 	"testing"
+
+	"github.com/wehr/wehr/setting"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -46,7 +47,7 @@ func TestDecisionsGolden(t *testing.T) {
 	var out bytes.Buffer
 	for _, tc := range tests {
 		f := newFixture(t, func(c *Config) {
-			c.SkipNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+			c.SkipNetworks = setting.Networks("127.0.0.0/8", "::1/128")
 		})
 		d := f.p.Evaluate(context.Background(), tc.req)
 		b, err := json.Marshal(d)

@@ -116,7 +116,7 @@ func (scoreCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 type storeDownCheck struct{}
 
 func (storeDownCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
-	if ev.storeDown && ev.p.cfg.TempfailOnStoreError {
+	if ev.storeDown && ev.p.cfg.OnStoreError == "tempfail" {
 		return reply(451, "4.3.0", "Temporary local problem; please try again later", "store")
 	}
 	return nil

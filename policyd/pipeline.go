@@ -9,13 +9,15 @@ package policyd
 
 import (
 	"context"
+	"strings"
 
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/spf"
 	"github.com/wehr/wehr/store"
@@ -23,68 +25,80 @@ import (
 
 // Weights are the score each finding adds.
 type Weights struct {
-	HeloInvalid   float64
-	HeloClaimsUs  float64
-	NoFCrDNS      float64
-	Dynamic       float64
-	BadReputation float64
+	HeloInvalid   float64 `yaml:"helo_invalid"`
+	HeloClaimsUs  float64 `yaml:"helo_claims_us"`
+	NoFCrDNS      float64 `yaml:"no_fcrdns"`
+	Dynamic       float64 `yaml:"dynamic_name"`
+	BadReputation float64 `yaml:"bad_reputation"`
 }
 
 // Greylisting configures greylisting of suspicious clients.
 type Greylisting struct {
-	Enabled bool
-	Delay   time.Duration
-	Window  time.Duration
-	Keep    time.Duration
+	Enabled bool          `yaml:"enabled"`
+	Delay   time.Duration `yaml:"delay"`
+	Window  time.Duration `yaml:"window"`
+	Keep    time.Duration `yaml:"keep"`
 	// AllowlistAfter passes a client network without greylisting once
 	// this many of its retries have passed (0: never).
-	AllowlistAfter int64
+	AllowlistAfter int64 `yaml:"allowlist_after"`
 	// SPFDomains are sender domains (and their subdomains) never
 	// greylisted when SPF passes for the client: big senders retry from
 	// many addresses.
-	SPFDomains []string
+	SPFDomains []string `yaml:"spf_domains"`
 }
 
-// Rates are per-window caps; 0 means none.
+// Rates are per-window caps; 0 means none. Connections are counted when
+// Postfix asks at CONNECT (check_policy_service in
+// smtpd_client_restrictions), messages and recipients at RCPT.
 type Rates struct {
-	ConnectionsPerIP, ConnectionsPerSubnet int64
-	MessagesPerIP, MessagesPerSubnet       int64
-	RecipientsPerIP, RecipientsPerSubnet   int64
+	ConnectionsPerIP     int64         `yaml:"connections_per_ip"`
+	ConnectionsPerSubnet int64         `yaml:"connections_per_subnet"`
+	MessagesPerIP        int64         `yaml:"messages_per_ip"`
+	MessagesPerSubnet    int64         `yaml:"messages_per_subnet"`
+	RecipientsPerIP      int64         `yaml:"recipients_per_ip"`
+	RecipientsPerSubnet  int64         `yaml:"recipients_per_subnet"`
+	Window               time.Duration `yaml:"window"`
 }
 
-// Config configures the pipeline.
+// Config configures the policy service; with yaml keys, it is the
+// policyd: section of the configuration file (settings.go has its
+// defaults and checks).
 type Config struct {
-	Hostname string
+	listener.Settings `yaml:",inline"`
+	// RequestTimeout bounds the answer to one request.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// IdleTimeout ends a connection Postfix leaves idle; MaxConnections
+	// caps the connections served at once.
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	MaxConnections int           `yaml:"max_connections"`
 	// SkipNetworks are clients that get DUNNO from the MX checks
 	// without any check (this host's own services, by default).
-	SkipNetworks []netip.Prefix
+	SkipNetworks []setting.Network `yaml:"skip_networks"`
 	// LocalDomains are our domains (local, virtual and relay): their
 	// postmaster@ and abuse@ skip the block and greylist checks, and a
 	// HELO claiming one of them is suspicious.
-	LocalDomains []string
+	LocalDomains []string `yaml:"local_domains"`
 	// ExemptRecipients skip the block and greylist checks: addresses or
 	// @domain.
-	ExemptRecipients []string
-	ReferenceURL     string
-	Lists            []List
-	Weights          Weights
+	ExemptRecipients []string `yaml:"exempt_recipients"`
+	ReferenceURL     string   `yaml:"reference_url"`
 	// RejectScore refuses a client at this score; SuspiciousScore
 	// greylists it.
-	RejectScore, SuspiciousScore float64
-	// Rates cap connections, messages and recipients per client address
-	// and per network in RateWindow (0: no cap). Connections are counted
-	// when Postfix asks at CONNECT (check_policy_service in
-	// smtpd_client_restrictions), messages and recipients at RCPT.
-	Rates      Rates
-	RateWindow time.Duration
-	Greylist   Greylisting
-	// TempfailOnStoreError answers 451 4.3.0 when the store cannot
-	// answer; the default is to let the mail through (DUNNO).
-	TempfailOnStoreError bool
-	Timeout              time.Duration
-	Submission           Submission
+	RejectScore     float64 `yaml:"reject_score"`
+	SuspiciousScore float64 `yaml:"suspicious_score"`
+	// OnStoreError is dunno (let the mail through) or tempfail (451
+	// 4.3.0) when the store cannot answer.
+	OnStoreError string      `yaml:"on_store_error"`
+	DNSLists     []List      `yaml:"dns_lists"`
+	Weights      Weights     `yaml:"weights"`
+	Rates        Rates       `yaml:"rates"`
+	Greylist     Greylisting `yaml:"greylist"`
+	Submission   Submission  `yaml:"submission"`
+
+	// Hostname is this host's name (a HELO claiming it is suspicious).
+	Hostname string `yaml:"-"`
 	// Observer, if set, counts decisions and store failures (metrics).
-	Observer Observer
+	Observer Observer `yaml:"-"`
 }
 
 // Observer counts decisions and store failures; *metrics.Metrics is one.
@@ -126,15 +140,20 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 	if cfg.SuspiciousScore == 0 {
 		cfg.SuspiciousScore = 1
 	}
-	if cfg.RateWindow == 0 {
-		cfg.RateWindow = time.Minute
+	if cfg.Rates.Window == 0 {
+		cfg.Rates.Window = time.Minute
 	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 10 * time.Second
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
 	}
-	cfg.Lists = withKnownCodes(cfg.Lists)
+	cfg.DNSLists = withKnownCodes(cfg.DNSLists)
+	classes := map[string]string{}
+	for u, c := range cfg.Submission.UserClasses {
+		classes[strings.ToLower(u)] = c
+	}
+	cfg.Submission.UserClasses = classes
 	p := &Pipeline{cfg: cfg, res: res, log: log, now: time.Now,
-		spf: spf.New(res, spf.Config{Timeout: cfg.Timeout / 2, Receiver: cfg.Hostname})}
+		spf: spf.New(res, spf.Config{Timeout: cfg.RequestTimeout / 2, Receiver: cfg.Hostname})}
 	p.setStore(st)
 	return p
 }
@@ -183,7 +202,7 @@ func (d *Decision) set(r *smtpreply.Reply) {
 
 // Evaluate answers one request.
 func (p *Pipeline) Evaluate(ctx context.Context, req Request) Decision {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.RequestTimeout)
 	defer cancel()
 	q, err := ParseQuery(req)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/setting"
 )
 
 // validAction is what Postfix accepts from us: DUNNO, a FILTER, or a
@@ -89,7 +90,7 @@ func TestUnknownPolicyContext(t *testing.T) {
 // A known list's codes apply when none are configured: an answer outside
 // them (a quota message, a public resolver's refusal) is no listing.
 func TestListedCodes(t *testing.T) {
-	lists := withKnownCodes([]List{{Zone: "ZEN.spamhaus.org"}, {Zone: "bl.test"}, {Zone: "zen.spamhaus.org", Codes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
+	lists := withKnownCodes([]List{{Zone: "ZEN.spamhaus.org"}, {Zone: "bl.test"}, {Zone: "zen.spamhaus.org", Codes: setting.Networks("127.0.0.1/32")}})
 	for _, tc := range []struct {
 		list   int
 		answer string

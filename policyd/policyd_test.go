@@ -21,6 +21,7 @@ import (
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
 	"github.com/wehr/wehr/sendermap"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/store"
 )
 
@@ -141,8 +142,8 @@ func newFixture(t testing.TB, mod func(*Config)) *fixture {
 	t.Cleanup(func() { st.Close() })
 	cfg := Config{
 		Hostname: "mx1.example.test", LocalDomains: []string{"example.test"},
-		Lists:   []List{{Zone: "bl.test", Weight: 5}, {Zone: "wl.test", Weight: -5}},
-		Weights: Weights{HeloInvalid: 1, HeloClaimsUs: 4, NoFCrDNS: 1, Dynamic: 1, BadReputation: 1},
+		DNSLists: []List{{Zone: "bl.test", Weight: 5}, {Zone: "wl.test", Weight: -5}},
+		Weights:  Weights{HeloInvalid: 1, HeloClaimsUs: 4, NoFCrDNS: 1, Dynamic: 1, BadReputation: 1},
 		Greylist: Greylisting{Enabled: true, Delay: 5 * time.Minute, Window: 4 * time.Hour, Keep: 30 * 24 * time.Hour, AllowlistAfter: 3,
 			SPFDomains: []string{"bigsender.example"}},
 		ReferenceURL: "https://mx.example.test/refused",
@@ -245,7 +246,7 @@ func TestGreylistFlow(t *testing.T) {
 }
 
 func TestRates(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Rates.RecipientsPerIP = 3; c.RateWindow = time.Minute })
+	f := newFixture(t, func(c *Config) { c.Rates.RecipientsPerIP = 3; c.Rates.Window = time.Minute })
 	ctx := context.Background()
 	for i := range 3 {
 		if d := f.p.Evaluate(ctx, rcptReq("192.0.2.10", "mail.good.example", "a@good.example", fmt.Sprintf("u%d@example.test", i))); d.Action != "DUNNO" {
@@ -270,7 +271,10 @@ var brokenStore = store.Down{Err: errors.New("test")}
 
 func TestStoreUnavailable(t *testing.T) {
 	for _, tempfail := range []bool{false, true} {
-		f := newFixture(t, func(c *Config) { c.TempfailOnStoreError = tempfail; c.Rates.RecipientsPerIP = 10 })
+		f := newFixture(t, func(c *Config) {
+			c.OnStoreError = map[bool]string{true: "tempfail", false: "dunno"}[tempfail]
+			c.Rates.RecipientsPerIP = 10
+		})
 		f.p.setStore(brokenStore)
 		ctx := context.Background()
 		d := f.p.Evaluate(ctx, rcptReq("192.0.2.30", "mail.x.example", "a@x.example", "alice@example.test"))
@@ -292,7 +296,7 @@ func TestStoreUnavailable(t *testing.T) {
 }
 
 func TestZoneSkippedAfterFailures(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.Lists = append(c.Lists, List{Zone: "dead.test", Weight: 5}) })
+	f := newFixture(t, func(c *Config) { c.DNSLists = append(c.DNSLists, List{Zone: "dead.test", Weight: 5}) })
 	f.srv.ServFail("10.2.0.192.dead.test")
 	ctx := context.Background()
 	for range listFailLimit {
@@ -454,7 +458,7 @@ func TestReputation(t *testing.T) {
 func TestMessageAndConnectionRates(t *testing.T) {
 	f := newFixture(t, func(c *Config) {
 		c.Rates = Rates{MessagesPerIP: 2, ConnectionsPerSubnet: 2}
-		c.RateWindow = time.Minute
+		c.Rates.Window = time.Minute
 	})
 	ctx := context.Background()
 	// Two messages of three recipients each: the recipients of one
@@ -500,10 +504,10 @@ func TestSubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFixture(t, func(c *Config) {
-		c.Submission = Submission{Senders: senders,
-			Classes:   map[string]RateClass{"default": {Messages: 2, Recipients: 5, Window: time.Hour}, "bulk": {Window: time.Hour}},
-			UserClass: map[string]string{"news": "bulk"},
-			Bulk:      Bulk{Filter: "smtp:[127.0.0.1]:2525", MinRecipients: 20, Senders: []string{"news"}, VolumeMessages: 2, VolumeWindow: time.Hour}}
+		c.Submission = Submission{SenderLogin: true, Senders: senders,
+			Classes:     map[string]RateClass{"default": {Messages: 2, Recipients: 5, Window: time.Hour}, "bulk": {Window: time.Hour}},
+			UserClasses: map[string]string{"news": "bulk"},
+			Bulk:        Bulk{Filter: "smtp:[127.0.0.1]:2525", MinRecipients: 20, Senders: []string{"news"}, VolumeMessages: 2, VolumeWindow: time.Hour}}
 	})
 	ctx := context.Background()
 	// Sender login.
@@ -644,10 +648,10 @@ func TestServerShutdown(t *testing.T) {
 // TestSkipNetworks: clients in policyd.skip_networks (loopback by
 // default) get DUNNO without any check; an empty list checks them too.
 func TestSkipNetworks(t *testing.T) {
-	loop := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	loop := setting.Networks("127.0.0.0/8", "::1/128")
 	tests := []struct {
 		name   string
-		skip   []netip.Prefix
+		skip   []setting.Network
 		ip     string
 		action string // prefix
 		note   string
@@ -657,7 +661,7 @@ func TestSkipNetworks(t *testing.T) {
 		{"IPv6 loopback skipped", loop, "::1", "DUNNO", "client in skip_networks ::1/128"},
 		{"outside the list: checked", loop, "192.0.2.30", "450 4.7.1 Greylisted", ""},
 		{"empty list: loopback checked", nil, "127.0.0.1", "450 4.7.1 Greylisted", ""},
-		{"a network of the admin's", []netip.Prefix{netip.MustParsePrefix("192.0.2.16/28")}, "192.0.2.30", "DUNNO", "client in skip_networks 192.0.2.16/28"},
+		{"a network of the admin's", setting.Networks("192.0.2.16/28"), "192.0.2.30", "DUNNO", "client in skip_networks 192.0.2.16/28"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,13 +52,13 @@ func (ev *evaluation) rate(ctx context.Context, kind string, perIP, perNet int64
 		if r.limit <= 0 {
 			continue
 		}
-		n, err := p.rates.Add(ctx, r.rate, ev.now, p.cfg.RateWindow, 1)
+		n, err := p.rates.Add(ctx, r.rate, ev.now, p.cfg.Rates.Window, 1)
 		if err != nil {
 			return nil, err
 		}
 		if n > r.limit {
-			secs := p.retryIn(ctx, r.rate, ev.now, p.cfg.RateWindow, r.limit)
-			ev.note("rate", 0, fmt.Sprintf("%d %s from %s in %v, limit %d", n, kind, r.what, p.cfg.RateWindow, r.limit))
+			secs := p.retryIn(ctx, r.rate, ev.now, p.cfg.Rates.Window, r.limit)
+			ev.note("rate", 0, fmt.Sprintf("%d %s from %s in %v, limit %d", n, kind, r.what, p.cfg.Rates.Window, r.limit))
 			return reply(450, "4.7.1", fmt.Sprintf("Too many %s from %s; please retry in %d seconds", kind, r.what, secs), "rate"), nil
 		}
 	}

@@ -15,7 +15,7 @@ type senderLoginCheck struct{}
 
 func (senderLoginCheck) run(_ context.Context, ev *evaluation) *smtpreply.Reply {
 	senders := ev.p.cfg.Submission.Senders
-	if senders == nil || ev.q.Sender == "" {
+	if !ev.p.cfg.Submission.SenderLogin || senders == nil || ev.q.Sender == "" {
 		return nil
 	}
 	if ok, why := senders.Map().Allowed(ev.q.User, nil, ev.q.Sender); !ok {

@@ -26,7 +26,7 @@ func (userRateCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 	}
 	storeErr := func(err error) *smtpreply.Reply {
 		ev.storeFailed("rate", err)
-		if p.cfg.TempfailOnStoreError {
+		if p.cfg.OnStoreError == "tempfail" {
 			return reply(451, "4.3.0", "Temporary local problem; please try again later", "store")
 		}
 		return nil
@@ -74,7 +74,7 @@ func (userRateCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 
 func (p *Pipeline) classOf(user string) (RateClass, string) {
 	s := p.cfg.Submission
-	name := s.UserClass[strings.ToLower(user)]
+	name := s.UserClasses[strings.ToLower(user)]
 	if name == "" {
 		name = "default"
 	}
