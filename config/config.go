@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -398,24 +397,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 }
 
 // SocketMode is milter.socket_mode as a file mode.
-
-func parseMode(s string) (fs.FileMode, error) {
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil || v > 0o777 {
-		return 0, fmt.Errorf("%q is not an octal file mode such as 0660", s)
-	}
-	return fs.FileMode(v), nil
-}
-
-// checkSocket validates the mode of a listen address's socket (key is
-// "milter" or "policyd"). Whether the owner and group exist is checked by
-// CheckSocketOwner when a daemon starts: `wehr check` on a machine
-// without Postfix has no postfix group and needs none.
-func checkSocket(bad func(key, format string, args ...any), key, mode string) {
-	if _, err := parseMode(mode); err != nil {
-		bad(key+".socket_mode", "%v", err)
-	}
-}
 
 // CheckSocketOwner checks that the owner and group a daemon's unix
 // socket gets exist (key: milter or policyd).
