@@ -13,15 +13,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
-	"net/url"
 	"os"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
@@ -30,7 +28,6 @@ import (
 	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
-	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/store"
 )
 
@@ -45,72 +42,23 @@ type Config struct {
 	AuthservID string `yaml:"authserv_id"`
 	// Hostname is this host's name, e.g. for SPF's %{r} macro. Empty: the
 	// host name as the system reports it.
-	Hostname string          `yaml:"hostname"`
-	Log      Log             `yaml:"log"`
-	DNS      resolver.Config `yaml:"dns"`
-	SPF      spf.Config      `yaml:"spf"`
-	DKIM     DKIM            `yaml:"dkim"`
-	DMARC    DMARC           `yaml:"dmarc"`
-	Limits   Limits          `yaml:"limits"`
-	Milter   milter.Config   `yaml:"milter"`
-	Store    store.Config    `yaml:"store"`
-	Policyd  policyd.Config  `yaml:"policyd"`
-	Metrics  Metrics         `yaml:"metrics"`
+	Hostname string               `yaml:"hostname"`
+	Log      Log                  `yaml:"log"`
+	DNS      resolver.Config      `yaml:"dns"`
+	SPF      spf.Config           `yaml:"spf"`
+	DKIM     dkimkeys.Config      `yaml:"dkim"`
+	DMARC    mailauth.DMARCConfig `yaml:"dmarc"`
+	Limits   mailauth.Limits      `yaml:"limits"`
+	Milter   milter.Config        `yaml:"milter"`
+	Store    store.Config         `yaml:"store"`
+	Policyd  policyd.Config       `yaml:"policyd"`
+	Metrics  Metrics              `yaml:"metrics"`
 }
 
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Listen      string `yaml:"listen"`
 	AllowRemote bool   `yaml:"allow_remote"`
-}
-
-// DKIM configures DKIM verification and signing.
-type DKIM struct {
-	MaxSignatures      int           `yaml:"max_signatures"`
-	KeysDir            string        `yaml:"keys_dir"`
-	SenderMap          string        `yaml:"sender_map"`
-	UnauthorizedSender string        `yaml:"unauthorized_sender"`
-	OnKeyError         string        `yaml:"on_key_error"`
-	RotationOverlap    time.Duration `yaml:"rotation_overlap"`
-	RotationCheck      time.Duration `yaml:"rotation_check"`
-}
-
-// DMARC configures DMARC evaluation and enforcement.
-type DMARC struct {
-	Discovery           string        `yaml:"discovery"`
-	LegacyPct0IsTesting bool          `yaml:"legacy_pct0_is_testing"`
-	Refusal             string        `yaml:"refusal"`
-	OnTempError         string        `yaml:"on_temperror"`
-	OnNoAuthor          string        `yaml:"on_no_author"`
-	ReferenceURL        string        `yaml:"reference_url"`
-	MaxAuthorDomains    int           `yaml:"max_author_domains"`
-	TooManyAuthors      string        `yaml:"too_many_authors"`
-	PassHistory         bool          `yaml:"pass_history"`
-	PassHistoryKeep     time.Duration `yaml:"pass_history_keep"`
-	TrustedForwarders   Override      `yaml:"trusted_forwarders"`
-	LocalPolicy         Override      `yaml:"local_policy"`
-	MailingLists        MailingLists  `yaml:"mailing_lists"`
-}
-
-// Override is a DMARC override list.
-type Override struct {
-	Networks    []string `yaml:"networks"`
-	DKIMDomains []string `yaml:"dkim_domains,omitempty"`
-	FromDomains []string `yaml:"from_domains,omitempty"`
-	Disposition string   `yaml:"disposition"`
-}
-
-// MailingLists configures the mailing-list override.
-type MailingLists struct {
-	Enabled bool     `yaml:"enabled"`
-	Domains []string `yaml:"domains"`
-}
-
-// Limits caps the work spent on one message.
-type Limits struct {
-	DNSQueries  int           `yaml:"dns_queries"`
-	HeaderBytes int           `yaml:"header_bytes"`
-	Deadline    time.Duration `yaml:"deadline"`
 }
 
 // Log configures logging.
@@ -129,25 +77,12 @@ func DefaultsText() string { return defaultsText }
 // Default returns the built-in configuration.
 func Default() *Config {
 	return &Config{
-		Log:  Log{Level: "info", Format: "text"},
-		DNS:  resolver.Default(),
-		SPF:  spf.Default(),
-		DKIM: DKIM{MaxSignatures: 5, UnauthorizedSender: "unsigned", OnKeyError: "tempfail", RotationOverlap: 7 * 24 * time.Hour, RotationCheck: time.Hour},
-		DMARC: DMARC{
-			Discovery:           mailauth.DiscoveryTreeWalk,
-			LegacyPct0IsTesting: true,
-			Refusal:             mailauth.RefuseEvidence,
-			OnTempError:         "accept",
-			OnNoAuthor:          "accept",
-			MaxAuthorDomains:    5,
-			TooManyAuthors:      "reject",
-			PassHistory:         true,
-			PassHistoryKeep:     180 * 24 * time.Hour,
-			TrustedForwarders:   Override{Disposition: mailauth.PolicyNone},
-			LocalPolicy:         Override{Disposition: mailauth.PolicyNone},
-			MailingLists:        MailingLists{Enabled: true},
-		},
-		Limits:  Limits{DNSQueries: 150, HeaderBytes: 1 << 20, Deadline: 20 * time.Second},
+		Log:     Log{Level: "info", Format: "text"},
+		DNS:     resolver.Default(),
+		SPF:     spf.Default(),
+		DKIM:    dkimkeys.DefaultConfig(),
+		DMARC:   mailauth.DefaultDMARC(),
+		Limits:  mailauth.DefaultLimits(),
 		Milter:  milter.Default(),
 		Store:   store.Default(),
 		Policyd: policyd.Default(),
@@ -262,19 +197,14 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.Store.Check(sp.Section("store"))
 	c.Milter.Check(sp.Section("milter"))
 	c.Policyd.Check(sp.Section("policyd"))
+	c.DKIM.Check(sp.Section("dkim"))
+	c.DMARC.Check(sp.Section("dmarc"))
+	c.Limits.Check(sp.Section("limits"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
 		}
 	}()
-	oneOf := func(key, v string, allowed ...string) {
-		for _, a := range allowed {
-			if v == a {
-				return
-			}
-		}
-		bad(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
-	}
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -301,87 +231,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	}
 
 	nilEmptySlices(reflect.ValueOf(c).Elem())
-	positive := func(key string, d time.Duration) {
-		if d <= 0 {
-			bad(key, "must be positive, got %v", d)
-		}
-	}
-
-	if c.DKIM.MaxSignatures < 1 || c.DKIM.MaxSignatures > 50 {
-		bad("dkim.max_signatures", "must be 1 to 50, got %d", c.DKIM.MaxSignatures)
-	}
-	if d := c.DKIM.KeysDir; d != "" {
-		if !filepath.IsAbs(d) {
-			bad("dkim.keys_dir", "%q must be an absolute path", d)
-		} else if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
-			bad("dkim.keys_dir", "%q is not a directory (create it with mode 0700, owned by the user wehr runs as)", d)
-		}
-	}
-	if p := c.DKIM.SenderMap; p != "" {
-		if _, err := sendermap.Load(p); err != nil {
-			bad("dkim.sender_map", "%v", err)
-		}
-	}
-	oneOf("dkim.unauthorized_sender", c.DKIM.UnauthorizedSender, "unsigned", "refuse")
-	oneOf("dkim.on_key_error", c.DKIM.OnKeyError, "tempfail", "unsigned")
-	positive("dkim.rotation_overlap", c.DKIM.RotationOverlap)
-	positive("dkim.rotation_check", c.DKIM.RotationCheck)
-	oneOf("dmarc.discovery", c.DMARC.Discovery, mailauth.DiscoveryTreeWalk, mailauth.DiscoveryPSL)
-	oneOf("dmarc.refusal", c.DMARC.Refusal, mailauth.RefuseEvidence, mailauth.RefuseHonor, mailauth.RefuseQuarantine)
-	oneOf("dmarc.on_temperror", c.DMARC.OnTempError, "accept", "tempfail")
-	oneOf("dmarc.on_no_author", c.DMARC.OnNoAuthor, "accept", "reject")
-	oneOf("dmarc.too_many_authors", c.DMARC.TooManyAuthors, "reject", "quarantine")
-	if u := c.DMARC.ReferenceURL; u != "" {
-		if p, err := url.Parse(u); err != nil || p.Scheme == "" || strings.ContainsAny(u, " \r\n") {
-			bad("dmarc.reference_url", "%q is not a URL", u)
-		}
-	}
-	positive("dmarc.pass_history_keep", c.DMARC.PassHistoryKeep)
-	if c.DMARC.MaxAuthorDomains < 1 || c.DMARC.MaxAuthorDomains > 20 {
-		bad("dmarc.max_author_domains", "must be 1 to 20, got %d", c.DMARC.MaxAuthorDomains)
-	}
-	for _, ov := range []struct {
-		key string
-		o   Override
-	}{{"dmarc.trusted_forwarders", c.DMARC.TrustedForwarders}, {"dmarc.local_policy", c.DMARC.LocalPolicy}} {
-		key, o := ov.key, ov.o
-		oneOf(key+".disposition", o.Disposition, mailauth.PolicyNone, mailauth.PolicyQuarantine)
-		for i, n := range o.Networks {
-			if _, err := parseNetwork(n); err != nil {
-				bad(fmt.Sprintf("%s.networks[%d]", key, i), "%v", err)
-			}
-		}
-		for _, l := range []struct {
-			key     string
-			domains []string
-		}{{key + ".dkim_domains", o.DKIMDomains}, {key + ".from_domains", o.FromDomains}} {
-			for i, d := range l.domains {
-				if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
-					bad(fmt.Sprintf("%s[%d]", l.key, i), "%q is not a domain name", d)
-				}
-			}
-		}
-	}
-	if len(c.DMARC.LocalPolicy.DKIMDomains) > 0 {
-		bad("dmarc.local_policy.dkim_domains", "not supported: use dmarc.trusted_forwarders.dkim_domains")
-	}
-	if len(c.DMARC.TrustedForwarders.FromDomains) > 0 {
-		bad("dmarc.trusted_forwarders.from_domains", "not supported: use dmarc.local_policy.from_domains")
-	}
-	for i, d := range c.DMARC.MailingLists.Domains {
-		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
-			bad(fmt.Sprintf("dmarc.mailing_lists.domains[%d]", i), "%q is not a domain name", d)
-		}
-	}
-
-	if c.Limits.DNSQueries < 20 {
-		bad("limits.dns_queries", "must be at least 20 (one SPF check alone may take 20), got %d", c.Limits.DNSQueries)
-	}
-	if c.Limits.HeaderBytes < 16384 {
-		bad("limits.header_bytes", "must be at least 16384, got %d", c.Limits.HeaderBytes)
-	}
-	positive("limits.deadline", c.Limits.Deadline)
-
 	if l := c.Metrics.Listen; l != "" {
 		if a, err := listener.ParseAddress(l, c.Metrics.AllowRemote); err != nil {
 			bad("metrics.listen", "%v", err)
@@ -456,31 +305,8 @@ func networks(ss []string) []netip.Prefix {
 
 // Engine returns the verdict engine's configuration.
 func (c *Config) Engine() mailauth.Config {
-	d := c.DMARC
-	return mailauth.Config{
-		AuthservID:        c.AuthservID,
-		SPF:               c.SPFChecker(),
-		HeloCheck:         c.SPF.HeloCheck,
-		DKIMMaxSignatures: c.DKIM.MaxSignatures,
-		DNSBudget:         c.Limits.DNSQueries,
-		HeaderBytes:       c.Limits.HeaderBytes,
-		Deadline:          c.Limits.Deadline,
-		DMARC: mailauth.DMARCConfig{
-			Discovery:                d.Discovery,
-			PctZeroIsTesting:         d.LegacyPct0IsTesting,
-			Refusal:                  d.Refusal,
-			TempfailOnTempError:      d.OnTempError == "tempfail",
-			RejectNoAuthor:           d.OnNoAuthor == "reject",
-			ReferenceURL:             d.ReferenceURL,
-			MaxAuthorDomains:         d.MaxAuthorDomains,
-			TooManyAuthorsQuarantine: d.TooManyAuthors == "quarantine",
-			TrustedForwarders: mailauth.Override{Networks: networks(d.TrustedForwarders.Networks),
-				DKIMDomains: d.TrustedForwarders.DKIMDomains, Disposition: d.TrustedForwarders.Disposition},
-			LocalPolicy: mailauth.Override{Networks: networks(d.LocalPolicy.Networks),
-				FromDomains: d.LocalPolicy.FromDomains, Disposition: d.LocalPolicy.Disposition},
-			MailingLists: mailauth.MailingLists{Enabled: d.MailingLists.Enabled, Domains: d.MailingLists.Domains},
-		},
-	}
+	return mailauth.Config{AuthservID: c.AuthservID, SPF: c.SPFChecker(), HeloCheck: c.SPF.HeloCheck,
+		DKIMMaxSignatures: c.DKIM.MaxSignatures, DMARC: c.DMARC, Limits: c.Limits}
 }
 
 // CheckServer checks a --resolver value.

@@ -35,12 +35,12 @@ func shareOf(n int, frac float64, least int) int {
 
 // checkCtx returns a context that ends at frac of the message deadline.
 func (e *Engine) checkCtx(ctx context.Context, start time.Time, frac float64) (context.Context, context.CancelFunc) {
-	return context.WithDeadline(ctx, start.Add(time.Duration(float64(e.cfg.Deadline)*frac)))
+	return context.WithDeadline(ctx, start.Add(time.Duration(float64(e.cfg.Limits.Deadline)*frac)))
 }
 
 // newBudget gives a check frac of the DNS budget, at least least lookups.
 func (e *Engine) newBudget(name string, frac float64, least int) *budget {
-	n := shareOf(e.cfg.DNSBudget, frac, least)
+	n := shareOf(e.cfg.Limits.DNSQueries, frac, least)
 	b := &budget{Resolver: e.res, check: name, max: n}
 	b.left.Store(int64(n))
 	return b

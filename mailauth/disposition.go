@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/iprev"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
 )
 
@@ -254,21 +255,12 @@ func (ev *evaluation) trustedForwarder() string {
 }
 
 // InNetworks returns the first of nets that contains ip.
-func InNetworks(ip net.IP, nets []netip.Prefix) (netip.Prefix, bool) {
-	if ip == nil {
-		return netip.Prefix{}, false
-	}
+func InNetworks(ip net.IP, nets []setting.Network) (netip.Prefix, bool) {
 	a, ok := netip.AddrFromSlice(ip)
 	if !ok {
 		return netip.Prefix{}, false
 	}
-	a = a.Unmap()
-	for _, p := range nets {
-		if p.Contains(a) {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
+	return setting.Contains(nets, a)
 }
 
 // mailingList reports the evidence that the message came through a
@@ -283,7 +275,7 @@ func (ev *evaluation) mailingList(author string) string {
 	}
 	// The list domains are the sender's to write, and their DNS his to
 	// run: a share of the deadline and a budget of their own.
-	ctx, cancel := context.WithTimeout(ev.ctx, time.Duration(float64(ev.e.cfg.Deadline)*listTimeShare))
+	ctx, cancel := context.WithTimeout(ev.ctx, time.Duration(float64(ev.e.cfg.Limits.Deadline)*listTimeShare))
 	defer cancel()
 	lists := listDomains(ev.h)
 	if len(lists) > maxListDomains {

@@ -47,7 +47,7 @@ type DMARCRecordReport struct {
 // CheckDomain reports what domain publishes: SPF, the DKIM keys of the
 // given selectors, and DMARC.
 func (e *Engine) CheckDomain(ctx context.Context, domain string, selectors []string) DomainReport {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Deadline)
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Limits.Deadline)
 	defer cancel()
 	d, err := ToASCII(domain)
 	if err != nil {

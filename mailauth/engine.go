@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/iprev"
+	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/spf"
 )
@@ -54,57 +54,71 @@ type Config struct {
 	// DKIMMaxSignatures caps the signatures verified (default 5).
 	DKIMMaxSignatures int
 	DMARC             DMARCConfig
-	// DNSBudget caps the DNS lookups for one message (default 150).
-	DNSBudget int
-	// HeaderBytes caps the header section (default 1 MiB).
-	HeaderBytes int
-	// Deadline bounds one whole verification (default 20s).
-	Deadline time.Duration
+	Limits            Limits
 	// History, if set, makes "this network never sent passing mail for
 	// the domain" a booster of the refusal rule.
 	History History
 }
 
-// DMARCConfig configures DMARC evaluation and enforcement.
-type DMARCConfig struct {
-	Discovery string // DiscoveryTreeWalk (default) or DiscoveryPSL
-	// PctZeroIsTesting treats a legacy pct=0 like t=y (RFC 9989 A.6).
-	PctZeroIsTesting bool
-	Refusal          string // RefuseEvidence (default), RefuseHonor, RefuseQuarantine
-	// TempfailOnTempError answers 451 4.7.5 on a DMARC temperror instead
-	// of accepting.
-	TempfailOnTempError bool
-	// RejectNoAuthor refuses messages without a usable From domain.
-	RejectNoAuthor bool
-	// ReferenceURL is cited in refusals, if set.
-	ReferenceURL string
-	// MaxAuthorDomains caps the Author Domains verified (default 5); a
-	// message with more is refused, or quarantined if
-	// TooManyAuthorsQuarantine.
-	MaxAuthorDomains         int
-	TooManyAuthorsQuarantine bool
+// Limits cap the work spent on one message: the limits: section of the
+// configuration file (settings.go).
+type Limits struct {
+	// DNSQueries caps the DNS lookups for one message (default 150).
+	DNSQueries int `yaml:"dns_queries"`
+	// HeaderBytes caps the header section (default 1 MiB).
+	HeaderBytes int `yaml:"header_bytes"`
+	// Deadline bounds one whole verification (default 20s).
+	Deadline time.Duration `yaml:"deadline"`
+}
 
-	TrustedForwarders Override
-	LocalPolicy       Override
-	MailingLists      MailingLists
+// DMARCConfig configures DMARC evaluation and enforcement: the dmarc:
+// section of the configuration file (settings.go).
+type DMARCConfig struct {
+	// Discovery is DiscoveryTreeWalk (default) or DiscoveryPSL.
+	Discovery string `yaml:"discovery"`
+	// PctZeroIsTesting treats a legacy pct=0 like t=y (RFC 9989 A.6).
+	PctZeroIsTesting bool `yaml:"legacy_pct0_is_testing"`
+	// Refusal is RefuseEvidence (default), RefuseHonor or RefuseQuarantine.
+	Refusal string `yaml:"refusal"`
+	// OnTempError is accept (default) or tempfail (451 4.7.5) for a
+	// DMARC temperror.
+	OnTempError string `yaml:"on_temperror"`
+	// OnNoAuthor is accept (default) or reject for a message without a
+	// usable From domain.
+	OnNoAuthor string `yaml:"on_no_author"`
+	// ReferenceURL is cited in refusals, if set.
+	ReferenceURL string `yaml:"reference_url"`
+	// MaxAuthorDomains caps the Author Domains verified (default 5); a
+	// message with more gets TooManyAuthors: reject (default) or
+	// quarantine.
+	MaxAuthorDomains int    `yaml:"max_author_domains"`
+	TooManyAuthors   string `yaml:"too_many_authors"`
+	// PassHistory records the networks that deliver DMARC-passing mail
+	// per domain (for PassHistoryKeep), a booster of the refusal rule.
+	PassHistory     bool          `yaml:"pass_history"`
+	PassHistoryKeep time.Duration `yaml:"pass_history_keep"`
+
+	TrustedForwarders Override     `yaml:"trusted_forwarders"`
+	LocalPolicy       Override     `yaml:"local_policy"`
+	MailingLists      MailingLists `yaml:"mailing_lists"`
 }
 
 // Override is a configured override: the client networks, DKIM signing
 // domains (trusted forwarders) or From domains (local policy) it applies
 // to, and the disposition it gives.
 type Override struct {
-	Networks    []netip.Prefix
-	DKIMDomains []string
-	FromDomains []string
-	Disposition string // PolicyNone (default) or PolicyQuarantine
+	Networks    []setting.Network `yaml:"networks"`
+	DKIMDomains []string          `yaml:"dkim_domains,omitempty"`
+	FromDomains []string          `yaml:"from_domains,omitempty"`
+	Disposition string            `yaml:"disposition"` // PolicyNone (default) or PolicyQuarantine
 }
 
 // MailingLists configures the mailing-list override.
 type MailingLists struct {
-	Enabled bool
+	Enabled bool `yaml:"enabled"`
 	// Domains, if not empty, are the only list domains trusted (their
 	// Organizational Domains are compared).
-	Domains []string
+	Domains []string `yaml:"domains"`
 }
 
 // Engine verifies messages. It is safe for concurrent use.
@@ -118,14 +132,14 @@ func NewEngine(res Resolver, cfg Config) *Engine {
 	if cfg.DKIMMaxSignatures <= 0 {
 		cfg.DKIMMaxSignatures = 5
 	}
-	if cfg.DNSBudget <= 0 {
-		cfg.DNSBudget = 150
+	if cfg.Limits.DNSQueries <= 0 {
+		cfg.Limits.DNSQueries = 150
 	}
-	if cfg.HeaderBytes <= 0 {
-		cfg.HeaderBytes = 1 << 20
+	if cfg.Limits.HeaderBytes <= 0 {
+		cfg.Limits.HeaderBytes = 1 << 20
 	}
-	if cfg.Deadline <= 0 {
-		cfg.Deadline = 20 * time.Second
+	if cfg.Limits.Deadline <= 0 {
+		cfg.Limits.Deadline = 20 * time.Second
 	}
 	if cfg.DMARC.Discovery == "" {
 		cfg.DMARC.Discovery = DiscoveryTreeWalk
@@ -222,17 +236,17 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		panic("mailauth: Engine not made by NewEngine")
 	}
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Deadline))
+	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Limits.Deadline))
 	defer cancel()
 
 	v := &Verdict{DKIM: []DKIMResult{}}
-	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.HeaderBytes)
+	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.Limits.HeaderBytes)
 	if err != nil {
 		if !errors.Is(err, ErrHeaderTooLarge) {
 			return nil, fmt.Errorf("mailauth: %w", err)
 		}
 		v.refuseUnverified(e, env, err.Error(), &smtpreply.Reply{Code: 552, Enhanced: "5.3.4",
-			Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", e.cfg.HeaderBytes), Check: "limits"})
+			Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", e.cfg.Limits.HeaderBytes), Check: "limits"})
 		return v, nil
 	}
 	if why := h.malformedFrom(); why != "" {
@@ -248,7 +262,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	authors, noAuthor := AuthorDomains(h)
 	if n := len(authors); n > e.cfg.DMARC.MaxAuthorDomains {
 		why := fmt.Sprintf("the From header fields name %d domains, more than the %d this server verifies", n, e.cfg.DMARC.MaxAuthorDomains)
-		if e.cfg.DMARC.TooManyAuthorsQuarantine {
+		if e.cfg.DMARC.TooManyAuthors == "quarantine" {
 			v.refuseUnverified(e, env, why, nil)
 			v.DMARC.Disposition = PolicyQuarantine
 			v.DMARC.Overrides = []string{ReasonLocalPolicy}
@@ -333,7 +347,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		v.DMARC = DMARCResult{Result: DMARCPermError, Reason: "no DMARC validation possible: " + noAuthor,
 			Discovery: e.cfg.DMARC.Discovery, Disposition: PolicyNone, Overrides: []string{}, RefusalEvidence: []string{}}
 		v.AllDMARC = []DMARCResult{v.DMARC}
-		if e.cfg.DMARC.RejectNoAuthor {
+		if e.cfg.DMARC.OnNoAuthor == "reject" {
 			v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Check: "dmarc",
 				Text: "Message rejected: " + noAuthor + "; a message needs one From header field with an address (RFC 5322 3.6.2)"}
 		}
@@ -413,7 +427,7 @@ func (e *Engine) decideDMARC(v *Verdict) {
 	switch {
 	case v.DMARC.Disposition == PolicyReject:
 		v.Reply = &smtpreply.Reply{Code: 550, Enhanced: "5.7.1", Text: v.DMARC.Refusal, Check: "dmarc"}
-	case v.DMARC.Result == DMARCTempError && e.cfg.DMARC.TempfailOnTempError:
+	case v.DMARC.Result == DMARCTempError && e.cfg.DMARC.OnTempError == "tempfail":
 		v.Reply = &smtpreply.Reply{Code: 451, Enhanced: "4.7.5", Check: "dmarc",
 			Text: "Temporary DNS failure while checking DMARC for " + v.DMARC.FromDomain + "; please try again later"}
 	}

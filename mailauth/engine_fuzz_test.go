@@ -35,7 +35,7 @@ mail.example.org.   300 IN A   192.0.2.1
 	if err != nil {
 		f.Fatal(err)
 	}
-	e := NewEngine(res, Config{AuthservID: "mx.test", Deadline: 5 * time.Second})
+	e := NewEngine(res, Config{AuthservID: "mx.test", Limits: Limits{Deadline: 5 * time.Second}})
 
 	signed := sign(f, plainMessage, "example.org", "sel", rk)
 	for _, s := range []struct{ msg, helo, from, ip string }{

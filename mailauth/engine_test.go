@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/setting"
 )
 
 // The world of the engine tests:
@@ -166,7 +166,7 @@ func TestDMARCPolicies(t *testing.T) {
 		t.Errorf("PSL mode with several records: %+v", v.DMARC)
 	}
 	// DMARC temperror can be a 451.
-	e4 := w.engine(func(c *Config) { c.DMARC.TempfailOnTempError = true })
+	e4 := w.engine(func(c *Config) { c.DMARC.OnTempError = "tempfail" })
 	if v := verify(t, e4, "203.0.113.5", "x@evil.example", message("a@flaky.example")); v.Action != "tempfail" || !strings.HasPrefix(v.SMTPReply, "451 4.7.5 ") {
 		t.Errorf("temperror with tempfail: %s %q", v.Action, v.SMTPReply)
 	}
@@ -199,7 +199,7 @@ func TestAuthorDomains(t *testing.T) {
 			}
 		})
 	}
-	er := w.engine(func(c *Config) { c.DMARC.RejectNoAuthor = true })
+	er := w.engine(func(c *Config) { c.DMARC.OnNoAuthor = "reject" })
 	v := verify(t, er, "203.0.113.6", "x@evil.example", "Subject: x\r\n\r\nbody\r\n")
 	if v.Action != "reject" || !strings.HasPrefix(v.SMTPReply, "550 5.7.1 ") || v.Reply.Check != "dmarc" {
 		t.Fatalf("no author with reject: %s %q", v.Action, v.SMTPReply)
@@ -221,7 +221,7 @@ func TestOverrides(t *testing.T) {
 	}{
 		{"none: the spoof is refused", nil, "203.0.113.5", "x@evil.example", bankMsg, "reject", ""},
 		{"local_policy network", func(c *Config) {
-			c.DMARC.LocalPolicy.Networks = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+			c.DMARC.LocalPolicy.Networks = setting.Networks("203.0.113.0/24")
 		},
 			"203.0.113.5", "x@evil.example", bankMsg, "none", "local_policy"},
 		{"local_policy From domain", func(c *Config) { c.DMARC.LocalPolicy.FromDomains = []string{"bank.example"} },
@@ -231,7 +231,7 @@ func TestOverrides(t *testing.T) {
 			c.DMARC.LocalPolicy.Disposition = PolicyQuarantine
 		}, "203.0.113.5", "x@evil.example", bankMsg, "quarantine", "local_policy"},
 		{"trusted_forwarder network", func(c *Config) {
-			c.DMARC.TrustedForwarders.Networks = []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}
+			c.DMARC.TrustedForwarders.Networks = setting.Networks("192.0.2.2/32")
 		},
 			"192.0.2.2", "x@fwd.example", bankMsg, "none", "trusted_forwarder"},
 		{"trusted_forwarder DKIM domain", func(c *Config) { c.DMARC.TrustedForwarders.DKIMDomains = []string{"fwd.example"} },
@@ -360,7 +360,7 @@ func TestRefusalText(t *testing.T) {
 func TestLimits(t *testing.T) {
 	w := newWorld(t)
 	// Header cap: a clear permanent refusal, not a tempfail.
-	e := w.engine(func(c *Config) { c.HeaderBytes = 1000 })
+	e := w.engine(func(c *Config) { c.Limits.HeaderBytes = 1000 })
 	big := "From: a@bank.example\r\nX-Pad: " + strings.Repeat("x", 2000) + "\r\n\r\nbody\r\n"
 	v := verify(t, e, "203.0.113.5", "x@evil.example", big)
 	if v.Action != ActionReject || v.Reply.Code != 552 || v.Reply.Enhanced != "5.3.4" || v.Reply.Check != "limits" {
@@ -377,7 +377,7 @@ func TestLimits(t *testing.T) {
 	// The deadline: a DNS server that never answers ends in temperror in
 	// time.
 	w.srv.Timeout("_dmarc.slow.example")
-	e = w.engine(func(c *Config) { c.Deadline = 300 * time.Millisecond })
+	e = w.engine(func(c *Config) { c.Limits.Deadline = 300 * time.Millisecond })
 	start := time.Now()
 	v = verify(t, e, "203.0.113.5", "x@evil.example", message("ceo@slow.example"))
 	if v.DMARC.Result != "temperror" || time.Since(start) > 3*time.Second {

@@ -44,7 +44,7 @@ func TestForgerDNSCannotMakeTemperror(t *testing.T) {
 					w.srv.Refuse(n)
 				}
 			}
-			e := w.engine(func(c *Config) { c.DMARC.TempfailOnTempError = false })
+			e := w.engine(func(c *Config) { c.DMARC.OnTempError = "accept" })
 			// SPF passes for evil.example.
 			v := verify(t, e, "203.0.113.5", "x@evil.example", message("ceo@bank.example"))
 			wantRefused(t, v)
@@ -86,7 +86,7 @@ func TestSlowForgerChecksDoNotStarveDMARC(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.srv.Timeout("hang.slowspf.example")
-	e := w.engine(func(c *Config) { c.Deadline = 2 * time.Second })
+	e := w.engine(func(c *Config) { c.Limits.Deadline = 2 * time.Second })
 	start := time.Now()
 	v := verify(t, e, "203.0.113.7", "x@slowspf.example", message("ceo@bank.example"))
 	if v.IPRev.Result != iprev.TempError || v.SPF.Result != spf.TempError {
@@ -97,7 +97,7 @@ func TestSlowForgerChecksDoNotStarveDMARC(t *testing.T) {
 		t.Errorf("took %v", time.Since(start))
 	}
 	// A budget of a few lookups leaves every check its floor.
-	e = w.engine(func(c *Config) { c.DNSBudget = 3 })
+	e = w.engine(func(c *Config) { c.Limits.DNSQueries = 3 })
 	v = verify(t, e, "203.0.113.5", "x@evil.example", message("ceo@bank.example"))
 	wantRefused(t, v)
 	if v.DNSQueries == 0 {
@@ -127,7 +127,7 @@ func TestBudgetShares(t *testing.T) {
 // evaluated, or the message is refused as malformed.
 func TestFromHeaderTricks(t *testing.T) {
 	w := newWorld(t)
-	e := w.engine(func(c *Config) { c.DMARC.RejectNoAuthor = false })
+	e := w.engine(func(c *Config) { c.DMARC.OnNoAuthor = "accept" })
 	body := "To: user@mx.test\r\nSubject: Invoice\r\n\r\nPay now.\r\n"
 	tests := []struct {
 		name   string
@@ -177,7 +177,7 @@ func TestTooManyAuthorDomains(t *testing.T) {
 	if v.Action != ActionReject || v.Reply.Code != 550 || v.Reply.Enhanced != "5.7.1" || !strings.Contains(v.SMTPReply, "6 domains") {
 		t.Fatalf("refusal: %s %q", v.Action, v.SMTPReply)
 	}
-	v = verify(t, w.engine(func(c *Config) { c.DMARC.TooManyAuthorsQuarantine = true }), "203.0.113.5", "x@evil.example", message(from))
+	v = verify(t, w.engine(func(c *Config) { c.DMARC.TooManyAuthors = "quarantine" }), "203.0.113.5", "x@evil.example", message(from))
 	if v.Action != ActionQuarantine || v.Reply != nil {
 		t.Fatalf("quarantine mode: %s %q", v.Action, v.SMTPReply)
 	}
