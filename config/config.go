@@ -1,10 +1,16 @@
 // Package config reads and validates wehr's one YAML configuration file.
 //
-// Decoding is strict: an unknown key, a value of the wrong type or a
-// duration without a unit is an error that names the key and its line.
-// Load validates everything once; the daemons never meet a bad value at
-// run time. With no file, Default applies: authserv-id = the host name,
-// DNS from /etc/resolv.conf, no state directory.
+// Each section belongs to the package it configures, which defines its
+// type (with the yaml keys), its defaults and its checks (dns:
+// resolver.Config, milter: milter.Config, policyd: policyd.Config, ...);
+// this package composes them, decodes the file strictly (an unknown key,
+// a value of the wrong type or a duration without a unit is an error
+// that names the key and its line, with a suggestion), runs every
+// section's checks and reports every problem at once as FILE:LINE: key:
+// message, in file order. The few settings that span sections (the
+// authserv-id, limits the milter shares with the engine) are joined
+// here. Load validates everything once; the daemons never meet a bad
+// value at run time. With no file, Default applies.
 package config
 
 import (
@@ -12,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"reflect"
 	"sort"
@@ -20,7 +25,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/dkimkeys"
-	"github.com/wehr/wehr/listener"
+	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
 
@@ -52,13 +57,7 @@ type Config struct {
 	Milter   milter.Config        `yaml:"milter"`
 	Store    store.Config         `yaml:"store"`
 	Policyd  policyd.Config       `yaml:"policyd"`
-	Metrics  Metrics              `yaml:"metrics"`
-}
-
-// Metrics configures the Prometheus endpoint.
-type Metrics struct {
-	Listen      string `yaml:"listen"`
-	AllowRemote bool   `yaml:"allow_remote"`
+	Metrics  metrics.Config       `yaml:"metrics"`
 }
 
 // Log configures logging.
@@ -200,6 +199,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.DKIM.Check(sp.Section("dkim"))
 	c.DMARC.Check(sp.Section("dmarc"))
 	c.Limits.Check(sp.Section("limits"))
+	c.Metrics.Check(sp.Section("metrics"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
@@ -231,13 +231,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	}
 
 	nilEmptySlices(reflect.ValueOf(c).Elem())
-	if l := c.Metrics.Listen; l != "" {
-		if a, err := listener.ParseAddress(l, c.Metrics.AllowRemote); err != nil {
-			bad("metrics.listen", "%v", err)
-		} else if a.Network != "tcp" {
-			bad("metrics.listen", "%q: the metrics endpoint listens on inet:HOST:PORT", l)
-		}
-	}
 
 	if m := c.Milter; m.Timeout <= c.Limits.Deadline {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
@@ -246,15 +239,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 }
 
 // SocketMode is milter.socket_mode as a file mode.
-
-// CheckSocketOwner checks that the owner and group a daemon's unix
-// socket gets exist (key: milter or policyd).
-func CheckSocketOwner(key string, perms listener.SocketPerms) error {
-	if err := listener.CheckOwner(perms.Owner, perms.Group); err != nil {
-		return fmt.Errorf("%s.socket_group: %w (the group Postfix runs as must exist; with Postfix installed it is postfix)", key, err)
-	}
-	return nil
-}
 
 // MilterServer returns the milter's configuration.
 func (c *Config) MilterServer() milter.Config {
@@ -279,28 +263,6 @@ func nilEmptySlices(v reflect.Value) {
 			v.Set(reflect.Zero(v.Type()))
 		}
 	}
-}
-
-// parseNetwork reads an IP address or a CIDR prefix.
-func parseNetwork(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR prefix", s)
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-}
-
-func networks(ss []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := parseNetwork(s); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // Engine returns the verdict engine's configuration.
