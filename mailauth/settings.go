@@ -1,7 +1,6 @@
 package mailauth
 
 import (
-	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -65,8 +64,8 @@ func (c DMARCConfig) Check(p *setting.Problems) {
 	}{{"trusted_forwarders", c.TrustedForwarders}, {"local_policy", c.LocalPolicy}} {
 		op := p.Section(ov.key)
 		op.OneOf("disposition", ov.o.Disposition, PolicyNone, PolicyQuarantine)
-		domains(op, "dkim_domains", ov.o.DKIMDomains)
-		domains(op, "from_domains", ov.o.FromDomains)
+		op.Domains("dkim_domains", ov.o.DKIMDomains)
+		op.Domains("from_domains", ov.o.FromDomains)
 	}
 	if len(c.LocalPolicy.DKIMDomains) > 0 {
 		p.Add("local_policy.dkim_domains", "not supported: use dmarc.trusted_forwarders.dkim_domains")
@@ -74,14 +73,5 @@ func (c DMARCConfig) Check(p *setting.Problems) {
 	if len(c.TrustedForwarders.FromDomains) > 0 {
 		p.Add("trusted_forwarders.from_domains", "not supported: use dmarc.local_policy.from_domains")
 	}
-	domains(p, "mailing_lists.domains", c.MailingLists.Domains)
-}
-
-// domains checks a list of domain names under key.
-func domains(p *setting.Problems, key string, ds []string) {
-	for i, d := range ds {
-		if _, err := ToASCII(d); err != nil || !strings.Contains(d, ".") {
-			p.Add(fmt.Sprintf("%s[%d]", key, i), "%q is not a domain name", d)
-		}
-	}
+	p.Domains("mailing_lists.domains", c.MailingLists.Domains)
 }

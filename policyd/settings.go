@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/listener"
-	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/setting"
 )
 
@@ -57,11 +56,7 @@ func (c Config) Check(p *setting.Problems) {
 			lp.Add("weight", "0: give a listing a positive weight (blocklist) or a negative one (allowlist)")
 		}
 	}
-	for i, d := range c.LocalDomains {
-		if _, err := mailauth.ToASCII(d); err != nil || !strings.Contains(d, ".") {
-			p.Add(fmt.Sprintf("local_domains[%d]", i), "%q is not a domain name", d)
-		}
-	}
+	p.Domains("local_domains", c.LocalDomains)
 	r := c.Rates
 	for _, v := range []int64{r.ConnectionsPerIP, r.ConnectionsPerSubnet, r.MessagesPerIP, r.MessagesPerSubnet, r.RecipientsPerIP, r.RecipientsPerSubnet} {
 		if v < 0 {

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"golang.org/x/net/idna"
 )
 
 // Problem is one bad value.
@@ -118,4 +120,23 @@ func Contains(nets []Network, a netip.Addr) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// Domains checks a list of domain names under key: each must have a dot
+// and be a name (U-labels are taken, as IDNA allows).
+func (p *Problems) Domains(key string, ds []string) {
+	for i, d := range ds {
+		if !isDomain(d) {
+			p.Add(fmt.Sprintf("%s[%d]", key, i), "%q is not a domain name", d)
+		}
+	}
+}
+
+func isDomain(d string) bool {
+	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
+	if !strings.Contains(d, ".") || strings.ContainsAny(d, " \t\\\"<>()[],;:@") {
+		return false
+	}
+	_, err := idna.Lookup.ToASCII(d)
+	return err == nil
 }
