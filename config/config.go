@@ -25,6 +25,7 @@ import (
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/spf"
@@ -58,6 +59,7 @@ type Config struct {
 	Store    store.Config         `yaml:"store"`
 	Policyd  policyd.Config       `yaml:"policyd"`
 	Metrics  metrics.Config       `yaml:"metrics"`
+	Reports  dmarcreport.Config   `yaml:"reports"`
 }
 
 // Log configures logging.
@@ -85,6 +87,7 @@ func Default() *Config {
 		Milter:  milter.Default(),
 		Store:   store.Default(),
 		Policyd: policyd.Default(),
+		Reports: dmarcreport.Default(),
 	}
 }
 
@@ -200,6 +203,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.DMARC.Check(sp.Section("dmarc"))
 	c.Limits.Check(sp.Section("limits"))
 	c.Metrics.Check(sp.Section("metrics"))
+	c.Reports.Check(sp.Section("reports"))
 	defer func() {
 		for _, p := range sp.List() {
 			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})

@@ -23,6 +23,7 @@ import (
 
 	"github.com/wehr/wehr/config"
 	"github.com/wehr/wehr/dkimkeys"
+	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/metrics"
@@ -76,7 +77,8 @@ type Daemon struct {
 	m        *milter.Server  // nil without the milter
 	pd       *policyd.Server // nil without the policy service
 	metrics  *metrics.Metrics
-	rotate   chan time.Duration // a new dkim.rotation_check for the schedule
+	reports  *dmarcreport.Recorder // nil: no report rows recorded
+	rotate   chan time.Duration    // a new dkim.rotation_check for the schedule
 }
 
 // New prepares a process; Run starts it.
@@ -109,6 +111,9 @@ func (d *Daemon) engine(cfg *config.Config) *mailauth.Engine {
 func (d *Daemon) milterConfig(cfg *config.Config) milter.Config {
 	mc := cfg.MilterServer()
 	mc.Senders, mc.History, mc.Observer = d.senders, d.history, d.metrics
+	if d.reports != nil {
+		mc.Reports = d.reports
+	}
 	return mc
 }
 
@@ -165,6 +170,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		if cfg.DMARC.PassHistory {
 			d.history = store.NewPassHistory(d.st, cfg.DMARC.PassHistoryKeep)
+		}
+		if cfg.Reports.Record && d.opt.Milter {
+			d.reports = dmarcreport.NewRecorder(d.st, cfg.Reports.Queue, log, d.metrics)
+			grp.Go(func() error { d.reports.Run(ctx); return nil })
 		}
 	}
 	if l := cfg.Metrics.Listen; l != "" {
@@ -382,6 +391,7 @@ var restartOnlyKeys = []struct {
 	{"dkim.keys_dir", func(c *config.Config) any { return c.DKIM.KeysDir }, func(d, s *config.Config) { d.DKIM.KeysDir = s.DKIM.KeysDir }},
 	{"dkim.sender_map", func(c *config.Config) any { return c.DKIM.SenderMap }, func(d, s *config.Config) { d.DKIM.SenderMap = s.DKIM.SenderMap }},
 	{"dmarc.pass_history", func(c *config.Config) any { return c.DMARC.PassHistory }, func(d, s *config.Config) { d.DMARC.PassHistory = s.DMARC.PassHistory }},
+	{"reports", func(c *config.Config) any { return c.Reports }, func(d, s *config.Config) { d.Reports = s.Reports }},
 	{"dmarc.pass_history_keep", func(c *config.Config) any { return c.DMARC.PassHistoryKeep }, func(d, s *config.Config) { d.DMARC.PassHistoryKeep = s.DMARC.PassHistoryKeep }},
 }
 

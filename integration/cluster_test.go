@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -175,6 +176,34 @@ func TestTwoMXNodes(t *testing.T) {
 		out, err := exec.Command(w.wehr.Bin, "--config", b.wehr.Config, "reputation", "show", "203.0.113.66").CombinedOutput()
 		if err != nil || string(out) != "203.0.113.66: passed 0, refused 1\nnetwork 203.0.113.0/24: passed 0, refused 1\n" {
 			t.Fatalf("reputation from B: %s %v", out, err)
+		}
+	})
+
+	t.Run("DMARC report rows of both nodes add up", func(t *testing.T) {
+		data, _ := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
+		for _, n := range []*node{a, b, a} {
+			if r := send(n, Client{IP: "203.0.113.5", Name: "mail.evil.example", Helo: "mail.evil.example"}, "x@rows.evil.example", data); r.Code != 550 {
+				t.Fatalf("%s: %v", n.name, r)
+			}
+		}
+		st, err := store.OpenRedis(store.RedisConfig{Mode: "sentinel", MasterName: s.MasterName, Addrs: s.SentinelAddrs(), Prefix: "wehr:", Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		var rows []store.StoredRow
+		for i := 0; ; i++ {
+			rows, err = store.NewReportRows(st).Rows(context.Background(), "bank.example", time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+			if err == nil && len(rows) == 1 && rows[0].Count == 3 {
+				break
+			}
+			if i > 100 {
+				t.Fatalf("rows %+v %v", rows, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if def := string(rows[0].Def); !strings.Contains(def, `"disposition":"reject"`) || !strings.Contains(def, `"envelope_from":"rows.evil.example"`) {
+			t.Fatalf("row %s", def)
 		}
 	})
 

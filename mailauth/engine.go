@@ -196,6 +196,9 @@ type DMARCResult struct {
 	DKIMAligned     bool     `json:"dkim_aligned"`
 
 	PolicyTag string `json:"-"` // p, sp or np
+	// Record is the DMARC Policy Record found (nil without one): what
+	// an aggregate report says was published, and where it goes (rua).
+	Record *DMARCRecord `json:"-"`
 	// Reason says why on none, temperror and permerror, and what the
 	// overrides found; for logs and the A-R comment.
 	Reason string `json:"-"`
@@ -479,6 +482,7 @@ func (ev *evaluation) author(phase1 <-chan struct{}) DMARCResult {
 	}
 	r.PolicyDomain = pf.domain
 	rec := pf.rec
+	r.Record = rec
 	r.Policy, r.PolicyTag, _ = ev.d.policyFor(ev.ctx, author, pf)
 	r.Testing = rec.Testing || (cfg.PctZeroIsTesting && rec.PctZero)
 

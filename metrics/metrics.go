@@ -24,6 +24,7 @@ type Metrics struct {
 	decisions       *prometheus.CounterVec
 	decisionSeconds prometheus.Histogram
 	storeErrors     *prometheus.CounterVec
+	reportRows      *prometheus.CounterVec
 }
 
 // New makes the collectors; res, if not nil, is exported too.
@@ -39,7 +40,9 @@ func New(res *resolver.Resolver) *Metrics {
 		Help: "Time to answer one policy request.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wehr_store_errors_total",
 		Help: "Times the store did not answer, by the part of wehr that asked."}, []string{"user"})
-	m.reg.MustRegister(m.messages, m.messageSeconds, m.decisions, m.decisionSeconds, m.storeErrors,
+	m.reportRows = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wehr_dmarc_report_rows_total",
+		Help: "DMARC aggregate report rows of received mail: written to the store, retried, or dropped (queue full)."}, []string{"result"})
+	m.reg.MustRegister(m.messages, m.messageSeconds, m.decisions, m.decisionSeconds, m.storeErrors, m.reportRows,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if res != nil {
 		stat := func(name, help string, f func(resolver.Stats) int64) prometheus.Collector {
@@ -93,4 +96,12 @@ func (m *Metrics) StoreError(user string) {
 		return
 	}
 	m.storeErrors.WithLabelValues(user).Inc()
+}
+
+// ReportRow counts what happened to a DMARC report row.
+func (m *Metrics) ReportRow(result string) {
+	if m == nil {
+		return
+	}
+	m.reportRows.WithLabelValues(result).Inc()
 }

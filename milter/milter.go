@@ -94,6 +94,15 @@ type Config struct {
 	History *store.PassHistory `yaml:"-"`
 	// Observer, if set, counts what the milter does (metrics).
 	Observer Observer `yaml:"-"`
+	// Reports, if set, records the DMARC report rows of every inbound
+	// message verified (it must not block).
+	Reports Reports `yaml:"-"`
+}
+
+// Reports records what a verified message contributes to the DMARC
+// aggregate reports; *dmarcreport.Recorder is one.
+type Reports interface {
+	Record(v *mailauth.Verdict, env mailauth.Envelope)
 }
 
 // Observer counts messages and store failures; *metrics.Metrics is one.
@@ -500,6 +509,9 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		"size", ss.spool.size, "duration_ms", time.Since(ss.start).Milliseconds()}
 
 	ss.recordHistory(v, log)
+	if rep := ss.set.cfg.Reports; rep != nil {
+		rep.Record(v, mailauth.Envelope{ClientIP: ss.client, Helo: ss.helo, MailFrom: ss.mailFrom, RcptTo: ss.rcpts})
+	}
 	if v.Reply != nil {
 		ss.observe(v.Action)
 		log.Info("milter: refused", append(attrs, "reply", v.Reply.String(), "check", v.Reply.Check)...)

@@ -471,3 +471,36 @@ func TestForgedHeadersRemovedEveryPath(t *testing.T) {
 		}
 	}
 }
+
+// fakeReports collects what the milter hands the report recorder.
+type fakeReports struct {
+	mu   sync.Mutex
+	envs []mailauth.Envelope
+	acts []string
+}
+
+func (f *fakeReports) Record(v *mailauth.Verdict, env mailauth.Envelope) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.envs = append(f.envs, env)
+	f.acts = append(f.acts, v.Action)
+}
+
+// Every inbound message verified reaches the report recorder, refused
+// ones included, with its envelope; outbound mail does not.
+func TestReportsRecorded(t *testing.T) {
+	rep := &fakeReports{}
+	c, _ := start(t, func(c *Config) { c.Reports = rep }, nil)
+	_, act := send(t, c, msg{ip: "203.0.113.5", helo: "mail.evil.example", from: "x@evil.example",
+		headers: [][2]string{{"From", " ceo@bank.example"}}, body: "pay\n"})
+	if act.SMTPCode != 550 {
+		t.Fatalf("spoof: %+v", act)
+	}
+	send(t, c, msg{ip: "127.0.0.1", helo: "localhost", from: "a@bank.example", headers: [][2]string{{"From", " a@bank.example"}}, body: "out\n"})
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	if len(rep.envs) != 1 || rep.acts[0] != mailauth.ActionReject || rep.envs[0].MailFrom != "x@evil.example" ||
+		rep.envs[0].ClientIP.String() != "203.0.113.5" || len(rep.envs[0].RcptTo) == 0 {
+		t.Fatalf("recorded %+v %v", rep.envs, rep.acts)
+	}
+}

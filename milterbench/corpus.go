@@ -64,13 +64,13 @@ func LoadManifest(dir string) (*Manifest, error) {
 // with both; a bank with p=reject; a forger; a forwarder; a list.
 const baseZone = `
 rsa.example.       300 IN TXT "v=spf1 ip4:192.0.2.11 -all"
-_dmarc.rsa.example. 300 IN TXT "v=DMARC1; p=reject"
+_dmarc.rsa.example. 300 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@rsa.example"
 ed.example.        300 IN TXT "v=spf1 ip4:192.0.2.12 -all"
-_dmarc.ed.example. 300 IN TXT "v=DMARC1; p=quarantine"
+_dmarc.ed.example. 300 IN TXT "v=DMARC1; p=quarantine; rua=mailto:dmarc@ed.example"
 dual.example.      300 IN TXT "v=spf1 ip4:192.0.2.13 -all"
-_dmarc.dual.example. 300 IN TXT "v=DMARC1; p=reject"
+_dmarc.dual.example. 300 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@dual.example"
 bank.example.      300 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"
-_dmarc.bank.example. 300 IN TXT "v=DMARC1; p=reject"
+_dmarc.bank.example. 300 IN TXT "v=DMARC1; p=reject; rua=mailto:dmarc@bank.example"
 evil.example.      300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
 fwd.example.       300 IN TXT "v=spf1 ip4:192.0.2.20 -all"
 lists.example.net. 300 IN TXT "v=spf1 ip4:192.0.2.30 -all"

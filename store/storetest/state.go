@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -210,6 +211,50 @@ func runState(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 		if ok, err := h.Passed(ctx, dom, nil); ok || err != nil {
 			t.Fatalf("no client: %v %v", ok, err)
+		}
+	})
+
+	t.Run("report rows from two writers", func(t *testing.T) {
+		rr := store.NewReportRows(open(t))
+		dom := fmt.Sprintf("r%d.example", u)
+		hour := base.Add(3*time.Hour + 17*time.Minute)
+		var wg sync.WaitGroup
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 100 {
+					if err := rr.Add(ctx, strings.ToUpper(dom), hour, "k1", []byte(`{"row":1}`), 1); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				if w == 0 {
+					rr.Add(ctx, dom, hour.Add(time.Hour), "k2", []byte(`{"row":2}`), 5) //nolint:errcheck
+				}
+			}()
+		}
+		wg.Wait()
+		rows, err := rr.Rows(ctx, dom, hour.Truncate(time.Hour), hour.Add(2*time.Hour))
+		if err != nil || len(rows) != 2 {
+			t.Fatalf("rows %+v %v", rows, err)
+		}
+		if rows[0].Key != "k1" || rows[0].Count != 200 || string(rows[0].Def) != `{"row":1}` || !rows[0].Hour.Equal(hour.Truncate(time.Hour)) {
+			t.Fatalf("first row %+v", rows[0])
+		}
+		if rows[1].Key != "k2" || rows[1].Count != 5 {
+			t.Fatalf("second row %+v", rows[1])
+		}
+		// The hour range is [from, to).
+		if rows, _ := rr.Rows(ctx, dom, hour.Add(time.Hour), hour.Add(2*time.Hour)); len(rows) != 1 || rows[0].Key != "k2" {
+			t.Fatalf("later hour only: %+v", rows)
+		}
+		doms, err := rr.Domains(ctx)
+		if err != nil || !slices.Contains(doms, dom) {
+			t.Fatalf("domains %v %v", doms, err)
+		}
+		if err := rr.Add(ctx, "a:b", hour, "k", nil, 1); err == nil {
+			t.Fatal("a domain with a colon was taken")
 		}
 	})
 }
