@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test ./policyd -run '^$$' -fuzz FuzzEvaluate -fuzztime $(FUZZTIME)
 	$(GO) test ./milter -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
 	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./store -run '^$$' -fuzz FuzzSalvage -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f wehr

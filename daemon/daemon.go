@@ -161,7 +161,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if emb, ok := d.st.(*store.Embedded); ok && emb != nil {
 			if emb.Moved != "" {
 				log.Error("wehr: the embedded store was damaged and has been moved aside; starting with an empty one (greylisting, rates, reputation and pass history start over)",
-					"path", cfg.Store.Path, "moved_to", emb.Moved, "error", emb.MovedWhy)
+					"path", cfg.Store.Path, "moved_to", emb.Moved, "error", emb.MovedWhy,
+					"dmarc_report_records_salvaged", emb.Salvaged, "salvage_error", emb.SalvageErr)
 			}
 			grp.Go(func() error { return store.ServeAdmin(ctx, emb, cfg.Store.AdminSocket, log) })
 			log.Info("wehr: embedded store", "path", cfg.Store.Path, "admin_socket", cfg.Store.AdminSocket)

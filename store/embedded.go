@@ -32,9 +32,13 @@ type Embedded struct {
 	now  func() time.Time // real time, for TTLs only
 
 	// Moved is set when a damaged store file was moved aside at open:
-	// where it went, and MovedWhy why.
-	Moved    string
-	MovedWhy error
+	// where it went, and MovedWhy why. Salvaged is how many records
+	// that do not rebuild themselves (DMARC report rows) were read back
+	// from it into the new file; SalvageErr why not, if it failed.
+	Moved      string
+	MovedWhy   error
+	Salvaged   int
+	SalvageErr error
 }
 
 var bucketKV = []byte("kv")
@@ -45,9 +49,10 @@ var bucketKV = []byte("kv")
 // A file that is not a sound store (the machine crashed within the
 // second between syncs, or the disk failed) is moved aside to
 // PATH.corrupt-TIME and a new store is started, so that mail keeps
-// flowing: its contents are greylisting, rates and reputation, which
-// rebuild themselves. Moved and MovedWhy then say where it went and why;
-// the caller logs it.
+// flowing: greylisting, rates and reputation rebuild themselves, and
+// the DMARC report rows, which do not, are salvaged from the damaged
+// file into the new one (Salvaged). Moved and MovedWhy then say where it
+// went and why; the caller logs it.
 func OpenEmbedded(path string) (*Embedded, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -70,6 +75,12 @@ func OpenEmbedded(path string) (*Embedded, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	e := &Embedded{db: db, path: path, stop: make(chan struct{}), now: time.Now, Moved: moved, MovedWhy: why}
+	if moved != "" {
+		e.Salvaged, e.SalvageErr = salvageInto(db, moved, time.Now())
+		if e.Salvaged > 0 {
+			db.Sync() //nolint:errcheck // a failure shows at the next sync
+		}
+	}
 	e.done.Add(1)
 	go e.background()
 	return e, nil

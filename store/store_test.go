@@ -258,6 +258,81 @@ func TestEmbeddedDamaged(t *testing.T) {
 	}
 }
 
+// Report rows do not rebuild themselves: when a damaged file is moved
+// aside, they are read back from it into the new one, page by page, with
+// their latest counts, whatever the damage to the meta pages or the tree.
+func TestEmbeddedSalvagesReportRows(t *testing.T) {
+	ctx := context.Background()
+	good := filepath.Join(t.TempDir(), "good.db")
+	s, err := store.OpenEmbedded(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := store.NewReportRows(s)
+	hour := time.Now()
+	for i := range 2000 {
+		s.Set(ctx, fmt.Sprintf("grey:%d", i), bytes.Repeat([]byte("x"), 100), 0) //nolint:errcheck
+		if i%10 == 0 { // many versions of the same counts on older pages
+			for d := range 3 {
+				rr.Add(ctx, fmt.Sprintf("d%d.example", d), hour, fmt.Sprintf("k%d", d), []byte(fmt.Sprintf(`{"row":%d}`, d)), 1) //nolint:errcheck
+			}
+		}
+	}
+	s.Close()
+	sound, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		data func() []byte
+	}{
+		{"meta pages zeroed", func() []byte {
+			b := append([]byte(nil), sound...)
+			clear(b[:2*4096])
+			return b
+		}},
+		{"a branch or leaf page of greylisting garbled", func() []byte {
+			b := append([]byte(nil), sound...)
+			for off := 4 * 4096; off+4096 <= len(b); off += 4096 {
+				if b[off+8] == 0x02 && bytes.Contains(b[off:off+4096], []byte("grey:")) {
+					b[off+8] = 0x40
+					return b
+				}
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "wehr.db")
+			data := tc.data()
+			if data == nil {
+				t.Fatal("nothing to damage")
+			}
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := store.OpenEmbedded(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if s.Moved == "" || s.Salvaged != 6 || s.SalvageErr != nil {
+				t.Fatalf("moved %q, salvaged %d, %v", s.Moved, s.Salvaged, s.SalvageErr)
+			}
+			for d := range 3 {
+				rows, err := store.NewReportRows(s).Rows(ctx, fmt.Sprintf("d%d.example", d), hour.Add(-time.Hour), hour.Add(time.Hour))
+				if err != nil || len(rows) != 1 || rows[0].Count != 200 || string(rows[0].Def) != fmt.Sprintf(`{"row":%d}`, d) {
+					t.Fatalf("d%d: %+v %v", d, rows, err)
+				}
+			}
+			if _, ok, _ := s.Get(ctx, "grey:7"); ok {
+				t.Fatal("greylisting was copied too: it rebuilds itself")
+			}
+		})
+	}
+}
+
 // Issue 12.2: the rate-limit reply says when the sliding window admits
 // the next event, not the whole window.
 func TestWindowWait(t *testing.T) {
