@@ -272,7 +272,7 @@ func TestEmbeddedSalvagesReportRows(t *testing.T) {
 	hour := time.Now()
 	for i := range 2000 {
 		s.Set(ctx, fmt.Sprintf("grey:%d", i), bytes.Repeat([]byte("x"), 100), 0) //nolint:errcheck
-		if i%10 == 0 { // many versions of the same counts on older pages
+		if i%10 == 0 {                                                           // many versions of the same counts on older pages
 			for d := range 3 {
 				rr.Add(ctx, fmt.Sprintf("d%d.example", d), hour, fmt.Sprintf("k%d", d), []byte(fmt.Sprintf(`{"row":%d}`, d)), 1) //nolint:errcheck
 			}
