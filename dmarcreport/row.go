@@ -39,9 +39,9 @@ type Reason struct {
 
 // DKIMAuth is one DKIM result (RFC 9990 DKIMAuthResultType).
 type DKIMAuth struct {
-	Domain   string `json:"domain"`
-	Selector string `json:"selector"`
-	Result   string `json:"result"`
+	Domain   string `json:"domain" xml:"domain"`
+	Selector string `json:"selector" xml:"selector"`
+	Result   string `json:"result" xml:"result"`
 }
 
 // SPFAuth is the SPF result (RFC 9990 SPFAuthResultType; scope mfrom).
