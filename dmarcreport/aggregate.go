@@ -178,7 +178,7 @@ func Build(meta Meta, domain string, begin, end time.Time, rows []store.StoredRo
 		Metadata: ReportMetadata{OrgName: meta.OrgName, Email: meta.Email, ExtraContactInfo: meta.ExtraContactInfo,
 			ReportID: ReportID(domain, begin, meta.Submitter), DateRange: DateRange{Begin: begin.Unix(), End: end.Add(-time.Second).Unix()},
 			Generator: meta.Generator},
-		Policy: PolicyPublished{Domain: p.Domain, P: p.P, SP: p.SP, NP: p.NP, ADKIM: p.ADKIM, ASPF: p.ASPF, Discovery: p.Discovery, Testing: p.Testing},
+		Policy: PolicyPublished(p),
 	}
 	for _, k := range keys {
 		a := byKey[k]
