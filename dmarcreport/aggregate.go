@@ -35,6 +35,8 @@ type Feedback struct {
 	Metadata ReportMetadata  `xml:"report_metadata"`
 	Policy   PolicyPublished `xml:"policy_published"`
 	Records  []Record        `xml:"record"`
+	// RUA are the destinations the policy asked for (the latest row's).
+	RUA []string `xml:"-"`
 }
 
 // ReportMetadata is report_metadata.
@@ -179,6 +181,7 @@ func Build(meta Meta, domain string, begin, end time.Time, rows []store.StoredRo
 			ReportID: ReportID(domain, begin, meta.Submitter), DateRange: DateRange{Begin: begin.Unix(), End: end.Add(-time.Second).Unix()},
 			Generator: meta.Generator},
 		Policy: PolicyPublished(p),
+		RUA:    latest.row.RUA,
 	}
 	for _, k := range keys {
 		a := byKey[k]

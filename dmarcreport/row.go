@@ -68,9 +68,9 @@ type Row struct {
 	Reasons     []Reason   `json:"reasons,omitempty"`
 	DKIMResults []DKIMAuth `json:"dkim_results,omitempty"`
 	SPFResult   SPFAuth    `json:"spf_result"`
-	// RUA are the policy's reporting addresses (not part of the row's
-	// identity: where the report goes).
-	RUA []string `json:"-"`
+	// RUA are the policy's reporting addresses: where the report goes
+	// (a policy that changes them starts new rows).
+	RUA []string `json:"rua"`
 }
 
 // Rows returns the rows a verdict contributes: one per Author Domain
