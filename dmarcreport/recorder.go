@@ -14,7 +14,7 @@ import (
 
 // Observer counts what happens to rows; *metrics.Metrics is one.
 type Observer interface {
-	ReportRow(result string) // written, retried, dropped
+	ReportRows(result string, n int64) // written, retried, dropped
 }
 
 // Recorder writes the rows of received mail to the store, off the mail
@@ -87,8 +87,8 @@ func (r *Recorder) drop(now time.Time, domain string) {
 	r.observe("dropped")
 	// One line per ten seconds at most, with the running total.
 	if last := r.lastDropLog.Load(); now.Unix()-last >= 10 && r.lastDropLog.CompareAndSwap(last, now.Unix()) {
-		r.log.Error("dmarcreport: too many report rows wait for the store (it has not answered for a while); rows dropped",
-			"dropped_total", n, "policy_domain", domain)
+		r.log.Error("dmarcreport: too many report rows wait for the store (it has not answered for a while); rows dropped: "+
+			"check the store (wehr doctor), or raise reports.queue", "dropped_total", n, "policy_domain", domain)
 	}
 }
 
@@ -107,7 +107,7 @@ func (r *Recorder) Pending() int {
 
 func (r *Recorder) observe(result string) {
 	if r.obs != nil {
-		r.obs.ReportRow(result)
+		r.obs.ReportRows(result, 1)
 	}
 }
 
@@ -206,9 +206,7 @@ func (r *Recorder) write(ctx context.Context, k batchKey, e *batchEntry, defined
 	defined[k.key] = true
 	r.written.Add(e.n)
 	if r.obs != nil {
-		for range e.n {
-			r.obs.ReportRow("written")
-		}
+		r.obs.ReportRows("written", e.n)
 	}
 	return nil
 }

@@ -98,10 +98,10 @@ func (m *Metrics) StoreError(user string) {
 	m.storeErrors.WithLabelValues(user).Inc()
 }
 
-// ReportRow counts what happened to a DMARC report row.
-func (m *Metrics) ReportRow(result string) {
+// ReportRows counts what happened to n DMARC report rows.
+func (m *Metrics) ReportRows(result string, n int64) {
 	if m == nil {
 		return
 	}
-	m.reportRows.WithLabelValues(result).Inc()
+	m.reportRows.WithLabelValues(result).Add(float64(n))
 }
