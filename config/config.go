@@ -204,11 +204,6 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.Limits.Check(sp.Section("limits"))
 	c.Metrics.Check(sp.Section("metrics"))
 	c.Reports.Check(sp.Section("reports"))
-	defer func() {
-		for _, p := range sp.List() {
-			ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
-		}
-	}()
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -238,6 +233,9 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 
 	if m := c.Milter; m.Timeout <= c.Limits.Deadline {
 		bad("milter.timeout", "%v must be longer than limits.deadline %v, so that the engine's own deadline is what ends a slow check", m.Timeout, c.Limits.Deadline)
+	}
+	for _, p := range sp.List() {
+		ps = append(ps, Problem{Line: lines[p.Key], Key: p.Key, Msg: p.Msg})
 	}
 	return ps
 }

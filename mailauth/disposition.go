@@ -224,7 +224,7 @@ func (ev *evaluation) refusalText(r *DMARCResult, evidence []string) string {
 // localPolicy reports why the local allowlist applies, or "".
 func (ev *evaluation) localPolicy(author string) string {
 	o := ev.e.cfg.DMARC.LocalPolicy
-	if p, ok := InNetworks(ev.env.ClientIP, o.Networks); ok {
+	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
 		return "client in local allowlist " + p.String()
 	}
 	for _, d := range o.FromDomains {
@@ -238,7 +238,7 @@ func (ev *evaluation) localPolicy(author string) string {
 // trustedForwarder reports why a configured forwarder applies, or "".
 func (ev *evaluation) trustedForwarder() string {
 	o := ev.e.cfg.DMARC.TrustedForwarders
-	if p, ok := InNetworks(ev.env.ClientIP, o.Networks); ok {
+	if p, ok := inNetworks(ev.env.ClientIP, o.Networks); ok {
 		return "trusted forwarder network " + p.String()
 	}
 	for _, s := range ev.v.DKIM {
@@ -254,8 +254,8 @@ func (ev *evaluation) trustedForwarder() string {
 	return ""
 }
 
-// InNetworks returns the first of nets that contains ip.
-func InNetworks(ip net.IP, nets []setting.Network) (netip.Prefix, bool) {
+// inNetworks returns the first of nets that contains ip.
+func inNetworks(ip net.IP, nets []setting.Network) (netip.Prefix, bool) {
 	a, ok := netip.AddrFromSlice(ip)
 	if !ok {
 		return netip.Prefix{}, false
