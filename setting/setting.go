@@ -126,13 +126,14 @@ func Contains(nets []Network, a netip.Addr) (netip.Prefix, bool) {
 // and be a name (U-labels are taken, as IDNA allows).
 func (p *Problems) Domains(key string, ds []string) {
 	for i, d := range ds {
-		if !isDomain(d) {
+		if !IsDomain(d) {
 			p.Add(fmt.Sprintf("%s[%d]", key, i), "%q is not a domain name", d)
 		}
 	}
 }
 
-func isDomain(d string) bool {
+// IsDomain says whether d is a domain name with a dot.
+func IsDomain(d string) bool {
 	d = strings.TrimSuffix(strings.TrimSpace(d), ".")
 	if !strings.Contains(d, ".") || strings.ContainsAny(d, " \t\\\"<>()[],;:@") {
 		return false

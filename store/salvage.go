@@ -11,9 +11,10 @@ import (
 )
 
 // durablePrefixes are the keys that do not rebuild themselves: a damaged
-// store file is searched for them before a new one starts (the DMARC
-// report rows; received reports will join them).
-var durablePrefixes = []string{"rrow:", "rdef:"}
+// store file is searched for them before a new one starts: the DMARC
+// report rows, the marks of reports sent, the suppression list and the
+// reports received (rin...).
+var durablePrefixes = []string{"rrow:", "rdef:", "rsent:", "rsup:", "rin"}
 
 // salvage reads the durable keys of a damaged store file page by page,
 // without trusting its meta pages or its tree: every page that looks like
