@@ -258,6 +258,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			slog.Int("dkim_domains", domains(mc.Keys)), slog.Bool("sender_map", mc.Senders != nil))
 		grp.Go(func() error { return d.m.Serve(ctx, ln) })
 	}
+	if d.st != nil {
+		grp.Go(func() error { d.sendReports(ctx); return nil })
+	}
 	grp.Go(func() error {
 		d.maintain(ctx)
 		return nil
@@ -392,7 +395,8 @@ var restartOnlyKeys = []struct {
 	{"dkim.keys_dir", func(c *config.Config) any { return c.DKIM.KeysDir }, func(d, s *config.Config) { d.DKIM.KeysDir = s.DKIM.KeysDir }},
 	{"dkim.sender_map", func(c *config.Config) any { return c.DKIM.SenderMap }, func(d, s *config.Config) { d.DKIM.SenderMap = s.DKIM.SenderMap }},
 	{"dmarc.pass_history", func(c *config.Config) any { return c.DMARC.PassHistory }, func(d, s *config.Config) { d.DMARC.PassHistory = s.DMARC.PassHistory }},
-	{"reports", func(c *config.Config) any { return c.Reports }, func(d, s *config.Config) { d.Reports = s.Reports }},
+	{"reports.record", func(c *config.Config) any { return c.Reports.Record }, func(d, s *config.Config) { d.Reports.Record = s.Reports.Record }},
+	{"reports.queue", func(c *config.Config) any { return c.Reports.Queue }, func(d, s *config.Config) { d.Reports.Queue = s.Reports.Queue }},
 	{"dmarc.pass_history_keep", func(c *config.Config) any { return c.DMARC.PassHistoryKeep }, func(d, s *config.Config) { d.DMARC.PassHistoryKeep = s.DMARC.PassHistoryKeep }},
 }
 
@@ -440,6 +444,56 @@ func brokenDomains(set *dkimkeys.Set) string {
 		return "all"
 	}
 	return strings.Join(out, ",")
+}
+
+// sendReports sends the DMARC aggregate reports of finished periods
+// while reports.send is on: five minutes past every hour (the other
+// nodes' last rows of a period are written by then), so a period is
+// sent soon after it ends and what was deferred is tried again hourly.
+// One node sends at a time (the store's lock); the others find it held.
+func (d *Daemon) sendReports(ctx context.Context) {
+	for {
+		now := time.Now()
+		next := now.Truncate(time.Hour).Add(time.Hour + 5*time.Minute)
+		if now.Sub(now.Truncate(time.Hour)) < 5*time.Minute {
+			next = now.Truncate(time.Hour).Add(5 * time.Minute)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		cfg := d.Config()
+		if !cfg.Reports.Send {
+			continue
+		}
+		s := &dmarcreport.Sender{Config: cfg.Reports, Store: d.st, DNS: d.res, Hostname: cfg.Hostname, Log: d.log,
+			Sign: dmarcreport.KeySigner(d.signingKeys)}
+		out, err := s.Run(ctx, time.Now().Add(-5*time.Minute))
+		switch {
+		case errors.Is(err, dmarcreport.ErrBusy):
+			d.log.Info("wehr: dmarc reports: another node is sending this hour's reports")
+		case err != nil:
+			d.log.Error("wehr: dmarc reports: the run stopped; the rest is tried next hour", "error", err,
+				"sent", out.Sent, "deferred", out.Deferred)
+		case out.Reports > 0:
+			d.log.Info("wehr: dmarc reports", "reports", out.Reports, "sent", out.Sent, "refused", out.Refused,
+				"skipped", out.Skipped, "deferred", out.Deferred)
+		}
+	}
+}
+
+// signingKeys is the DKIM key set the milter signs with, or the key
+// directory's when no milter runs here.
+func (d *Daemon) signingKeys() *dkimkeys.Set {
+	if d.m != nil {
+		return d.m.Keys()
+	}
+	if dir := d.Config().DKIM.KeysDir; dir != "" {
+		set, _ := (&dkimkeys.Store{Dir: dir}).Load()
+		return set
+	}
+	return nil
 }
 
 // advance moves key rotations on, with dkim.rotation_overlap in effect.
