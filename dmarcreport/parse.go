@@ -147,7 +147,7 @@ func (l Limits) withDefaults() Limits {
 }
 
 // ErrNotReport says the input is not an aggregate report.
-var ErrNotReport = errors.New("not a DMARC aggregate report")
+var ErrNotReport = errors.New("dmarcreport: not a readable DMARC aggregate report")
 
 // Decode reads one report's XML from r, handing each record to fn as
 // it is read (so memory does not grow with the report), and returns
@@ -182,14 +182,14 @@ func Decode(r io.Reader, lim Limits, fn func(ReceivedRecord) error) (*Report, er
 				rep.Repairs = append(rep.Repairs, fmt.Sprintf("the XML breaks off after %d records: %v", rep.RecordCount, err))
 				break
 			}
-			return nil, fmt.Errorf("dmarcreport: XML: %w", err)
+			return nil, fmt.Errorf("%w: XML: %w", ErrNotReport, err)
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
 			name := strings.ToLower(t.Name.Local)
 			if len(path) == 0 {
 				if seenRoot {
-					return nil, fmt.Errorf("dmarcreport: XML: a second root element <%s>", t.Name.Local)
+					return nil, fmt.Errorf("%w: a second root element <%s>", ErrNotReport, t.Name.Local)
 				}
 				seenRoot = true
 				if name != "feedback" {
@@ -204,7 +204,7 @@ func Decode(r io.Reader, lim Limits, fn func(ReceivedRecord) error) (*Report, er
 			}
 			path = append(path, name)
 			if len(path) > lim.MaxDepth {
-				return nil, fmt.Errorf("dmarcreport: XML nested deeper than %d elements", lim.MaxDepth)
+				return nil, fmt.Errorf("%w: XML nested deeper than %d elements", ErrNotReport, lim.MaxDepth)
 			}
 			text.Reset()
 			switch strings.Join(path, "/") {
@@ -221,7 +221,7 @@ func Decode(r io.Reader, lim Limits, fn func(ReceivedRecord) error) (*Report, er
 			}
 		case xml.CharData:
 			if text.Len()+len(t) > lim.MaxFieldLen {
-				return nil, fmt.Errorf("dmarcreport: XML: a text of over %d bytes in <%s>", lim.MaxFieldLen, strings.Join(path, "/"))
+				return nil, fmt.Errorf("%w: a text of over %d bytes in <%s>", ErrNotReport, lim.MaxFieldLen, strings.Join(path, "/"))
 			}
 			text.Write(t)
 		case xml.EndElement:
@@ -322,7 +322,7 @@ func Decode(r io.Reader, lim Limits, fn func(ReceivedRecord) error) (*Report, er
 				}
 			case "feedback/record":
 				if rep.RecordCount >= lim.MaxRecords {
-					return nil, fmt.Errorf("dmarcreport: over %d records", lim.MaxRecords)
+					return nil, fmt.Errorf("%w: over %d records", ErrNotReport, lim.MaxRecords)
 				}
 				rep.RecordCount++
 				rep.MessageCount = addSat(rep.MessageCount, rec.Row.Count)

@@ -1,0 +1,211 @@
+package dmarcreport
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wehr/wehr/store"
+)
+
+// ChunkRecords is how many records are stored together: what an ingest
+// holds in memory at most, whatever the report's size.
+const ChunkRecords = 500
+
+// ReceivedKeep is how long received reports are kept.
+const ReceivedKeep = 400 * 24 * time.Hour
+
+// StoreError wraps what the store refused while a report was ingested:
+// the report is fine, try again later (sysexits 75 for Postfix).
+type StoreError struct{ Err error }
+
+func (e StoreError) Error() string { return "dmarcreport: store: " + e.Err.Error() }
+func (e StoreError) Unwrap() error { return e.Err }
+
+// Stored is a received report as the store keeps it: the report
+// without its records, and where they are.
+type Stored struct {
+	ID         string    `json:"id"`
+	Report     *Report   `json:"report"`
+	Token      string    `json:"token"`
+	Chunks     int       `json:"chunks"`
+	ReceivedAt time.Time `json:"received_at"`
+	Source     string    `json:"source,omitempty"` // the attachment's name, as given
+}
+
+// ReportKey is the id under which a report is stored: from its
+// reporting organisation and report id, so a report sent twice (RFC
+// 9990 asks resends to keep the report id) is stored once.
+func ReportKey(org, reportID string) string {
+	h := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(org)) + "\x00" + strings.TrimSpace(reportID)))
+	return hex.EncodeToString(h[:10])
+}
+
+// Ingested says what became of one report.
+type Ingested struct {
+	Domain, ID, ReportID, OrgName string
+	Records                       int
+	Messages                      int64
+	Duplicate                     bool
+	Repairs                       []string
+	Attachment                    Attachment
+}
+
+// Ingest reads one report (an email or a bare file) and stores it under
+// its policy domain, its records in chunks as they are read (memory
+// stays bounded by ChunkRecords, however large the report). A report
+// already stored (same organisation and report id) is not stored again.
+// A report that cannot be read is an error wrapping ErrNotReport,
+// ErrBomb or an XML error; one the store refused is a StoreError.
+func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, now time.Time) (Ingested, error) {
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	var tb [12]byte
+	rand.Read(tb[:])
+	token := hex.EncodeToString(tb[:])
+	x, att, err := Open(input, lim)
+	if err != nil {
+		return Ingested{Attachment: att}, err
+	}
+	chunks := 0
+	buf := make([]ReceivedRecord, 0, ChunkRecords)
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		b, err := json.Marshal(buf)
+		if err != nil {
+			return err
+		}
+		if err := rr.PutChunk(ctx, token, chunks, b); err != nil {
+			return StoreError{err}
+		}
+		chunks++
+		buf = buf[:0]
+		return nil
+	}
+	rep, err := Decode(x, lim, func(r ReceivedRecord) error {
+		buf = append(buf, r)
+		if len(buf) == ChunkRecords {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	cleanup := func() { rr.DeleteChunks(context.WithoutCancel(ctx), token, chunks) }
+	if err != nil {
+		cleanup()
+		return Ingested{Attachment: att}, err
+	}
+	id := ReportKey(rep.OrgName, rep.ReportID)
+	out := Ingested{Domain: rep.Policy.Domain, ID: id, ReportID: rep.ReportID, OrgName: rep.OrgName,
+		Records: rep.RecordCount, Messages: rep.MessageCount, Repairs: rep.Repairs, Attachment: att}
+	if strings.ContainsAny(rep.Policy.Domain, ": \r\n") {
+		cleanup()
+		return out, fmt.Errorf("%w: the policy domain %q is not a domain name", ErrNotReport, rep.Policy.Domain)
+	}
+	has, err := rr.Has(ctx, rep.Policy.Domain, id)
+	if err != nil {
+		cleanup()
+		return out, StoreError{err}
+	}
+	if has {
+		cleanup()
+		out.Duplicate = true
+		return out, nil
+	}
+	b, err := json.Marshal(Stored{ID: id, Report: rep, Token: token, Chunks: chunks, ReceivedAt: now.UTC(), Source: att.Name})
+	if err != nil {
+		return out, err
+	}
+	if err := rr.PutMeta(ctx, rep.Policy.Domain, id, b); err != nil {
+		cleanup()
+		return out, StoreError{err}
+	}
+	return out, nil
+}
+
+// Unreadable says whether err is about the report itself (keep it aside
+// with the reason) rather than about the store (try again later).
+func Unreadable(err error) bool {
+	var se StoreError
+	return err != nil && !errors.As(err, &se) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// Reports returns the stored reports of domain ("" for all) whose
+// period ends at since or later, oldest first.
+func Reports(ctx context.Context, st store.Store, domain string, since time.Time) ([]Stored, error) {
+	metas, err := store.NewReceivedReports(st, ReceivedKeep).Metas(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	var out []Stored
+	for _, m := range metas {
+		var s Stored
+		if err := json.Unmarshal(m.Meta, &s); err != nil || s.Report == nil {
+			continue
+		}
+		if s.Report.DateRange.End < since.Unix() {
+			continue
+		}
+		out = append(out, s)
+	}
+	sortStored(out)
+	return out, nil
+}
+
+func sortStored(s []Stored) {
+	sort.Slice(s, func(i, j int) bool { return less(s[i], s[j]) })
+}
+
+func less(a, b Stored) bool {
+	if a.Report.DateRange.Begin != b.Report.DateRange.Begin {
+		return a.Report.DateRange.Begin < b.Report.DateRange.Begin
+	}
+	return a.ID < b.ID
+}
+
+// Find returns the stored report whose id (or report id) is id.
+func Find(ctx context.Context, st store.Store, id string) (Stored, error) {
+	all, err := Reports(ctx, st, "", time.Time{})
+	if err != nil {
+		return Stored{}, err
+	}
+	for _, s := range all {
+		if s.ID == id || s.Report.ReportID == id {
+			return s, nil
+		}
+	}
+	return Stored{}, fmt.Errorf("dmarcreport: no stored report %q (wehr dmarc reports list shows them)", id)
+}
+
+// Records hands the records of a stored report to fn, a chunk at a
+// time.
+func (s Stored) Records(ctx context.Context, st store.Store, fn func(ReceivedRecord) error) error {
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	for i := 0; i < s.Chunks; i++ {
+		b, err := rr.Chunk(ctx, s.Token, i)
+		if err != nil {
+			return err
+		}
+		var recs []ReceivedRecord
+		if err := json.Unmarshal(b, &recs); err != nil {
+			return fmt.Errorf("dmarcreport: report %s chunk %d: %w", s.ID, i, err)
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package dmarcreport
+
+const raceEnabled = false

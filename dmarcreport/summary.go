@@ -1,0 +1,162 @@
+package dmarcreport
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/wehr/wehr/store"
+)
+
+// Summary is what the received reports say about one domain: who sends
+// its mail, and which of those fail DMARC.
+type Summary struct {
+	Domain   string          `json:"domain"`
+	Since    time.Time       `json:"since"`
+	Reports  int             `json:"reports"`
+	Messages int64           `json:"messages"`
+	Pass     int64           `json:"pass"`
+	Fail     int64           `json:"fail"`
+	Orgs     []OrgSummary    `json:"orgs"`
+	Sources  []SourceSummary `json:"sources"`
+	// Sent lists the reports we sent about the domain.
+	Sent []store.ReportMark `json:"sent"`
+}
+
+// OrgSummary counts one reporting organisation's reports.
+type OrgSummary struct {
+	Org      string `json:"org"`
+	Reports  int    `json:"reports"`
+	Messages int64  `json:"messages"`
+	Pass     int64  `json:"pass"`
+	Fail     int64  `json:"fail"`
+}
+
+// SourceSummary counts one sending IP address.
+type SourceSummary struct {
+	IP       string   `json:"ip"`
+	PTR      []string `json:"ptr,omitempty"`
+	Messages int64    `json:"messages"`
+	Pass     int64    `json:"pass"`
+	Fail     int64    `json:"fail"`
+	// HeaderFrom and Orgs are the From domains it used and who reported
+	// it (a few of each).
+	HeaderFrom []string `json:"header_from"`
+	Orgs       []string `json:"orgs"`
+}
+
+// PTRResolver names addresses.
+type PTRResolver interface {
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
+}
+
+// MaxSources is how many sources a summary lists, failing ones first.
+const MaxSources = 100
+
+// Summarize adds up the received reports of domain whose period ends
+// at since or later: per reporting organisation and per source IP, the
+// sources that fail DMARC first, named by their PTR records (res may be
+// nil). Memory grows with the distinct source addresses, not with the
+// records.
+func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time) (Summary, error) {
+	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}}
+	reps, err := Reports(ctx, st, domain, since)
+	if err != nil {
+		return sum, err
+	}
+	orgs := map[string]*OrgSummary{}
+	srcs := map[string]*SourceSummary{}
+	addTo := func(list []string, v string) []string {
+		for _, x := range list {
+			if x == v {
+				return list
+			}
+		}
+		if len(list) < 5 {
+			list = append(list, v)
+		}
+		return list
+	}
+	for _, s := range reps {
+		sum.Reports++
+		o := orgs[s.Report.OrgName]
+		if o == nil {
+			o = &OrgSummary{Org: s.Report.OrgName}
+			orgs[s.Report.OrgName] = o
+		}
+		o.Reports++
+		err := s.Records(ctx, st, func(r ReceivedRecord) error {
+			n := r.Row.Count
+			ip := r.Row.SourceIP
+			if a, err := netip.ParseAddr(ip); err == nil {
+				ip = a.Unmap().String()
+			}
+			src := srcs[ip]
+			if src == nil {
+				src = &SourceSummary{IP: ip, HeaderFrom: []string{}, Orgs: []string{}}
+				srcs[ip] = src
+			}
+			src.Messages = addSat(src.Messages, n)
+			o.Messages = addSat(o.Messages, n)
+			sum.Messages = addSat(sum.Messages, n)
+			if r.DMARCPass() {
+				src.Pass, o.Pass, sum.Pass = addSat(src.Pass, n), addSat(o.Pass, n), addSat(sum.Pass, n)
+			} else {
+				src.Fail, o.Fail, sum.Fail = addSat(src.Fail, n), addSat(o.Fail, n), addSat(sum.Fail, n)
+			}
+			src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
+			src.Orgs = addTo(src.Orgs, s.Report.OrgName)
+			return nil
+		})
+		if err != nil {
+			return sum, err
+		}
+	}
+	for _, o := range orgs {
+		sum.Orgs = append(sum.Orgs, *o)
+	}
+	sort.Slice(sum.Orgs, func(i, j int) bool {
+		if sum.Orgs[i].Messages != sum.Orgs[j].Messages {
+			return sum.Orgs[i].Messages > sum.Orgs[j].Messages
+		}
+		return sum.Orgs[i].Org < sum.Orgs[j].Org
+	})
+	for _, s := range srcs {
+		sum.Sources = append(sum.Sources, *s)
+	}
+	// Failing sources first (most failed messages first), then the rest
+	// by volume.
+	sort.Slice(sum.Sources, func(i, j int) bool {
+		a, b := sum.Sources[i], sum.Sources[j]
+		if a.Fail != b.Fail {
+			return a.Fail > b.Fail
+		}
+		if a.Messages != b.Messages {
+			return a.Messages > b.Messages
+		}
+		return a.IP < b.IP
+	})
+	if len(sum.Sources) > MaxSources {
+		sum.Sources = sum.Sources[:MaxSources]
+	}
+	if res != nil {
+		for i := range sum.Sources {
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			names, err := res.LookupAddr(ctx, sum.Sources[i].IP)
+			cancel()
+			if err == nil {
+				sum.Sources[i].PTR = names
+			}
+		}
+	}
+	marks, err := store.NewReportMarks(st).List(ctx, domain)
+	if err != nil {
+		return sum, err
+	}
+	sum.Sent = marks
+	if sum.Sent == nil {
+		sum.Sent = []store.ReportMark{}
+	}
+	return sum, nil
+}
