@@ -52,8 +52,8 @@ type ReportMetadata struct {
 // DateRange is the period, in seconds since the epoch, both ends
 // included.
 type DateRange struct {
-	Begin int64 `xml:"begin"`
-	End   int64 `xml:"end"`
+	Begin int64 `xml:"begin" json:"begin"`
+	End   int64 `xml:"end" json:"end"`
 }
 
 // PolicyPublished is policy_published.

@@ -32,6 +32,8 @@ type Report struct {
 	// their counts add up to.
 	RecordCount  int   `json:"record_count"`
 	MessageCount int64 `json:"message_count"`
+	// FailCount counts the messages that failed DMARC.
+	FailCount int64 `json:"fail_count"`
 	// Repairs says what was wrong with the file and read anyway.
 	Repairs []string `json:"repairs,omitempty"`
 }
@@ -326,6 +328,9 @@ func Decode(r io.Reader, lim Limits, fn func(ReceivedRecord) error) (*Report, er
 				}
 				rep.RecordCount++
 				rep.MessageCount = addSat(rep.MessageCount, rec.Row.Count)
+				if !rec.DMARCPass() {
+					rep.FailCount = addSat(rep.FailCount, rec.Row.Count)
+				}
 				if err := fn(*rec); err != nil {
 					return nil, err
 				}

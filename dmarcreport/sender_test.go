@@ -62,7 +62,11 @@ func newRelay(t *testing.T) *relay {
 
 func (r *relay) setReply(s string) { r.mu.Lock(); r.reply = s; r.mu.Unlock() }
 
-func (r *relay) got() []relayed { r.mu.Lock(); defer r.mu.Unlock(); return append([]relayed(nil), r.msgs...) }
+func (r *relay) got() []relayed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]relayed(nil), r.msgs...)
+}
 
 func (r *relay) serve(c net.Conn) {
 	defer c.Close()

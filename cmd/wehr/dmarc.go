@@ -17,8 +17,8 @@ import (
 func newDMARCCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "dmarc", Short: "DMARC aggregate reports: send ours, ingest and summarise others', publish records"}
 	report := &cobra.Command{Use: "report", Short: "Send the reports we owe, or parse report files"}
-	report.AddCommand(newReportSendCmd(g))
-	cmd.AddCommand(report, newSuppressCmd(g))
+	report.AddCommand(newReportSendCmd(g), newReportParseCmd(g))
+	cmd.AddCommand(report, newSuppressCmd(g), newIngestCmd(g), newReportsCmd(g), newRecordCmd(g))
 	return cmd
 }
 
@@ -157,4 +157,3 @@ func newSuppressCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", "why (kept with the entry)")
 	return cmd
 }
-

@@ -27,7 +27,21 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// exitError carries an exit status of its own (sysexits for a Postfix
+// pipe transport).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
 func exitCode(err error) int {
+	var xe exitError
+	if errors.As(err, &xe) {
+		return xe.code
+	}
 	var ue usageError
 	var ce *config.Errors
 	if errors.As(err, &ue) || errors.As(err, &ce) || isCobraUsage(err) {
