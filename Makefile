@@ -56,6 +56,8 @@ fuzz:
 	$(GO) test ./milter -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
 	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./store -run '^$$' -fuzz FuzzSalvage -fuzztime $(FUZZTIME)
+	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f wehr

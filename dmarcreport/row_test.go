@@ -115,7 +115,7 @@ func (f *flaky) Counters(ctx context.Context, key string, add []int64, ttl time.
 	return f.Store.Counters(ctx, key, add, ttl)
 }
 
-func open(t *testing.T) store.Store {
+func open(t testing.TB) store.Store {
 	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"))
 	if err != nil {
 		t.Fatal(err)
