@@ -468,7 +468,7 @@ func (d *Daemon) sendReports(ctx context.Context) {
 			continue
 		}
 		s := &dmarcreport.Sender{Config: cfg.Reports, Store: d.st, DNS: d.res, Hostname: cfg.Hostname, Log: d.log,
-			Sign: dmarcreport.KeySigner(d.signingKeys)}
+			Sign: dmarcreport.KeySigner(d.signingKeys), LocalLock: dmarcreport.LocalLockPath(cfg.Store.Path)}
 		out, err := s.Run(ctx, time.Now().Add(-5*time.Minute))
 		switch {
 		case errors.Is(err, dmarcreport.ErrBusy):

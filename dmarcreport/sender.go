@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wehr/wehr/store"
@@ -25,8 +26,30 @@ const SendLock = "dmarc-report-send"
 // off for weeks does not flood the domain owners with stale ones.
 const CatchUp = 3 * 24 * time.Hour
 
-// ErrBusy says another node holds the send lock.
-var ErrBusy = errors.New("dmarcreport: another node is sending reports (the store's send lock is held)")
+// ErrBusy says another node, or another process here, is sending.
+var ErrBusy = errors.New("dmarcreport: another node or process is sending reports (the send lock is held)")
+
+// LocalLockPath is the local send lock beside the store's file (its
+// folder is the node's state directory, whatever the backend).
+func LocalLockPath(storePath string) string {
+	return filepath.Join(filepath.Dir(storePath), "dmarc-report-send.lock")
+}
+
+// flock takes the exclusive lock of the file at path, without waiting.
+func flock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("dmarcreport: local send lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, ErrBusy
+		}
+		return nil, fmt.Errorf("dmarcreport: local send lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
 
 // Signer signs a composed report message; it returns the
 // DKIM-Signature field values to prepend (none when it has no key for
@@ -48,6 +71,12 @@ type Sender struct {
 	DryRun string
 	// Domain limits the run to one policy domain.
 	Domain string
+	// LocalLock is a file whose lock (flock) lets one process of this
+	// node send at a time; the store's lock, held in the host's name,
+	// lets one node send. A process that crashed holding them stops
+	// neither: the kernel drops its file lock, and the next process of
+	// the same host renews the store's lock.
+	LocalLock string
 	// dial opens the SMTP connection (tests replace it).
 	dial func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -75,10 +104,17 @@ func Periods(until time.Time, period time.Duration) [][2]time.Time {
 // relay, the store) leaves the report for the next run.
 func (s *Sender) Run(ctx context.Context, until time.Time) (Outcome, error) {
 	var out Outcome
-	owner := fmt.Sprintf("%s/%d", s.Hostname, os.Getpid())
+	owner := s.Hostname
 	lease := 10 * time.Minute
 	token := int64(0)
 	if s.DryRun == "" {
+		if s.LocalLock != "" {
+			unlock, err := flock(s.LocalLock)
+			if err != nil {
+				return out, err
+			}
+			defer unlock()
+		}
 		t, ok, err := s.Store.Lock(ctx, SendLock, owner, time.Now(), lease)
 		if err != nil {
 			return out, fmt.Errorf("dmarcreport: send lock: %w", err)

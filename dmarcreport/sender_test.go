@@ -294,11 +294,33 @@ func TestSendSkips(t *testing.T) {
 	}
 
 	fx = newSenderFixture(t)
-	if _, ok, err := fx.st.Lock(ctx, SendLock, "mx2/1", time.Now(), time.Minute); !ok || err != nil {
+	if _, ok, err := fx.st.Lock(ctx, SendLock, "mx2.example.net", time.Now(), time.Minute); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if _, err := fx.s.Run(ctx, until); !errors.Is(err, ErrBusy) {
 		t.Fatalf("ran beside another node: %v", err)
+	}
+	// Our own host's lock, left by a process that crashed, is ours.
+	fx = newSenderFixture(t)
+	if _, ok, err := fx.st.Lock(ctx, SendLock, "mx1.example.net", time.Now(), time.Minute); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if out, err := fx.s.Run(ctx, until); err != nil || out.Sent != 2 {
+		t.Fatalf("after a crash on this host: %+v %v", out, err)
+	}
+	// Another process of this host, holding the local lock, keeps us out.
+	fx = newSenderFixture(t)
+	fx.s.LocalLock = filepath.Join(t.TempDir(), "send.lock")
+	unlock, err := flock(fx.s.LocalLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.s.Run(ctx, until); !errors.Is(err, ErrBusy) {
+		t.Fatalf("ran beside another process: %v", err)
+	}
+	unlock()
+	if out, err := fx.s.Run(ctx, until); err != nil || out.Sent != 2 {
+		t.Fatalf("after the other process: %+v %v", out, err)
 	}
 }
 

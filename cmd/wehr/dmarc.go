@@ -68,7 +68,7 @@ the future it sends the current period's rows now (and not again later).`,
 				return usagef("reports.from is not set: the reports need a From address (and a place for their bounces)")
 			}
 			s := &dmarcreport.Sender{Config: rc, Store: st, DNS: e.res, Hostname: e.cfg.Hostname, Log: e.log,
-				DryRun: dryRun, Domain: domain}
+				DryRun: dryRun, Domain: domain, LocalLock: dmarcreport.LocalLockPath(e.cfg.Store.Path)}
 			if dir := e.cfg.DKIM.KeysDir; dir != "" {
 				set, err := (&dkimkeys.Store{Dir: dir}).Load()
 				if err != nil {
