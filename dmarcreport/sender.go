@@ -63,8 +63,7 @@ type Sender struct {
 	DNS    TXTResolver
 	Sign   Signer // nil: unsigned
 	Log    *slog.Logger
-	// Hostname is the EHLO name and, with the process id, the lock's
-	// owner.
+	// Hostname is the EHLO name and the owner of the store's lock.
 	Hostname string
 	// DryRun, when set, writes each report (.xml.gz) and each message
 	// (.eml) into this folder instead of sending, and marks nothing.

@@ -151,7 +151,7 @@ func setup() (*world, error) {
 	}
 	wo.dovecot, err = StartDovecot(filepath.Join(dir, "dovecot"), DovecotConfig{
 		LMTPPort: ports["lmtp"],
-		Users:    []string{"alice@example.test", "bob@example.test", "carol@example.test"},
+		Users:    []string{"alice@example.test", "bob@example.test", "carol@example.test", "dmarc@example.test"},
 		// The README's rule: quarantined mail goes to Junk.
 		SieveBefore: sieveJunkRule,
 	})
@@ -216,7 +216,7 @@ policyd:
 	}
 	wo.postfix, err = StartPostfix(filepath.Join(dir, "mx1"), PostfixConfig{
 		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: "unix:wehr/milter.sock",
-		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol"},
+		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc"},
 		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
 		PolicyAddr: "unix:wehr/policy.sock",
 	})
@@ -225,7 +225,7 @@ policyd:
 	}
 	// The bulk instance: a second Postfix that newsletters leave through.
 	wo.bulk, err = StartPostfix(filepath.Join(dir, "bulk"), PostfixConfig{
-		Hostname: "bulk.example.test", SMTPPort: ports["bulk"], LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol"},
+		Hostname: "bulk.example.test", SMTPPort: ports["bulk"], LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc"},
 	})
 	if err != nil {
 		return wo, err
