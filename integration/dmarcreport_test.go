@@ -70,7 +70,9 @@ func redisStore(t *testing.T) store.Store {
 	return st
 }
 
-func tomorrow() string { return time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour).Format(time.RFC3339) }
+func tomorrow() string {
+	return time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour).Format(time.RFC3339)
+}
 
 // The whole loop: messages through the real Postfix leave rows; wehr
 // dmarc report send sends the report through Postfix into a Dovecot
@@ -305,7 +307,7 @@ func (p *crashProxy) serve(c net.Conn, upstream string, afterAccept bool) {
 func TestDMARCReportSendCrash(t *testing.T) {
 	ctx := context.Background()
 	st := redisStore(t)
-	yesterday := time.Now().UTC().Truncate(24*time.Hour).Add(-24 * time.Hour)
+	yesterday := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
 	until := yesterday.Add(24 * time.Hour).Format(time.RFC3339)
 	for _, d := range []string{"crash-a.example", "crash-b.example"} {
 		w.dns.AddTXT(d+"._report._dmarc.example.test", "v=DMARC1;")
