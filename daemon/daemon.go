@@ -453,11 +453,7 @@ func brokenDomains(set *dkimkeys.Set) string {
 // One node sends at a time (the store's lock); the others find it held.
 func (d *Daemon) sendReports(ctx context.Context) {
 	for {
-		now := time.Now()
-		next := now.Truncate(time.Hour).Add(time.Hour + 5*time.Minute)
-		if now.Sub(now.Truncate(time.Hour)) < 5*time.Minute {
-			next = now.Truncate(time.Hour).Add(5 * time.Minute)
-		}
+		next := nextReportRun(time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -481,6 +477,16 @@ func (d *Daemon) sendReports(ctx context.Context) {
 				"skipped", out.Skipped, "deferred", out.Deferred)
 		}
 	}
+}
+
+// nextReportRun is when the report sender runs next after now: five
+// minutes past the next hour.
+func nextReportRun(now time.Time) time.Time {
+	h := now.Truncate(time.Hour)
+	if now.Before(h.Add(5 * time.Minute)) {
+		return h.Add(5 * time.Minute)
+	}
+	return h.Add(time.Hour + 5*time.Minute)
 }
 
 // signingKeys is the DKIM key set the milter signs with, or the key

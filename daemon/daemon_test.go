@@ -235,3 +235,17 @@ func TestRefusedReloadLoadsNothing(t *testing.T) {
 		t.Fatalf("sender map after a good reload: %d entries", n)
 	}
 }
+
+func TestNextReportRun(t *testing.T) {
+	day := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct{ now, want time.Duration }{
+		{0, 5 * time.Minute},
+		{4*time.Minute + 59*time.Second, 5 * time.Minute},
+		{5 * time.Minute, time.Hour + 5*time.Minute},
+		{23*time.Hour + 59*time.Minute, 24*time.Hour + 5*time.Minute},
+	} {
+		if got := nextReportRun(day.Add(tc.now)); !got.Equal(day.Add(tc.want)) {
+			t.Errorf("at %v: %v, want %v", tc.now, got.Sub(day), tc.want)
+		}
+	}
+}
