@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -380,4 +381,132 @@ func TestDMARCReportSendCrash(t *testing.T) {
 			t.Errorf("%s: third run: %s", tc.domain, out)
 		}
 	}
+}
+
+// The README's pipe transport, through the real Postfix: a report
+// mailed to reports@example.test is stored by wehr dmarc ingest running
+// as an unprivileged user; an unreadable one is kept in the failed
+// folder and the message is not bounced; with the store down Postfix
+// keeps the message queued (exit 75) and delivers it once it is back.
+func TestDMARCIngestPipe(t *testing.T) {
+	dir, err := os.MkdirTemp(w.dir, "pipe-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	failed := filepath.Join(dir, "failed")
+	os.Mkdir(failed, 0o777)
+	os.Chmod(failed, 0o777)
+	cfg := filepath.Join(dir, "wehr.yaml")
+	writeCfg := func(redisAddr string) {
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`hostname: %s
+log: {level: info}
+store:
+  backend: redis
+  path: %s/wehr.db
+  redis: {mode: single, addrs: [%s], timeout: 300ms}
+reports: {failed: %s}
+`, authservID, dir, redisAddr, failed)), 0o644)
+	}
+	writeCfg(w.redis.Addr)
+	etc := filepath.Join(w.postfix.Dir, "etc")
+	postconf := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("postconf", append([]string{"-c", etc}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("postconf %v: %v %s", args, err, out)
+		}
+	}
+	reload := func() {
+		t.Helper()
+		if out, err := w.postfix.command("reload"); err != nil {
+			t.Fatalf("postfix reload: %v %s", err, out)
+		}
+	}
+	// The README's lines, with this test's binary and config.
+	postconf("-M", "dmarcreports/unix=dmarcreports unix - n n - 2 pipe flags=q user=nobody argv="+w.wehr.Bin+" --config "+cfg+" dmarc ingest")
+	postconf("-e", "transport_maps = inline:{ reports@example.test=dmarcreports: }")
+	reload()
+	t.Cleanup(func() {
+		postconf("-X", "transport_maps")
+		postconf("-MX", "dmarcreports/unix")
+		reload()
+	})
+	st := redisStore(t)
+	ctx := context.Background()
+	mailReport := func(subject string, body []byte) Reply {
+		t.Helper()
+		msg := "From: noreply-dmarc@reporter.example\r\nTo: reports@example.test\r\nSubject: " + subject + "\r\n" +
+			"Message-ID: <" + subject + "@reporter.example>\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: application/gzip; name=\"r.xml.gz\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+			base64.StdEncoding.EncodeToString(body) + "\r\n"
+		r, err := Send(w.smtpAddr(), Client{Helo: "mail.reporter.example"}, "noreply-dmarc@reporter.example", []string{"reports@example.test"}, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	stored := func(reportID string) bool {
+		reps, _ := dmarcreport.Reports(ctx, st, "pipe.example", time.Time{})
+		for _, r := range reps {
+			if r.Report.ReportID == reportID {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 15s\n%s", what, Tail(w.postfix.Maillog(), 10))
+			}
+		}
+	}
+	xmlReport := func(id string) []byte {
+		return []byte(`<?xml version="1.0"?><feedback><report_metadata><org_name>Reporter</org_name><email>r@reporter.example</email><report_id>` + id +
+			`</report_id><date_range><begin>1764460800</begin><end>1764547199</end></date_range></report_metadata><policy_published><domain>pipe.example</domain><p>reject</p></policy_published>` +
+			`<record><row><source_ip>192.0.2.1</source_ip><count>4</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>pipe.example</header_from></identifiers><auth_results><spf><domain>pipe.example</domain><result>pass</result></spf></auth_results></record></feedback>`)
+	}
+	gzipped := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+		return buf.Bytes()
+	}
+
+	if r := mailReport("pipe-1", gzipped(xmlReport("pipe-1"))); !r.OK() {
+		t.Fatalf("report: %v", r)
+	}
+	waitFor("report pipe-1 stored", func() bool { return stored("pipe-1") })
+	waitFor("delivered to the pipe", func() bool {
+		return w.postfix.LogContains("to=<reports@example.test>", "relay=dmarcreports", "status=sent")
+	})
+
+	// Unreadable: kept aside with the reason, delivered (status=sent),
+	// no bounce to the reporter.
+	if r := mailReport("pipe-bad", []byte("\x1f\x8bnot really gzip")); !r.OK() {
+		t.Fatalf("bad report: %v", r)
+	}
+	waitFor("the unreadable report kept", func() bool {
+		files, _ := filepath.Glob(filepath.Join(failed, "*.reason"))
+		return len(files) == 1
+	})
+	if w.postfix.LogContains("noreply-dmarc@reporter.example", "status=bounced") {
+		t.Error("an unreadable report was bounced to its sender")
+	}
+
+	// The store down: Postfix defers (exit 75) and keeps the message.
+	writeCfg("127.0.0.1:1")
+	if r := mailReport("pipe-2", gzipped(xmlReport("pipe-2"))); !r.OK() {
+		t.Fatalf("report: %v", r)
+	}
+	waitFor("deferred", func() bool {
+		return w.postfix.LogContains("to=<reports@example.test>", "relay=dmarcreports", "status=deferred")
+	})
+	writeCfg(w.redis.Addr)
+	if out, err := w.postfix.command("flush"); err != nil {
+		t.Fatalf("postfix flush: %v %s", err, out)
+	}
+	waitFor("report pipe-2 stored after the store came back", func() bool { return stored("pipe-2") })
 }
