@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -86,6 +87,7 @@ func Run(ctx context.Context, in Inputs) []Finding {
 		add(checkListening("metrics", cfg.Metrics.Listen, "only the metrics are missing"))
 	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
+	out = append(out, checkReports(cfg)...)
 	if in.Postconf != nil {
 		out = append(out, checkPostfix(ctx, cfg, in.Postconf)...)
 	}
@@ -232,6 +234,39 @@ func checkKeys(ctx context.Context, cfg *config.Config, res *resolver.Resolver) 
 	}
 	if len(set.Domains()) == 0 {
 		out = append(out, Finding{"dkim", Warn, "no keys in " + cfg.DKIM.KeysDir, "wehr dkim keygen DOMAIN"})
+	}
+	return out
+}
+
+// checkReports looks at DMARC reporting: sending needs a From address
+// whose domain signs (RFC 9990 wants reports to pass DMARC), ingesting
+// a failed folder it can write.
+func checkReports(cfg *config.Config) []Finding {
+	var out []Finding
+	rc := cfg.Reports
+	switch {
+	case !rc.Send && rc.Record:
+		out = append(out, Finding{"reports", Warn, "DMARC report rows are recorded but reports.send is off: nobody gets the reports we owe",
+			"set reports.send: true and reports.from, or run wehr dmarc report send from cron"})
+	case rc.Send:
+		domain := rc.From[strings.LastIndexByte(rc.From, '@')+1:]
+		signing := ""
+		if cfg.DKIM.KeysDir != "" {
+			if set, err := (&dkimkeys.Store{Dir: cfg.DKIM.KeysDir}).Load(); err == nil {
+				if d, keys, err := set.Signing(domain); err == nil && len(keys) > 0 {
+					signing = d
+				}
+			}
+		}
+		if signing == "" {
+			out = append(out, Finding{"reports", Warn, "reports are sent from " + rc.From + " but no DKIM key of " + domain + " signs them: they may fail DMARC at the receivers",
+				"wehr dkim keygen " + domain + " (and publish the record)"})
+		} else {
+			out = append(out, Finding{"reports", OK, "reports are sent from " + rc.From + " through " + rc.Relay + ", signed as " + signing, ""})
+		}
+	}
+	if fi, err := os.Stat(rc.Failed); err == nil && !fi.IsDir() {
+		out = append(out, Finding{"reports", Fail, "reports.failed " + rc.Failed + " is not a folder", "point reports.failed at a folder the wehr user can write"})
 	}
 	return out
 }

@@ -268,3 +268,35 @@ func TestWhileDownAndAuthservID(t *testing.T) {
 		t.Errorf("no warning for authserv_id mail: %+v", out)
 	}
 }
+
+func TestCheckReports(t *testing.T) {
+	dir := t.TempDir()
+	ks := &dkimkeys.Store{Dir: filepath.Join(dir, "keys")}
+	if _, err := ks.Generate("example.net", "a", dkimkeys.Ed25519, dkimkeys.Active, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Reports.Failed = dir
+	got := func() string {
+		var s []string
+		for _, f := range checkReports(cfg) {
+			s = append(s, f.Status+" "+f.Detail)
+		}
+		return strings.Join(s, "\n")
+	}
+	if g := got(); !strings.Contains(g, "warn DMARC report rows are recorded but reports.send is off") {
+		t.Errorf("send off: %s", g)
+	}
+	cfg.Reports.Send, cfg.Reports.From = true, "dmarc@reports.example.net"
+	if g := got(); !strings.Contains(g, "warn reports are sent from dmarc@reports.example.net but no DKIM key of reports.example.net") {
+		t.Errorf("no key: %s", g)
+	}
+	cfg.DKIM.KeysDir = ks.Dir
+	if g := got(); !strings.Contains(g, "ok reports are sent from dmarc@reports.example.net through 127.0.0.1:25, signed as example.net") {
+		t.Errorf("signed by the parent's key: %s", g)
+	}
+	cfg.Reports.Failed = filepath.Join(ks.Dir, "example.net", "a.pem")
+	if g := got(); !strings.Contains(g, "FAIL reports.failed") {
+		t.Errorf("failed folder a file: %s", g)
+	}
+}
