@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"mime"
 	"strings"
 	"time"
 )
@@ -62,17 +63,24 @@ func Compose(meta Meta, f *Feedback, gz []byte, to string, now time.Time) Email 
 	return Email{Filename: name, ReportID: id, Raw: b.Bytes()}
 }
 
-// headerAddress is "Name" <addr>, the name quoted and stripped of what
-// could break the field.
+// headerAddress is "Name" <addr>: the name quoted, stripped of control
+// characters and quotes, RFC 2047-encoded when it is not ASCII.
 func headerAddress(name, addr string) string {
+	ascii := true
 	name = strings.Map(func(r rune) rune {
-		if r == '"' || r == '\\' || r < ' ' || r > '~' {
+		if r == '"' || r == '\\' || r < ' ' || r == 0x7f {
 			return -1
+		}
+		if r > '~' {
+			ascii = false
 		}
 		return r
 	}, name)
-	if name == "" {
+	switch {
+	case name == "":
 		return "<" + addr + ">"
+	case !ascii:
+		return mime.QEncoding.Encode("utf-8", name) + " <" + addr + ">"
 	}
 	return `"` + name + `" <` + addr + ">"
 }

@@ -360,3 +360,18 @@ func TestPeriods(t *testing.T) {
 		t.Errorf("6h: %d %v", len(p), p[len(p)-1])
 	}
 }
+
+// The From of a report: a name that could break the field is cleaned, a
+// non-ASCII one encoded.
+func TestHeaderAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example Hosting":    `"Example Hosting" <r@x.example>`,
+		"Evil\"\r\nBcc: v@x": `"EvilBcc: v@x" <r@x.example>`,
+		"Überwachung GmbH":   "=?utf-8?q?=C3=9Cberwachung_GmbH?= <r@x.example>",
+		"":                   "<r@x.example>",
+	} {
+		if got := headerAddress(in, "r@x.example"); got != want {
+			t.Errorf("%q: %s, want %s", in, got, want)
+		}
+	}
+}
