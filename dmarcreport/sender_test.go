@@ -39,6 +39,7 @@ type relay struct {
 type relayed struct {
 	from, to string
 	data     []byte
+	at       time.Time
 }
 
 func newRelay(t *testing.T) *relay {
@@ -101,7 +102,7 @@ func (r *relay) serve(c net.Conn) {
 				}
 				data.WriteString(strings.TrimPrefix(l, "."))
 			}
-			m.data = data.Bytes()
+			m.data, m.at = data.Bytes(), time.Now()
 			r.mu.Lock()
 			reply := r.reply
 			if strings.HasPrefix(reply, "250") {
@@ -346,6 +347,19 @@ func TestSendSizeAndDryRun(t *testing.T) {
 	b, _ := os.ReadFile(files[0])
 	if _, _, x := attachment(t, b); !bytes.Contains(x, []byte("bank.example")) {
 		t.Fatal("dry-run message without its report")
+	}
+}
+
+// Sending is paced: reports.rate messages a second at most.
+func TestSendPacing(t *testing.T) {
+	fx := newSenderFixture(t)
+	fx.s.Config.Rate = 5 // one every 200 ms
+	if out, err := fx.s.Run(context.Background(), fx.day.Add(25*time.Hour)); err != nil || out.Sent != 2 {
+		t.Fatalf("%+v %v", out, err)
+	}
+	got := fx.relay.got()
+	if gap := got[1].at.Sub(got[0].at); gap < 190*time.Millisecond {
+		t.Errorf("two reports %v apart at 5 a second", gap)
 	}
 }
 

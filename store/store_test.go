@@ -278,6 +278,13 @@ func TestEmbeddedSalvagesReportRows(t *testing.T) {
 			}
 		}
 	}
+	// The rest of the reporting state: a mark of a report sent, the
+	// suppression list, a received report and its records.
+	store.NewReportMarks(s).Put(ctx, store.ReportMark{Domain: "d0.example", Begin: hour.Truncate(time.Hour), Address: "a@d0.example", Status: "sent"}) //nolint:errcheck
+	store.NewSuppressions(s).Add(ctx, store.Suppression{Address: "x@y.example"})                                                                       //nolint:errcheck
+	received := store.NewReceivedReports(s, time.Hour)
+	received.PutChunk(ctx, "tok", 0, []byte(`[{"row":1}]`))  //nolint:errcheck
+	received.PutMeta(ctx, "d0.example", "id1", []byte(`{}`)) //nolint:errcheck
 	s.Close()
 	sound, err := os.ReadFile(good)
 	if err != nil {
@@ -317,7 +324,7 @@ func TestEmbeddedSalvagesReportRows(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			if s.Moved == "" || s.Salvaged != 6 || s.SalvageErr != nil {
+			if s.Moved == "" || s.Salvaged != 10 || s.SalvageErr != nil {
 				t.Fatalf("moved %q, salvaged %d, %v", s.Moved, s.Salvaged, s.SalvageErr)
 			}
 			for d := range 3 {
@@ -328,6 +335,18 @@ func TestEmbeddedSalvagesReportRows(t *testing.T) {
 			}
 			if _, ok, _ := s.Get(ctx, "grey:7"); ok {
 				t.Fatal("greylisting was copied too: it rebuilds itself")
+			}
+			if m, _ := store.NewReportMarks(s).List(ctx, "d0.example"); len(m) != 1 {
+				t.Error("the mark of a report sent is lost: it would be sent again")
+			}
+			if sup, _ := store.NewSuppressions(s).List(ctx); len(sup) != 1 {
+				t.Error("the suppression list is lost")
+			}
+			if c, err := store.NewReceivedReports(s, time.Hour).Chunk(ctx, "tok", 0); err != nil || string(c) != `[{"row":1}]` {
+				t.Errorf("a received report's records are lost: %v", err)
+			}
+			if ok, _ := store.NewReceivedReports(s, time.Hour).Has(ctx, "d0.example", "id1"); !ok {
+				t.Error("a received report is lost")
 			}
 		})
 	}
