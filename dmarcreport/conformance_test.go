@@ -10,7 +10,7 @@ import (
 	"unicode"
 )
 
-const stalwart = "../../shared/conformance/dmarc/stalwart-mail-auth-feedback"
+const stalwart = "testdata/stalwart"
 
 // enum turns Stalwart's serde form into ours: "SoftFail" → "softfail",
 // "SampledOut" → "sampled_out", null and "Unspecified" → "".

@@ -15,7 +15,7 @@ import (
 	"github.com/wehr/wehr/resolver/dnstest"
 )
 
-const stalwartDir = "../../../shared/conformance/dmarc/stalwart-mail-auth-feedback"
+const stalwartDir = "../../dmarcreport/testdata/stalwart"
 
 // serveStore runs wehr serve with an embedded store and returns the
 // config file of its ops commands.
