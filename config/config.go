@@ -17,6 +17,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"github.com/wehr/wehr/authpolicy"
 	"io/fs"
 	"os"
 	"reflect"
@@ -60,6 +61,8 @@ type Config struct {
 	Policyd  policyd.Config       `yaml:"policyd"`
 	Metrics  metrics.Config       `yaml:"metrics"`
 	Reports  dmarcreport.Config   `yaml:"reports"`
+	// AuthPolicy is Dovecot's auth policy service.
+	AuthPolicy authpolicy.Config `yaml:"authpolicy"`
 }
 
 // Log configures logging.
@@ -78,16 +81,17 @@ func DefaultsText() string { return defaultsText }
 // Default returns the built-in configuration.
 func Default() *Config {
 	return &Config{
-		Log:     Log{Level: "info", Format: "text"},
-		DNS:     resolver.Default(),
-		SPF:     spf.Default(),
-		DKIM:    dkimkeys.DefaultConfig(),
-		DMARC:   mailauth.DefaultDMARC(),
-		Limits:  mailauth.DefaultLimits(),
-		Milter:  milter.Default(),
-		Store:   store.Default(),
-		Policyd: policyd.Default(),
-		Reports: dmarcreport.Default(),
+		Log:        Log{Level: "info", Format: "text"},
+		DNS:        resolver.Default(),
+		SPF:        spf.Default(),
+		DKIM:       dkimkeys.DefaultConfig(),
+		DMARC:      mailauth.DefaultDMARC(),
+		Limits:     mailauth.DefaultLimits(),
+		Milter:     milter.Default(),
+		Store:      store.Default(),
+		Policyd:    policyd.Default(),
+		Reports:    dmarcreport.Default(),
+		AuthPolicy: authpolicy.Default(),
 	}
 }
 
@@ -204,6 +208,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.Limits.Check(sp.Section("limits"))
 	c.Metrics.Check(sp.Section("metrics"))
 	c.Reports.Check(sp.Section("reports"))
+	c.AuthPolicy.Check(sp.Section("authpolicy"))
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wehr/wehr/authpolicy"
 	"log/slog"
 	"net/http"
 	"os"
@@ -58,6 +59,10 @@ type Options struct {
 	// MilterListen and PolicydListen, if set, replace the configured
 	// listen addresses (the --listen flags).
 	MilterListen, PolicydListen string
+	// AuthPolicy runs Dovecot's auth policy service, where
+	// authpolicy.listen (or AuthPolicyListen) says.
+	AuthPolicy       bool
+	AuthPolicyListen string
 }
 
 // Daemon is a running process. Reload and Config are safe to call while
@@ -78,6 +83,7 @@ type Daemon struct {
 	pd       *policyd.Server // nil without the policy service
 	metrics  *metrics.Metrics
 	reports  *dmarcreport.Recorder // nil: no report rows recorded
+	ap       *authpolicy.Server    // nil: no auth policy service
 	rotate   chan time.Duration    // a new dkim.rotation_check for the schedule
 }
 
@@ -142,7 +148,7 @@ func openStore(cfg *config.Config, owner bool) (store.Store, error) {
 func (d *Daemon) Run(ctx context.Context) error {
 	grp, ctx := errgroup.WithContext(ctx)
 	cfg, log := d.cfg, d.log
-	if d.opt.Policyd || cfg.Store.Backend == "redis" {
+	if d.opt.Policyd || d.opt.AuthPolicy && d.authListen() != "" || cfg.Store.Backend == "redis" {
 		var err error
 		if d.st, err = openStore(cfg, d.opt.Milter && d.opt.Policyd); err != nil {
 			var se SetupError
@@ -223,6 +229,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(cfg.Policyd.DNSLists),
 			"greylisting", cfg.Policyd.Greylist.Enabled)
 		grp.Go(func() error { return d.pd.Serve(ctx, ln) })
+	}
+	if l := d.authListen(); d.opt.AuthPolicy && l != "" {
+		a, err := listener.ParseAddress(l, cfg.AuthPolicy.AllowRemote)
+		if err != nil || a.Network != "tcp" {
+			return setupf("authpolicy.listen %q: want inet:HOST:PORT (%v)", l, err)
+		}
+		ln, err := listener.Listen(a, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		d.ap = authpolicy.NewServer(authpolicy.New(cfg.AuthPolicy, d.st, log), log, d.metrics)
+		scheme := "http"
+		if cfg.AuthPolicy.TLSCert != "" {
+			scheme = "https"
+		}
+		log.Info("wehr: auth policy service listening", "url", scheme+"://"+a.Address+"/", "api_key", cfg.AuthPolicy.APIKey != "")
+		grp.Go(func() error { return d.ap.Serve(ctx, ln, cfg.AuthPolicy.TLSCert, cfg.AuthPolicy.TLSKey) })
 	}
 	if d.opt.Milter {
 		addr, perms, err := cfg.Milter.Address(d.opt.MilterListen)
@@ -358,6 +381,9 @@ func (d *Daemon) applyConfig(next *config.Config) {
 	if d.pd != nil {
 		d.pd.SetPipeline(d.pipeline(next))
 	}
+	if d.ap != nil {
+		d.ap.SetPolicy(authpolicy.New(next.AuthPolicy, d.st, d.log))
+	}
 	if next.DKIM.RotationCheck != d.cfg.DKIM.RotationCheck {
 		select {
 		case d.rotate <- next.DKIM.RotationCheck:
@@ -395,6 +421,10 @@ var restartOnlyKeys = []struct {
 	{"dkim.keys_dir", func(c *config.Config) any { return c.DKIM.KeysDir }, func(d, s *config.Config) { d.DKIM.KeysDir = s.DKIM.KeysDir }},
 	{"dkim.sender_map", func(c *config.Config) any { return c.DKIM.SenderMap }, func(d, s *config.Config) { d.DKIM.SenderMap = s.DKIM.SenderMap }},
 	{"dmarc.pass_history", func(c *config.Config) any { return c.DMARC.PassHistory }, func(d, s *config.Config) { d.DMARC.PassHistory = s.DMARC.PassHistory }},
+	{"authpolicy.listen", func(c *config.Config) any { return c.AuthPolicy.Listen }, func(d, s *config.Config) { d.AuthPolicy.Listen = s.AuthPolicy.Listen }},
+	{"authpolicy.allow_remote", func(c *config.Config) any { return c.AuthPolicy.AllowRemote }, func(d, s *config.Config) { d.AuthPolicy.AllowRemote = s.AuthPolicy.AllowRemote }},
+	{"authpolicy.tls_cert", func(c *config.Config) any { return c.AuthPolicy.TLSCert }, func(d, s *config.Config) { d.AuthPolicy.TLSCert = s.AuthPolicy.TLSCert }},
+	{"authpolicy.tls_key", func(c *config.Config) any { return c.AuthPolicy.TLSKey }, func(d, s *config.Config) { d.AuthPolicy.TLSKey = s.AuthPolicy.TLSKey }},
 	{"reports.record", func(c *config.Config) any { return c.Reports.Record }, func(d, s *config.Config) { d.Reports.Record = s.Reports.Record }},
 	{"reports.queue", func(c *config.Config) any { return c.Reports.Queue }, func(d, s *config.Config) { d.Reports.Queue = s.Reports.Queue }},
 	{"dmarc.pass_history_keep", func(c *config.Config) any { return c.DMARC.PassHistoryKeep }, func(d, s *config.Config) { d.DMARC.PassHistoryKeep = s.DMARC.PassHistoryKeep }},
@@ -477,6 +507,14 @@ func (d *Daemon) sendReports(ctx context.Context) {
 				"skipped", out.Skipped, "deferred", out.Deferred)
 		}
 	}
+}
+
+// authListen is where the auth policy service listens ("": it does not).
+func (d *Daemon) authListen() string {
+	if d.opt.AuthPolicyListen != "" {
+		return d.opt.AuthPolicyListen
+	}
+	return d.cfg.AuthPolicy.Listen
 }
 
 // nextReportRun is when the report sender runs next after now: five

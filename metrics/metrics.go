@@ -25,6 +25,8 @@ type Metrics struct {
 	decisionSeconds prometheus.Histogram
 	storeErrors     *prometheus.CounterVec
 	reportRows      *prometheus.CounterVec
+	authDecisions   *prometheus.CounterVec
+	authSeconds     prometheus.Histogram
 }
 
 // New makes the collectors; res, if not nil, is exported too.
@@ -42,7 +44,11 @@ func New(res *resolver.Resolver) *Metrics {
 		Help: "Times the store did not answer, by the part of wehr that asked."}, []string{"user"})
 	m.reportRows = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wehr_dmarc_report_rows_total",
 		Help: "DMARC aggregate report rows of received mail: written to the store, retried, or dropped (queue full)."}, []string{"result"})
-	m.reg.MustRegister(m.messages, m.messageSeconds, m.decisions, m.decisionSeconds, m.storeErrors, m.reportRows,
+	m.authDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wehr_authpolicy_decisions_total",
+		Help: "Dovecot auth policy requests, by command (allow, report) and outcome (allow, delay, refuse, success, failure, refused, store_down, bad_request)."}, []string{"command", "outcome"})
+	m.authSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "wehr_authpolicy_seconds",
+		Help: "Time to answer one auth policy request.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)})
+	m.reg.MustRegister(m.messages, m.messageSeconds, m.decisions, m.decisionSeconds, m.storeErrors, m.reportRows, m.authDecisions, m.authSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if res != nil {
 		stat := func(name, help string, f func(resolver.Stats) int64) prometheus.Collector {
@@ -96,6 +102,18 @@ func (m *Metrics) StoreError(user string) {
 		return
 	}
 	m.storeErrors.WithLabelValues(user).Inc()
+}
+
+// AuthPolicy counts an auth policy request.
+func (m *Metrics) AuthPolicy(command, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if command != "allow" && command != "report" {
+		command = "other"
+	}
+	m.authDecisions.WithLabelValues(command, outcome).Inc()
+	m.authSeconds.Observe(d.Seconds())
 }
 
 // ReportRows counts what happened to n DMARC report rows.

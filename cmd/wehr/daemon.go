@@ -38,7 +38,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		Use:   "serve",
 		Short: "Run every wehr daemon in one process: the milter and the policy service",
 		Long: `Run every wehr daemon in one process: the Postfix milter and the policy
-service (the DMARC reporter joins them later). This is the command a service
+service, the DMARC report sender (reports.send) and, when authpolicy.listen is
+set, Dovecot's auth policy service. This is the command a service
 manager runs. With the embedded store it owns the store file and serves ops
 commands on store.admin_socket. SIGHUP reloads the DKIM keys and the sender
 map; key rotations advance every dkim.rotation_check. Stops on SIGTERM or
@@ -49,7 +50,7 @@ SIGINT.`,
 			if err != nil {
 				return err
 			}
-			return runDaemons(cmd.Context(), e, daemons{milter: true, policyd: true, milterListen: milterListen, policydListen: policydListen})
+			return runDaemons(cmd.Context(), e, daemons{milter: true, policyd: true, authpolicy: true, milterListen: milterListen, policydListen: policydListen})
 		},
 	}
 	cmd.Flags().StringVar(&milterListen, "milter-listen", "", "milter listen address (overrides milter.listen)")
@@ -59,15 +60,16 @@ SIGINT.`,
 
 // daemons says which daemons a process runs.
 type daemons struct {
-	milter, policyd             bool
-	milterListen, policydListen string
+	milter, policyd, authpolicy             bool
+	milterListen, policydListen, authListen string
 }
 
 // runDaemons runs the daemons until ctx ends; a setup that cannot work
 // is a usage error (exit status 2).
 func runDaemons(ctx context.Context, e *env, d daemons) error {
 	err := daemon.Run(ctx, daemon.Options{Config: e.cfg, Path: e.path, Log: e.log, Resolver: e.res,
-		Milter: d.milter, Policyd: d.policyd, MilterListen: d.milterListen, PolicydListen: d.policydListen})
+		Milter: d.milter, Policyd: d.policyd, MilterListen: d.milterListen, PolicydListen: d.policydListen,
+		AuthPolicy: d.authpolicy, AuthPolicyListen: d.authListen})
 	var se daemon.SetupError
 	if errors.As(err, &se) {
 		return usageError{se.Err}
