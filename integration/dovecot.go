@@ -25,6 +25,13 @@ type DovecotConfig struct {
 	Users    []string // full addresses
 	// SieveBefore is the text of the sieve_before script ("" for none).
 	SieveBefore string
+	// IMAPPort, if set, serves IMAP (plaintext logins allowed) there.
+	IMAPPort int
+	// Name is the instance name ("" for wehr-it); two instances on one
+	// machine need two names.
+	Name string
+	// Extra dovecot.conf lines.
+	Extra string
 }
 
 // StartDovecot writes an instance under dir and starts it.
@@ -49,12 +56,22 @@ func StartDovecot(dir string, c DovecotConfig) (*Dovecot, error) {
 		}
 		sieve = "plugin {\n  sieve_before = " + filepath.Join(dir, "sieve", "before.sieve") + "\n}\n"
 	}
-	conf := fmt.Sprintf(`instance_name = wehr-it
+	name := c.Name
+	if name == "" {
+		name = "wehr-it"
+	}
+	protocols := "lmtp"
+	imap := ""
+	if c.IMAPPort != 0 {
+		protocols = "lmtp imap"
+		imap = fmt.Sprintf("service imap-login {\n  inet_listener imap {\n    address = 127.0.0.1\n    port = %d\n  }\n  inet_listener imaps {\n    port = 0\n  }\n}\n", c.IMAPPort)
+	}
+	conf := fmt.Sprintf(`instance_name = %[4]s
 base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
 hostname = store.example.test
-protocols = lmtp
+protocols = %[5]s
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
@@ -91,7 +108,7 @@ service anvil {
 protocol lmtp {
   mail_plugins = $mail_plugins sieve
 }
-%[3]s`, dir, c.LMTPPort, sieve)
+%[3]s%[6]s%[7]s`, dir, c.LMTPPort, sieve, name, protocols, imap, c.Extra)
 	if err := writeFile(filepath.Join(dir, "dovecot.conf"), conf, 0o644); err != nil {
 		return nil, err
 	}
