@@ -112,7 +112,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		outcome = "delay"
 		log.Info("authpolicy: delayed", "seconds", d.Status, "check", d.Check, "reason", d.Reason)
 	default:
-		log.Debug("authpolicy: allowed", "check", d.Check, "reason", d.Reason)
+		log.Info("authpolicy: allowed", "check", d.Check, "reason", d.Reason)
 	}
 	if d.Check == "store_down" {
 		outcome = "store_down"

@@ -86,6 +86,9 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	if cfg.Metrics.Listen != "" {
 		add(checkListening("metrics", cfg.Metrics.Listen, "only the metrics are missing"))
 	}
+	if cfg.AuthPolicy.Listen != "" {
+		add(checkListening("authpolicy", cfg.AuthPolicy.Listen, "Dovecot lets every login through unchecked (with auth_policy_reject_on_fail = no, as the README sets it)"))
+	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
 	out = append(out, checkReports(cfg)...)
 	if in.Postconf != nil {
