@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./store -run '^$$' -fuzz FuzzSalvage -fuzztime $(FUZZTIME)
 	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
+	$(GO) test ./authpolicy -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME)
 
 clean:
 	rm -f wehr
