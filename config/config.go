@@ -17,13 +17,14 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"github.com/wehr/wehr/authpolicy"
 	"io/fs"
 	"os"
 	"reflect"
 	"sort"
 	"strings"
 
+	"github.com/wehr/wehr/arc"
+	"github.com/wehr/wehr/authpolicy"
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/dmarcreport"
@@ -275,7 +276,7 @@ func nilEmptySlices(v reflect.Value) {
 // Engine returns the verdict engine's configuration.
 func (c *Config) Engine() mailauth.Config {
 	return mailauth.Config{AuthservID: c.AuthservID, SPF: c.SPFChecker(), HeloCheck: c.SPF.HeloCheck,
-		DKIMMaxSignatures: c.DKIM.MaxSignatures, DMARC: c.DMARC, Limits: c.Limits}
+		DKIMMaxSignatures: c.DKIM.MaxSignatures, DMARC: c.DMARC, Limits: c.Limits, ARC: arc.Verifier{}}
 }
 
 // CheckServer checks a --resolver value.

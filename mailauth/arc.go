@@ -28,6 +28,8 @@ type ARCResult struct {
 	Error      string `json:"error,omitempty"`
 	// AAR are the ARC-Authentication-Results values, instance 1 first.
 	AAR []string `json:"-"`
+
+	remoteIP string // smtp.remote-ip of the A-R result
 }
 
 // ARCVerifier validates a message's ARC chain: h is its header, body

@@ -95,6 +95,20 @@ func (v *Verdict) authResults() []authres.Result {
 		rs = append(rs, authres.Result{Method: "dkim", Value: string(DKIMNeutral),
 			Comment: fmt.Sprintf("%d more signatures not checked", notChecked)})
 	}
+	if v.ARC.Instances > 0 || v.ARC.Result == ARCFail {
+		// RFC 8617 10.1: arc=, smtp.remote-ip, header.oldest-pass.
+		r := authres.Result{Method: "arc", Value: string(v.ARC.Result), Reason: v.ARC.Error}
+		if len(v.ARC.Sealers) > 0 {
+			r.Comment = fmt.Sprintf("%d sets, sealed by %s", v.ARC.Instances, strings.Join(v.ARC.Sealers, ","))
+		}
+		if v.ARC.remoteIP != "" {
+			r.Props = append(r.Props, authres.Prop{Type: "smtp", Property: "remote-ip", Value: v.ARC.remoteIP})
+		}
+		if v.ARC.Result == ARCPass {
+			r.Props = append(r.Props, authres.Prop{Type: "header", Property: "oldest-pass", Value: fmt.Sprint(v.ARC.OldestPass)})
+		}
+		rs = append(rs, r)
+	}
 	for _, d := range v.AllDMARC {
 		r := authres.Result{Method: "dmarc", Value: string(d.Result)}
 		var c []string

@@ -3,6 +3,7 @@ package mailauth
 import (
 	"context"
 	"fmt"
+	"github.com/wehr/wehr/authres"
 	"net"
 	"net/netip"
 	"slices"
@@ -249,6 +250,70 @@ func (ev *evaluation) trustedForwarder() string {
 			if s.Domain == strings.ToLower(d) || strings.HasSuffix(s.Domain, "."+strings.ToLower(d)) {
 				return "trusted forwarder signature d=" + s.Domain
 			}
+		}
+	}
+	return ev.trustedARC(o.ARCSealers)
+}
+
+// trustedARC reports why a trusted sealer's ARC chain vouches for the
+// message, or "": the chain passes, its newest seal (the hop that
+// handed us the message) is a trusted sealer's, and the
+// ARC-Authentication-Results that sealer sealed say the author's domain
+// passed DMARC, or DKIM or SPF aligned with it. A chain that fails, an
+// untrusted sealer, or a trusted sealer's results about another domain
+// never help: a forger can seal a chain of his own.
+func (ev *evaluation) trustedARC(trusted []string) string {
+	a := ev.v.ARC
+	if len(trusted) == 0 || a.Result != ARCPass || a.Instances == 0 || len(a.AAR) != a.Instances {
+		return ""
+	}
+	sealer := a.Sealers[a.Instances-1]
+	ok := false
+	for _, t := range trusted {
+		t = strings.ToLower(strings.TrimSuffix(t, "."))
+		if sealer == t || strings.HasSuffix(sealer, "."+t) {
+			ok = true
+		}
+	}
+	if !ok {
+		return ""
+	}
+	aar := a.AAR[a.Instances-1]
+	if _, rest, found := strings.Cut(aar, ";"); found {
+		aar = rest // the i= tag
+	}
+	_, results, err := authres.Parse(aar)
+	if err != nil {
+		return ""
+	}
+	author := strings.ToLower(ev.fromDomain)
+	aligned := func(d string) bool {
+		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		if i := strings.LastIndexByte(d, '@'); i >= 0 {
+			d = d[i+1:]
+		}
+		return d != "" && (d == author || pslOrgDomain(d) == pslOrgDomain(author))
+	}
+	for _, r := range results {
+		if !strings.EqualFold(r.Value, "pass") {
+			continue
+		}
+		var d string
+		switch strings.ToLower(r.Method) {
+		case "dmarc":
+			d, _ = r.Prop("header", "from")
+			if !strings.EqualFold(strings.TrimSuffix(d, "."), author) {
+				continue
+			}
+		case "dkim":
+			d, _ = r.Prop("header", "d")
+		case "spf":
+			d, _ = r.Prop("smtp", "mailfrom")
+		default:
+			continue
+		}
+		if aligned(d) {
+			return fmt.Sprintf("trusted ARC sealer %s saw %s=pass for %s (i=%d)", sealer, strings.ToLower(r.Method), d, a.Instances)
 		}
 	}
 	return ""

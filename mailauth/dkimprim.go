@@ -85,7 +85,9 @@ func VerifySignature(ctx context.Context, res Resolver, d, s, a string, digest, 
 type BodyHashes struct{ bh *bodyHasher }
 
 // NewBodyHashes is an empty set of body hashes.
-func NewBodyHashes() *BodyHashes { return &BodyHashes{bh: &bodyHasher{hashes: map[bodyKey]*bodyHash{}}} }
+func NewBodyHashes() *BodyHashes {
+	return &BodyHashes{bh: &bodyHasher{hashes: map[bodyKey]*bodyHash{}}}
+}
 
 // Add asks for the body hash with canonicalization canon ("simple" or
 // "relaxed") and hash h.

@@ -58,6 +58,8 @@ type Config struct {
 	// History, if set, makes "this network never sent passing mail for
 	// the domain" a booster of the refusal rule.
 	History History
+	// ARC, if set, validates ARC chains (package arc).
+	ARC ARCVerifier
 }
 
 // Limits cap the work spent on one message: the limits: section of the
@@ -109,8 +111,11 @@ type DMARCConfig struct {
 type Override struct {
 	Networks    []setting.Network `yaml:"networks"`
 	DKIMDomains []string          `yaml:"dkim_domains,omitempty"`
-	FromDomains []string          `yaml:"from_domains,omitempty"`
-	Disposition string            `yaml:"disposition"` // PolicyNone (default) or PolicyQuarantine
+	// ARCSealers are forwarders whose passing ARC chain vouches for the
+	// authentication results they saw (trusted_forwarders only).
+	ARCSealers  []string `yaml:"arc_sealers,omitempty"`
+	FromDomains []string `yaml:"from_domains,omitempty"`
+	Disposition string   `yaml:"disposition"` // PolicyNone (default) or PolicyQuarantine
 }
 
 // MailingLists configures the mailing-list override.
@@ -210,6 +215,7 @@ type DMARCResult struct {
 type Verdict struct {
 	SPF   spf.Outcome   `json:"spf"`
 	DKIM  []DKIMResult  `json:"dkim"`
+	ARC   ARCResult     `json:"arc"`
 	DMARC DMARCResult   `json:"dmarc"`
 	IPRev iprev.Outcome `json:"iprev"`
 	Auth  AuthResult    `json:"auth"`
@@ -242,7 +248,10 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Limits.Deadline))
 	defer cancel()
 
-	v := &Verdict{DKIM: []DKIMResult{}}
+	v := &Verdict{DKIM: []DKIMResult{}, ARC: ARCResult{Result: ARCNone, Sealers: []string{}}}
+	if env.ClientIP != nil {
+		v.ARC.remoteIP = env.ClientIP.String()
+	}
 	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.Limits.HeaderBytes)
 	if err != nil {
 		if !errors.Is(err, ErrHeaderTooLarge) {
@@ -341,6 +350,16 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		ctx, cancel := e.checkCtx(ctx, start, dkimTimeShare)
 		defer cancel()
 		v.DKIM = verifyDKIM(ctx, dkimRes, h, msg, e.cfg.DKIMMaxSignatures)
+		if e.cfg.ARC != nil && h.Get("ARC-Seal") != "" {
+			if err := rewindBody(msg, h); err != nil {
+				v.ARC = ARCResult{Result: ARCFail, Sealers: []string{}, Error: "reading the message: " + err.Error()}
+				return
+			}
+			defer guard("ARC", func(s string) { v.ARC = ARCResult{Result: ARCFail, Sealers: []string{}, Error: s} })
+			ip := v.ARC.remoteIP
+			v.ARC = e.cfg.ARC.VerifyARC(ctx, dkimRes, h, bufio.NewReader(msg))
+			v.ARC.remoteIP = ip
+		}
 	}
 	v.Auth = e.auth(env)
 
@@ -385,6 +404,12 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	}
 	v.finish(e.cfg.AuthservID)
 	return v, nil
+}
+
+// rewindBody positions msg at the start of the body that follows h.
+func rewindBody(msg io.ReadSeeker, h Header) error {
+	_, err := msg.Seek(int64(h.Size), io.SeekStart)
+	return err
 }
 
 // InternalError is a panic inside one of the checks of Verify: a bug,

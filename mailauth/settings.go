@@ -66,6 +66,10 @@ func (c DMARCConfig) Check(p *setting.Problems) {
 		op.OneOf("disposition", ov.o.Disposition, PolicyNone, PolicyQuarantine)
 		op.Domains("dkim_domains", ov.o.DKIMDomains)
 		op.Domains("from_domains", ov.o.FromDomains)
+		op.Domains("arc_sealers", ov.o.ARCSealers)
+	}
+	if len(c.LocalPolicy.ARCSealers) > 0 {
+		p.Add("local_policy.arc_sealers", "not supported: use dmarc.trusted_forwarders.arc_sealers")
 	}
 	if len(c.LocalPolicy.DKIMDomains) > 0 {
 		p.Add("local_policy.dkim_domains", "not supported: use dmarc.trusted_forwarders.dkim_domains")

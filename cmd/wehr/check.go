@@ -105,7 +105,8 @@ quarantine, reject, tempfail) with its SMTP reply.
 Without --ip there is no SPF check (result none) and no iprev.
 With --json, prints exactly one object:
   {"spf": {...as check spf...}, "dkim": [{"result", "domain", "selector",
-   "algorithm", "b", "key_bits", "error"}], "dmarc": {"result", "from_domain",
+   "algorithm", "b", "key_bits", "error"}], "arc": {"result", "instances",
+   "sealers": [], "oldest_pass", "error"}, "dmarc": {"result", "from_domain",
    "policy_domain", "org_domain", "policy", "discovery", "testing",
    "disposition", "overrides": [], "refusal_evidence": [], "spf_aligned",
    "dkim_aligned"}, "iprev": {"result", "name"}, "auth": {"result", "user"},

@@ -44,9 +44,12 @@ func TestCheckMessageJSON(t *testing.T) {
 	if err := dec.Decode(&v); err != nil || dec.More() {
 		t.Fatalf("not exactly one JSON object: %q %v", stdout, err)
 	}
-	want := []string{"action", "auth", "authentication_results", "dkim", "dmarc", "iprev", "smtp_reply", "spf"}
+	want := []string{"action", "arc", "auth", "authentication_results", "dkim", "dmarc", "iprev", "smtp_reply", "spf"}
 	if got := keysOf(v); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("keys %v, want %v", got, want)
+	}
+	if got := keysOf(v["arc"].(map[string]any)); strings.Join(got, ",") != "instances,oldest_pass,result,sealers" {
+		t.Fatalf("arc keys %v", got)
 	}
 	dm := v["dmarc"].(map[string]any)
 	wantDM := []string{"discovery", "disposition", "dkim_aligned", "from_domain", "org_domain", "overrides", "policy", "policy_domain", "refusal_evidence", "result", "spf_aligned", "testing"}
