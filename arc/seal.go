@@ -38,7 +38,7 @@ var ErrChainFailed = errors.New("arc: the chain already failed; not sealed")
 // Sealed is a new ARC set: the three field values to prepend, in this
 // order from the top: Seal, AMS, AAR.
 type Sealed struct {
-	Instance      int
+	Instance       int
 	Seal, AMS, AAR string
 }
 
