@@ -29,7 +29,14 @@ type SealOptions struct {
 	// Headers are the fields the AMS signs (h=).
 	Headers []string
 	Now     time.Time
+	// Chain, if set, is the validation of the chain already done (the
+	// engine's), so that it is not done twice.
+	Chain *mailauth.ARCResult
 }
+
+// DefaultHeaders are the fields our AMS signs when present.
+var DefaultHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To", "References",
+	"MIME-Version", "Content-Type", "Content-Transfer-Encoding", "List-Id", "List-Post", "List-Unsubscribe"}
 
 // ErrChainFailed says the chain already failed (the newest seal says
 // cv=fail): no set is added (RFC 8617 5.1.2).
@@ -50,7 +57,12 @@ func Seal(ctx context.Context, res mailauth.Resolver, h mailauth.Header, body io
 	if err != nil {
 		return Sealed{}, err
 	}
-	v := Verify(ctx, res, h, body)
+	var v mailauth.ARCResult
+	if o.Chain != nil {
+		v = *o.Chain
+	} else {
+		v = Verify(ctx, res, h, body)
+	}
 	if v.Result == mailauth.ARCFail && v.Instances > 0 {
 		if sets, err := collect(h); err == nil && len(sets) > 0 {
 			if t, err := parseTags(h.Fields[sets[len(sets)-1].as].Value()); err == nil && strings.EqualFold(t["cv"], "fail") {

@@ -64,6 +64,8 @@ type Config struct {
 	Reports  dmarcreport.Config   `yaml:"reports"`
 	// AuthPolicy is Dovecot's auth policy service.
 	AuthPolicy authpolicy.Config `yaml:"authpolicy"`
+	// ARC is whether and as whom we seal the mail we pass on.
+	ARC arc.Config `yaml:"arc"`
 }
 
 // Log configures logging.
@@ -93,6 +95,7 @@ func Default() *Config {
 		Policyd:    policyd.Default(),
 		Reports:    dmarcreport.Default(),
 		AuthPolicy: authpolicy.Default(),
+		ARC:        arc.Default(),
 	}
 }
 
@@ -210,6 +213,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.Metrics.Check(sp.Section("metrics"))
 	c.Reports.Check(sp.Section("reports"))
 	c.AuthPolicy.Check(sp.Section("authpolicy"))
+	c.ARC.Check(sp.Section("arc"))
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -255,6 +259,7 @@ func (c *Config) MilterServer() milter.Config {
 	m.HeaderBytes = c.Limits.HeaderBytes
 	m.RefuseUnauthorized = c.DKIM.UnauthorizedSender == "refuse"
 	m.OnKeyError = c.DKIM.OnKeyError
+	m.ARC = c.ARC
 	return m
 }
 

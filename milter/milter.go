@@ -9,9 +9,12 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wehr/wehr/arc"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -97,6 +100,9 @@ type Config struct {
 	// Reports, if set, records the DMARC report rows of every inbound
 	// message verified (it must not block).
 	Reports Reports `yaml:"-"`
+	// ARC says which accepted inbound mail we seal, and as whom (the
+	// arc: section); the key is SealDomain's in Keys.
+	ARC arc.Config `yaml:"-"`
 }
 
 // Reports records what a verified message contributes to the DMARC
@@ -657,5 +663,71 @@ func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
 	if err := m.InsertHeader(0, "Authentication-Results", value); err != nil {
 		return fmt.Errorf("insert Authentication-Results: %w", err)
 	}
+	return ss.seal(m, v)
+}
+
+// seal adds our ARC set (RFC 8617 5.1) to an accepted inbound message
+// that arc.seal says we pass on: our results in the AAR, signed with
+// the seal domain's active key. It fails only when the milter cannot
+// change the headers; a seal we cannot make is logged and the message
+// goes on unsealed.
+func (ss *session) seal(m milter.Modifier, v *mailauth.Verdict) error {
+	cfg := ss.set.cfg.ARC
+	if !cfg.Wants(ss.rcpts) || (v.Action == mailauth.ActionQuarantine && ss.set.cfg.Quarantine == QuarantineHold) {
+		return nil
+	}
+	log := ss.s.log.With("session", ss.id, "queue_id", m.Get(milter.MacroQueueId))
+	keys := ss.s.keys.Load()
+	if keys == nil {
+		log.Error("milter: arc.seal is on but there are no DKIM keys (dkim.keys_dir): not sealed")
+		return nil
+	}
+	_, ks, err := keys.Signing(cfg.SealDomain)
+	if err != nil || len(ks) == 0 {
+		log.Error("milter: no active key of arc.seal_domain: not sealed", "seal_domain", cfg.SealDomain, "error", err)
+		return nil
+	}
+	rd, err := ss.spool.Reader()
+	if err != nil {
+		return fmt.Errorf("arc seal: %w", err)
+	}
+	br := bufio.NewReader(rd)
+	h, err := mailauth.ReadHeader(br, 0)
+	if err != nil {
+		log.Error("milter: cannot read the header to seal: not sealed", "error", err)
+		return nil
+	}
+	if _, err := rd.Seek(int64(h.Size), io.SeekStart); err != nil {
+		return fmt.Errorf("arc seal: %w", err)
+	}
+	var signed []string
+	for _, name := range arc.DefaultHeaders {
+		if h.Get(name) != "" {
+			signed = append(signed, name)
+		}
+	}
+	results := authres.Format(ss.set.cfg.AuthservID, v.Results)
+	if _, rest, ok := strings.Cut(results, ";"); ok {
+		results = strings.TrimSpace(rest)
+	}
+	chain := v.ARC
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sealed, err := arc.Seal(ctx, nil, h, rd, arc.SealOptions{Domain: ks[0].Domain, Selector: ks[0].Selector, Key: ks[0].Signer,
+		AuthservID: ss.set.cfg.AuthservID, Results: results, Headers: signed, Now: time.Now(), Chain: &chain})
+	if errors.Is(err, arc.ErrChainFailed) {
+		log.Info("milter: not sealed: the chain already failed before us")
+		return nil
+	}
+	if err != nil {
+		log.Error("milter: sealing failed: not sealed", "error", err)
+		return nil
+	}
+	for _, f := range []struct{ name, value string }{{arc.AARName, sealed.AAR}, {arc.AMSName, sealed.AMS}, {arc.SealName, sealed.Seal}} {
+		if err := m.InsertHeader(0, f.name, " "+strings.ReplaceAll(f.value, "\r\n", "\n")); err != nil {
+			return fmt.Errorf("insert %s: %w", f.name, err)
+		}
+	}
+	log.Info("milter: sealed", "instance", sealed.Instance, "seal_domain", ks[0].Domain, "selector", ks[0].Selector, "cv", v.ARC.Result)
 	return nil
 }
