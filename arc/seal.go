@@ -20,7 +20,7 @@ import (
 // SealOptions say who seals and what.
 type SealOptions struct {
 	Domain, Selector string
-	Key              crypto.Signer // RSA or Ed25519
+	Key              crypto.Signer // RSA (RFC 8617 defines rsa-sha256 only; Ed25519 seals verify here, few elsewhere)
 	// AuthservID names our Authentication-Results; Results, if set, is
 	// the result list to seal (an A-R value after the authserv-id), else
 	// the results of every Authentication-Results field of h with

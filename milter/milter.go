@@ -682,9 +682,16 @@ func (ss *session) seal(m milter.Modifier, v *mailauth.Verdict) error {
 		log.Error("milter: arc.seal is on but there are no DKIM keys (dkim.keys_dir): not sealed")
 		return nil
 	}
-	_, ks, err := keys.Signing(cfg.SealDomain)
+	_, all, err := keys.Signing(cfg.SealDomain)
+	// RFC 8617 defines ARC for rsa-sha256 only.
+	var ks []*dkimkeys.Key
+	for _, k := range all {
+		if k.Algorithm == dkimkeys.RSA {
+			ks = append(ks, k)
+		}
+	}
 	if err != nil || len(ks) == 0 {
-		log.Error("milter: no active key of arc.seal_domain: not sealed", "seal_domain", cfg.SealDomain, "error", err)
+		log.Error("milter: no active RSA key of arc.seal_domain (ARC seals are rsa-sha256): not sealed", "seal_domain", cfg.SealDomain, "error", err)
 		return nil
 	}
 	rd, err := ss.spool.Reader()
