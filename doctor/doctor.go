@@ -91,6 +91,7 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	}
 	out = append(out, checkKeys(ctx, cfg, in.Resolver)...)
 	out = append(out, checkReports(cfg)...)
+	out = append(out, checkARC(cfg)...)
 	if in.Postconf != nil {
 		out = append(out, checkPostfix(ctx, cfg, in.Postconf)...)
 	}
@@ -272,6 +273,28 @@ func checkReports(cfg *config.Config) []Finding {
 		out = append(out, Finding{"reports", Fail, "reports.failed " + rc.Failed + " is not a folder", "point reports.failed at a folder the wehr user can write"})
 	}
 	return out
+}
+
+// checkARC looks at sealing: on, it needs an active RSA key of the
+// seal domain (RFC 8617 seals are rsa-sha256).
+func checkARC(cfg *config.Config) []Finding {
+	if cfg.ARC.Seal == "off" || cfg.ARC.Seal == "" {
+		return nil
+	}
+	d := cfg.ARC.SealDomain
+	if cfg.DKIM.KeysDir != "" {
+		if set, err := (&dkimkeys.Store{Dir: cfg.DKIM.KeysDir}).Load(); err == nil {
+			if _, keys, err := set.Signing(d); err == nil {
+				for _, k := range keys {
+					if k.Algorithm == dkimkeys.RSA {
+						return []Finding{{"arc", OK, "seals (" + cfg.ARC.Seal + ") as " + k.Domain + " with " + k.Selector, ""}}
+					}
+				}
+			}
+		}
+	}
+	return []Finding{{"arc", Fail, "arc.seal is " + cfg.ARC.Seal + " but " + d + " has no active RSA key in dkim.keys_dir: nothing is sealed",
+		"wehr dkim keygen " + d + " --algorithm rsa (and publish the record), then SIGHUP"}}
 }
 
 func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx context.Context, args ...string) (string, error)) []Finding {

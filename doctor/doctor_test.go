@@ -300,3 +300,25 @@ func TestCheckReports(t *testing.T) {
 		t.Errorf("failed folder a file: %s", g)
 	}
 }
+
+func TestCheckARC(t *testing.T) {
+	dir := t.TempDir()
+	ks := &dkimkeys.Store{Dir: filepath.Join(dir, "keys")}
+	if _, err := ks.Generate("example.net", "e", dkimkeys.Ed25519, dkimkeys.Active, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	if f := checkARC(cfg); len(f) != 0 {
+		t.Errorf("sealing off: %+v", f)
+	}
+	cfg.ARC.Seal, cfg.ARC.SealDomain, cfg.DKIM.KeysDir = "all", "example.net", ks.Dir
+	if f := checkARC(cfg); len(f) != 1 || f[0].Status != Fail {
+		t.Errorf("an Ed25519 key only: %+v", f)
+	}
+	if _, err := ks.Generate("example.net", "r", dkimkeys.RSA, dkimkeys.Active, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if f := checkARC(cfg); len(f) != 1 || f[0].Status != OK || !strings.Contains(f[0].Detail, "with r") {
+		t.Errorf("an RSA key: %+v", f)
+	}
+}
