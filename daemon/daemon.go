@@ -9,19 +9,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/wehr/wehr/authpolicy"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	sd "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
+	"github.com/wehr/wehr/authpolicy"
 	"github.com/wehr/wehr/config"
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/dmarcreport"
@@ -84,6 +89,7 @@ type Daemon struct {
 	metrics  *metrics.Metrics
 	reports  *dmarcreport.Recorder // nil: no report rows recorded
 	ap       *authpolicy.Server    // nil: no auth policy service
+	ready    atomic.Bool           // every listener is up
 	rotate   chan time.Duration    // a new dkim.rotation_check for the schedule
 }
 
@@ -194,6 +200,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", d.metrics.Handler())
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+		mux.HandleFunc("/readyz", d.readyz)
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		grp.Go(func() error {
 			go func() { <-ctx.Done(); hs.Close() }()
@@ -288,6 +296,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.maintain(ctx)
 		return nil
 	})
+	// Every listener is up: tell systemd (Type=notify) and /readyz.
+	d.ready.Store(true)
+	notify(log, sd.SdNotifyReady)
+	go func() {
+		<-ctx.Done()
+		d.ready.Store(false)
+		notify(log, sd.SdNotifyStopping)
+	}()
 	err := grp.Wait()
 	if d.m != nil {
 		log.Info("wehr: stopped", slog.Uint64("milter_sessions", d.m.Sessions()))
@@ -319,7 +335,9 @@ func (d *Daemon) maintain(ctx context.Context) {
 			return
 		case <-hup:
 			d.log.Info("wehr: SIGHUP: reloading the configuration, DKIM keys and the sender map")
+			notify(d.log, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
 			d.Reload(ctx)
+			notify(d.log, sd.SdNotifyReady)
 		case every = <-d.rotate:
 			tick.Reset(every)
 		case <-tick.C:
@@ -507,6 +525,48 @@ func (d *Daemon) sendReports(ctx context.Context) {
 				"skipped", out.Skipped, "deferred", out.Deferred)
 		}
 	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds (sd_notify wants it
+// with RELOADING=1).
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
+}
+
+// notify tells systemd about the service's state (sd_notify); nothing
+// when not run by systemd with Type=notify.
+func notify(log *slog.Logger, state string) {
+	if _, err := sd.SdNotify(false, state); err != nil {
+		log.Warn("wehr: systemd notification failed", "state", state, "error", err)
+	}
+}
+
+// readyz answers 200 when every daemon of the process listens and the
+// store answers, else 503 with what is not (for load balancers and
+// orchestration; /healthz only says the process runs).
+func (d *Daemon) readyz(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if !d.ready.Load() {
+		problems = append(problems, "starting or stopping")
+	}
+	if d.st != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		err := d.st.Ping(ctx)
+		cancel()
+		if err != nil {
+			problems = append(problems, "store: "+err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, strings.Join(problems, "\n")+"\n")
+		return
+	}
+	io.WriteString(w, "ready\n")
 }
 
 // authListen is where the auth policy service listens ("": it does not).

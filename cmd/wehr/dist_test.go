@@ -23,6 +23,9 @@ func TestSystemdUnit(t *testing.T) {
 			unit[k] = append(unit[k], v)
 		}
 	}
+	if got := unit["Type"]; len(got) != 1 || got[0] != "notify" {
+		t.Fatalf("Type %q: wehr serve notifies systemd when it is ready", got)
+	}
 	const bin = "/usr/local/bin/wehr "
 	if got := unit["ExecStart"]; len(got) != 1 || got[0] != bin+"serve" {
 		t.Fatalf("ExecStart %q", got)
