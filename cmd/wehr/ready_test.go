@@ -87,7 +87,9 @@ metrics: {listen: "inet:127.0.0.1:%d"}
 `, freePort(t), freePort(t), metricsPort))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"--config", cfg, "serve"}, strings.NewReader(""), io.Discard, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"--config", cfg, "serve"}, strings.NewReader(""), io.Discard, io.Discard)
+	}()
 	defer func() { cancel(); <-done }()
 	var code int
 	var body string
