@@ -4,10 +4,21 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build run test test-deps unit lint bench fuzz clean
+.PHONY: build run test test-deps unit lint bench fuzz clean man completions
 
 build:
 	$(GO) build -o wehr ./cmd/wehr
+
+# Man pages (section 1) of every command into man/, and the shell
+# completions into completions/, both from the command tree.
+man: build
+	./wehr man man
+
+completions: build
+	mkdir -p completions
+	./wehr completion bash > completions/wehr.bash
+	./wehr completion zsh > completions/_wehr
+	./wehr completion fish > completions/wehr.fish
 
 # Build, then run `wehr serve` as you, without root: loopback listeners,
 # the embedded store under $(RUN_DIR) (scripts/run-local says more).

@@ -233,3 +233,23 @@ store: {path: %s/wehr.db, admin_socket: %s/admin.sock}
 		t.Fatalf("json: exit %d, first line %+v:\n%s", code, f, out)
 	}
 }
+
+// Shell completions and man pages come from the command tree.
+func TestCompletionAndMan(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "__start_wehr", "zsh": "#compdef wehr", "fish": "complete -c wehr"} {
+		code, out, stderr := wehr(t, "completion", shell)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("completion %s: %d %q %s", shell, code, out[:min(len(out), 80)], stderr)
+		}
+	}
+	dir := t.TempDir()
+	if code, _, stderr := wehr(t, "man", dir); code != 0 {
+		t.Fatalf("man: %s", stderr)
+	}
+	for _, page := range []string{"wehr.1", "wehr-serve.1", "wehr-dmarc-ingest.1", "wehr-authpolicy-reset.1"} {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil || !strings.Contains(string(b), ".TH \"WEHR\" \"1\"") {
+			t.Errorf("%s: %v %.80q", page, err, b)
+		}
+	}
+}

@@ -98,7 +98,7 @@ Exit status: 0 when the command did its job (a check produced a verdict,
 whatever it is), 1 on a runtime error, 2 on a usage or configuration error.`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+		CompletionOptions: cobra.CompletionOptions{},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -109,7 +109,7 @@ whatever it is), 1 on a runtime error, 2 on a usage or configuration error.`,
 	pf.BoolVar(&g.json, "json", false, "print results as JSON")
 
 	root.AddCommand(newCheckCmd(g), newConfigCmd(g), newMilterCmd(g), newServeCmd(g), newDKIMCmd(g), newBenchCmd(g),
-		newPolicydCmd(g), newGreylistCmd(g), newReputationCmd(g), newDoctorCmd(g), newDMARCCmd(g), newAuthPolicyCmd(g))
+		newPolicydCmd(g), newGreylistCmd(g), newReputationCmd(g), newDoctorCmd(g), newDMARCCmd(g), newAuthPolicyCmd(g), newManCmd(root))
 	return root
 }
 
