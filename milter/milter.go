@@ -279,6 +279,7 @@ type session struct {
 	mailFrom string
 	rcpts    []string
 	authUser string
+	msgID    string         // the Message-ID, for the log (wehr explain)
 	counts   map[string]int // header name (lower case) → occurrences so far
 	remove   []removal      // headers to delete at end of message
 	spool    *spool
@@ -372,6 +373,7 @@ func (ss *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Res
 	ss.mailFrom = from
 	ss.authUser = m.Get(milter.MacroAuthAuthen)
 	ss.counts = map[string]int{}
+	ss.msgID = ""
 	ss.spool = newSpool(ss.set.cfg.BodyMemory, ss.set.cfg.TempDir)
 	return milter.RespContinue, nil
 }
@@ -403,6 +405,11 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 		case perr != nil && ss.mentionsOurID(value):
 			// An unparsable one goes only if it might be ours.
 			ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "unparsable: " + perr.Error()})
+		}
+	case lname == "message-id" && ss.msgID == "":
+		ss.msgID = strings.TrimSpace(strings.ReplaceAll(value, "\n", ""))
+		if len(ss.msgID) > 200 {
+			ss.msgID = ss.msgID[:200]
 		}
 	case lname == strings.ToLower(ss.set.cfg.QuarantineHeaderName):
 		ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "inbound copy of our quarantine marker"})
@@ -511,7 +518,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	attrs := []any{"action", v.Action, "spf", v.SPF.Result, "dkim", dkimSummary(v.DKIM), "dmarc", v.DMARC.Result,
 		"from_domain", v.DMARC.FromDomain, "policy", v.DMARC.Policy, "disposition", v.DMARC.Disposition,
 		"overrides", strings.Join(v.DMARC.Overrides, ","), "evidence", strings.Join(v.DMARC.RefusalEvidence, ","),
-		"iprev", v.IPRev.Result, "dns_queries", v.DNSQueries, "removed_headers", len(ss.remove),
+		"iprev", v.IPRev.Result, "arc", v.ARC.Result, "message_id", ss.msgID, "dns_queries", v.DNSQueries, "removed_headers", len(ss.remove),
 		"size", ss.spool.size, "duration_ms", time.Since(ss.start).Milliseconds()}
 
 	ss.recordHistory(v, log)
