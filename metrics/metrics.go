@@ -61,6 +61,7 @@ func New(res *resolver.Resolver) *Metrics {
 			stat("wehr_dns_exchanges_total", "Queries sent to DNS servers.", func(s resolver.Stats) int64 { return s.Exchanges }),
 			stat("wehr_dns_tcp_retries_total", "Truncated answers asked again over TCP.", func(s resolver.Stats) int64 { return s.TCPRetry }),
 			stat("wehr_dns_failures_total", "DNS lookups that ended in a temporary error.", func(s resolver.Stats) int64 { return s.Failures }),
+			stat("wehr_dns_stale_total", "DNS lookups answered with an expired answer while the servers failed (dns.serve_stale, RFC 8767).", func(s resolver.Stats) int64 { return s.Stale }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "wehr_dns_cache_entries", Help: "Answers in the DNS cache."},
 				func() float64 { return float64(res.CacheLen()) }),
 		)

@@ -28,15 +28,18 @@ type entry struct {
 type cache struct {
 	mu    sync.Mutex
 	max   int
-	ll    *list.List // front = most recently used; values are *entry
+	stale time.Duration // how long an expired entry is kept to serve stale
+	ll    *list.List    // front = most recently used; values are *entry
 	items map[cacheKey]*list.Element
 }
 
-func newCache(max int) *cache {
-	return &cache{max: max, ll: list.New(), items: map[cacheKey]*list.Element{}}
+func newCache(max int, stale time.Duration) *cache {
+	return &cache{max: max, stale: stale, ll: list.New(), items: map[cacheKey]*list.Element{}}
 }
 
-// get returns the live entry for k, if any.
+// get returns the entry for k, if any, and whether it is live; an
+// expired one is returned (not live) while it may still be served
+// stale, and dropped after.
 func (c *cache) get(k cacheKey, now time.Time) (*entry, bool) {
 	if c.max <= 0 {
 		return nil, false
@@ -49,6 +52,9 @@ func (c *cache) get(k cacheKey, now time.Time) (*entry, bool) {
 	}
 	e := el.Value.(*entry)
 	if !now.Before(e.expires) {
+		if now.Before(e.expires.Add(c.stale)) {
+			return e, false
+		}
 		c.ll.Remove(el)
 		delete(c.items, k)
 		return nil, false

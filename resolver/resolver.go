@@ -52,6 +52,11 @@ type Config struct {
 	// NegativeMaxTTL caps the time a negative answer is cached.
 	// Default 15m.
 	NegativeMaxTTL time.Duration `yaml:"negative_max_ttl"`
+	// ServeStale is how long past its TTL a cached answer is still
+	// given when the servers fail (SERVFAIL, timeouts): RFC 8767, so
+	// that a short outage of the recursive resolver does not turn every
+	// check into a temperror. 0: never.
+	ServeStale time.Duration `yaml:"serve_stale"`
 	// Now is the clock, for tests. Default time.Now.
 	Now func() time.Time `yaml:"-"`
 }
@@ -59,7 +64,7 @@ type Config struct {
 // Default is the dns: section's defaults.
 func Default() Config {
 	return Config{ResolvConf: "/etc/resolv.conf", Timeout: 2 * time.Second, Attempts: 2, CacheSize: 10000,
-		MaxTTL: time.Hour, NegativeMaxTTL: 15 * time.Minute}
+		MaxTTL: time.Hour, NegativeMaxTTL: 15 * time.Minute, ServeStale: time.Hour}
 }
 
 // Check reports the problems of the dns: section.
@@ -87,6 +92,9 @@ func (c Config) Check(p *setting.Problems) {
 		p.Add("min_ttl", "%v is above dns.max_ttl %v", c.MinTTL, c.MaxTTL)
 	}
 	p.Positive("negative_max_ttl", c.NegativeMaxTTL)
+	if c.ServeStale < 0 || c.ServeStale > 7*24*time.Hour {
+		p.Add("serve_stale", "must be 0 (never) to 168h, got %v (RFC 8767 suggests 1 to 3 days at most)", c.ServeStale)
+	}
 }
 
 // Stats counts what a Resolver did since it was made.
@@ -97,6 +105,7 @@ type Stats struct {
 	Exchanges int64 // queries sent to servers (UDP and TCP retries count once each)
 	TCPRetry  int64
 	Failures  int64 // lookups that ended in a temporary error
+	Stale     int64 // lookups answered with an expired answer (serve-stale)
 }
 
 // Resolver is a caching stub resolver. It is safe for concurrent use.
@@ -107,13 +116,14 @@ type Resolver struct {
 	minTTL   time.Duration
 	maxTTL   time.Duration
 	negTTL   time.Duration
+	stale    time.Duration
 	now      func() time.Time
 	udp      *dns.Client
 	tcp      *dns.Client
 	cache    *cache
 	flight   singleflight.Group
 
-	lookups, hits, coalesced, exchanges, tcpRetry, failures atomic.Int64
+	lookups, hits, coalesced, exchanges, tcpRetry, failures, staleHits atomic.Int64
 }
 
 // New makes a Resolver from cfg.
@@ -145,6 +155,7 @@ func New(cfg Config) (*Resolver, error) {
 		minTTL:   cfg.MinTTL,
 		maxTTL:   or(cfg.MaxTTL, time.Hour),
 		negTTL:   or(cfg.NegativeMaxTTL, 15*time.Minute),
+		stale:    cfg.ServeStale,
 		now:      cfg.Now,
 	}
 	if r.attempts <= 0 {
@@ -153,7 +164,7 @@ func New(cfg Config) (*Resolver, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
-	r.cache = newCache(cfg.CacheSize)
+	r.cache = newCache(cfg.CacheSize, r.stale)
 	r.udp = &dns.Client{Net: "udp", Timeout: r.timeout, UDPSize: ednsSize}
 	r.tcp = &dns.Client{Net: "tcp", Timeout: r.timeout}
 	return r, nil
@@ -216,6 +227,7 @@ func (r *Resolver) Stats() Stats {
 		Exchanges: r.exchanges.Load(),
 		TCPRetry:  r.tcpRetry.Load(),
 		Failures:  r.failures.Load(),
+		Stale:     r.staleHits.Load(),
 	}
 }
 
@@ -254,10 +266,12 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 	if _, ok := dns.IsDomainName(k.name); !ok || len(k.name) > 254 {
 		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
 	}
-	if e, ok := r.cache.get(k, r.now()); ok {
+	e, fresh := r.cache.get(k, r.now())
+	if e != nil && fresh {
 		r.hits.Add(1)
 		return e, nil
 	}
+	stale := e // expired, but within dns.serve_stale: the answer if the servers fail
 	if err := ctx.Err(); err != nil {
 		return nil, r.ctxError(name, err)
 	}
@@ -285,8 +299,13 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 		r.coalesced.Add(1)
 	}
 	if res.Err != nil {
-		r.failures.Add(1)
 		var de *net.DNSError
+		if stale != nil && (!errors.As(res.Err, &de) || de.IsTemporary || de.IsTimeout) {
+			// RFC 8767: the servers fail, the expired answer stands in.
+			r.staleHits.Add(1)
+			return stale, nil
+		}
+		r.failures.Add(1)
 		if errors.As(res.Err, &de) {
 			cp := *de
 			cp.Name = name
