@@ -1,9 +1,22 @@
 package integration
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"math/big"
+	"net"
 	"net/http"
+	"net/smtp"
+	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,5 +173,207 @@ func TestAnsibleLint(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Passed with production profile: 0 failure(s), 0 warning(s)") {
 		t.Fatalf("ansible-lint: %v\n%s", err, out)
+	}
+}
+
+// selfSigned writes a certificate and key for name into dir.
+func selfSigned(t *testing.T, dir, name string) (cert, key string) {
+	t.Helper()
+	pk, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &pk.PublicKey, pk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(pk)
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o644)
+	return cert, key
+}
+
+// The postfix_wehr role, applied for real into a temporary root, with
+// wehr on the unix sockets the role prepares; Postfix then runs from
+// exactly the files the role wrote: inbound mail over STARTTLS is
+// checked by wehr and delivered, a spoof of a p=reject domain gets 550;
+// on 587 AUTH is offered only after STARTTLS, and a logged-in message is
+// DKIM-signed; 465 takes implicit TLS; a second run changes nothing.
+func TestAnsiblePostfixRole(t *testing.T) {
+	root := filepath.Join(w.dir, "ansible-postfix")
+	os.MkdirAll(root, 0o755)
+	tlsDir := t.TempDir()
+	os.Chmod(tlsDir, 0o755)
+	cert, key := selfSigned(t, tlsDir, "mx.example.test")
+	smtpPort, _ := FreePort()
+	subPort, _ := FreePort()
+	smtpsPort, _ := FreePort()
+	vars := map[string]any{
+		"postfix_wehr_root": root, "postfix_wehr_service_manager": "none", "postfix_wehr_hostname": "mx.example.test",
+		"postfix_wehr_maillog_file": root + "/var/log/maillog", "postfix_wehr_inet_interfaces": "127.0.0.1",
+		"postfix_wehr_smtp_service":        fmt.Sprintf("127.0.0.1:%d", smtpPort),
+		"postfix_wehr_submission_service":  fmt.Sprintf("127.0.0.1:%d", subPort),
+		"postfix_wehr_submissions_service": fmt.Sprintf("127.0.0.1:%d", smtpsPort),
+		"postfix_wehr_virtual_domains":     []string{"example.test"},
+		"postfix_wehr_virtual_mailboxes":   []string{"alice@example.test", "bob@example.test", "carol@example.test"},
+		"postfix_wehr_lmtp":                fmt.Sprintf("inet:127.0.0.1:%d", w.dovecot.LMTPPort),
+		"postfix_wehr_sasl_path":           w.dovecot.SASLPath(),
+		"postfix_wehr_tls_cert":            cert, "postfix_wehr_tls_key": key,
+		"postfix_wehr_main_extra": map[string]string{"smtp_dns_support_level": "disabled", "lmtp_host_lookup": "native"},
+	}
+	os.MkdirAll(root+"/var/log", 0o755)
+	out, err := ansiblePlaybook(t, "postfix.yml", vars)
+	if err != nil {
+		t.Fatalf("first run: %v\n%s", err, out)
+	}
+	// wehr on the sockets in the queue directory, as the README wires it.
+	sock := root + "/var/spool/postfix/wehr"
+	wdir := t.TempDir()
+	senders := filepath.Join(wdir, "senders")
+	os.WriteFile(senders, []byte("alice@example.test  alice@example.test\n"), 0o644)
+	cfg := fmt.Sprintf(`authserv_id: mx.example.test
+hostname: mx.example.test
+log: {level: info}
+dns: {timeout: 1s, attempts: 1}
+milter: {listen: "unix:%[1]s/milter.sock", socket_group: postfix, trusted_networks: []}
+policyd: {listen: "unix:%[1]s/policy.sock", socket_group: postfix, skip_networks: [], greylist: {enabled: false}}
+store: {path: %[2]s/wehr.db, admin_socket: %[2]s/admin.sock}
+dkim: {keys_dir: %[3]s, sender_map: %[4]s}
+reports: {record: false}
+`, sock, wdir, filepath.Join(w.dir, "dkim"), senders)
+	wh, err := NewWehr(w.wehr.Bin, wdir, cfg, w.dns.Addr(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wh.MilterSocket = sock + "/milter.sock"
+	if err := wh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer wh.Stop()
+	pf := &Postfix{Dir: root}
+	start := exec.Command("postfix", "-c", root+"/etc/postfix", "start")
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("postfix start from the role's files: %v %s\n%s", err, out, Tail(root+"/var/log/maillog", 20))
+	}
+	defer exec.Command("postfix", "-c", root+"/etc/postfix", "stop").Run()
+	for _, p := range []int{smtpPort, subPort, smtpsPort} {
+		if err := WaitListening(p, 10*time.Second); err != nil {
+			t.Fatalf("%v\n%s", err, Tail(root+"/var/log/maillog", 20))
+		}
+	}
+	_ = pf
+	insecure := &tls.Config{InsecureSkipVerify: true, ServerName: "mx.example.test"}
+	deliver := func(c *smtp.Client, from, to, data string) error {
+		if err := c.Mail(from); err != nil {
+			return err
+		}
+		if err := c.Rcpt(to); err != nil {
+			return err
+		}
+		wc, err := c.Data()
+		if err != nil {
+			return err
+		}
+		io.WriteString(wc, data)
+		return wc.Close()
+	}
+	dial := func(port int, implicit bool) *smtp.Client {
+		t.Helper()
+		var conn net.Conn
+		var err error
+		if implicit {
+			conn, err = tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), insecure)
+		} else {
+			conn, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smtp.NewClient(conn, "mx.example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Hello("client.example"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	// Inbound over STARTTLS: checked by wehr, delivered.
+	c := dial(smtpPort, false)
+	if ok, _ := c.Extension("STARTTLS"); !ok {
+		t.Fatal("port 25 does not offer STARTTLS")
+	}
+	if err := c.StartTLS(insecure); err != nil {
+		t.Fatal(err)
+	}
+	data, marker := message(t, "Alice <a@good.example>", "", "Hello over TLS.\r\n")
+	if err := deliver(c, "bounce@good.example", "alice@example.test", w.sign(t, data, "good.example", "sel")); err != nil {
+		t.Fatalf("inbound: %v\n%s", err, Tail(root+"/var/log/maillog", 10))
+	}
+	c.Quit()
+	m, err := w.dovecot.WaitMessage("alice@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, Tail(root+"/var/log/maillog", 10))
+	}
+	if ar := strings.Join(header(m.Data, "Authentication-Results"), "\n"); !strings.Contains(ar, "mx.example.test") || !strings.Contains(ar, "dmarc=pass") {
+		t.Errorf("A-R: %s", ar)
+	}
+	if rcv := strings.Join(header(m.Data, "Received"), "\n"); !strings.Contains(rcv, "SMTPS id") {
+		t.Errorf("not received over TLS: %s", rcv)
+	}
+	// A spoof: 550 in the dialogue.
+	c = dial(smtpPort, false)
+	c.StartTLS(insecure)
+	spoof, _ := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
+	var te *textproto.Error
+	if err := deliver(c, "x@evil.example", "alice@example.test", spoof); !errors.As(err, &te) || te.Code != 550 || !strings.HasPrefix(te.Msg, "5.7.1 Message rejected: bank.example publishes DMARC policy reject") {
+		t.Errorf("spoof: %v", err)
+	}
+	c.Close()
+
+	// Submission on 587: no AUTH before STARTTLS; after it, a signed message.
+	c = dial(subPort, false)
+	if ok, _ := c.Extension("AUTH"); ok {
+		t.Error("587 offers AUTH before STARTTLS")
+	}
+	if err := c.StartTLS(insecure); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := c.Extension("AUTH"); !ok {
+		t.Fatal("587 does not offer AUTH after STARTTLS")
+	}
+	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "alicepw", "mx.example.test")); err != nil {
+		t.Fatal(err)
+	}
+	data, marker = message(t, "Alice <alice@example.test>", "", "Signed on the way out.\r\n")
+	if err := deliver(c, "alice@example.test", "bob@example.test", data); err != nil {
+		t.Fatalf("submission: %v", err)
+	}
+	c.Quit()
+	m, err = w.dovecot.WaitMessage("bob@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sigs := header(m.Data, "DKIM-Signature"); len(sigs) == 0 || !strings.Contains(sigs[0], "d=example.test") {
+		t.Errorf("not signed: %q", sigs)
+	}
+	// 465: implicit TLS.
+	c = dial(smtpsPort, true)
+	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "alicepw", "mx.example.test")); err != nil {
+		t.Fatal(err)
+	}
+	data, marker = message(t, "Alice <alice@example.test>", "", "Over 465.\r\n")
+	if err := deliver(c, "alice@example.test", "carol@example.test", data); err != nil {
+		t.Fatalf("465: %v", err)
+	}
+	c.Quit()
+	if _, err := w.dovecot.WaitMessage("carol@example.test", "INBOX", marker, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err = ansiblePlaybook(t, "postfix.yml", vars)
+	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
+		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
 	}
 }
