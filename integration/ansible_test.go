@@ -1,12 +1,14 @@
 package integration
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -373,6 +375,207 @@ reports: {record: false}
 	}
 
 	out, err = ansiblePlaybook(t, "postfix.yml", vars)
+	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
+		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
+	}
+}
+
+// lineConn is a text protocol client (IMAP, POP3, ManageSieve, LMTP).
+type lineConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func newLineConn(t *testing.T, c net.Conn) *lineConn {
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &lineConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+func (l *lineConn) send(s string) { io.WriteString(l.c, s+"\r\n") }
+
+// until reads lines up to one that starts with one of prefixes, and
+// returns them all.
+func (l *lineConn) until(prefixes ...string) string {
+	l.t.Helper()
+	var b strings.Builder
+	for {
+		line, err := l.br.ReadString('\n')
+		if err != nil {
+			l.t.Fatalf("read: %v after %q", err, b.String())
+		}
+		b.WriteString(line)
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				return b.String()
+			}
+		}
+	}
+}
+
+func (l *lineConn) startTLS() {
+	tc := tls.Client(l.c, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.c, l.br = tc, bufio.NewReader(tc)
+}
+
+// The dovecot_wehr role, applied into a temporary root, Dovecot started
+// from exactly its file: a plaintext IMAP login is refused, IMAPS login
+// and fetch work, POP3S works; a user's own Sieve filter uploaded over
+// ManageSieve (after STARTTLS) files a matching message into its folder,
+// and quarantined mail lands in Junk; a second run changes nothing.
+func TestAnsibleDovecotRole(t *testing.T) {
+	root := filepath.Join(w.dir, "ansible-dovecot")
+	os.MkdirAll(root+"/etc/dovecot", 0o755)
+	os.MkdirAll(root+"/var/mail", 0o755)
+	os.MkdirAll(root+"/var/log", 0o755)
+	tlsDir := t.TempDir()
+	os.Chmod(tlsDir, 0o755)
+	cert, key := selfSigned(t, tlsDir, "imap.example.test")
+	var users strings.Builder
+	for _, u := range []string{"alice", "bob"} {
+		fmt.Fprintf(&users, "%s@example.test:{PLAIN}%spw:5000:5000::%s/var/mail/%s::\n", u, u, root, u)
+	}
+	os.WriteFile(root+"/etc/dovecot/users", []byte(users.String()), 0o644)
+	exec.Command("chown", "-R", "5000:5000", root+"/var/mail").Run()
+	ports := map[string]int{}
+	for _, p := range []string{"imap", "imaps", "pop3s", "sieve", "lmtp"} {
+		ports[p], _ = FreePort()
+	}
+	vars := map[string]any{
+		"dovecot_wehr_root": root, "dovecot_wehr_service_manager": "none", "dovecot_wehr_instance_name": "wehr-ansible",
+		"dovecot_wehr_log_path": root + "/var/log/dovecot.log", "dovecot_wehr_listen": "127.0.0.1",
+		"dovecot_wehr_imap_port": ports["imap"], "dovecot_wehr_imaps_port": ports["imaps"], "dovecot_wehr_pop3s_port": ports["pop3s"],
+		"dovecot_wehr_sieve_port": ports["sieve"], "dovecot_wehr_lmtp_port": ports["lmtp"],
+		"dovecot_wehr_auth_socket": "/run/dovecot/auth-postfix", "dovecot_wehr_tls_cert": cert, "dovecot_wehr_tls_key": key,
+	}
+	out, err := ansiblePlaybook(t, "dovecot.yml", vars)
+	if err != nil {
+		t.Fatalf("first run: %v\n%s", err, out)
+	}
+	conf := root + "/etc/dovecot/dovecot.conf"
+	// Dovecot keeps the caller's stderr open after it daemonizes: a
+	// file, never a pipe.
+	errf, _ := os.Create(filepath.Join(root, "dovecot.stderr"))
+	start := exec.Command(programs["dovecot"], "-c", conf)
+	start.Stdout, start.Stderr = errf, errf
+	err = start.Run()
+	errf.Close()
+	if err != nil {
+		t.Fatalf("dovecot from the role's file: %v %s\n%s", err, readFile(errf.Name()), Tail(root+"/var/log/dovecot.log", 20))
+	}
+	defer exec.Command(programs["dovecot"], "-c", conf, "stop").Run()
+	for _, p := range ports {
+		if err := WaitListening(p, 10*time.Second); err != nil {
+			t.Fatalf("%v\n%s", err, Tail(root+"/var/log/dovecot.log", 20))
+		}
+	}
+	dial := func(port int, implicit bool) *lineConn {
+		t.Helper()
+		var c net.Conn
+		var err error
+		if implicit {
+			c, err = tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{InsecureSkipVerify: true})
+		} else {
+			c, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return newLineConn(t, c)
+	}
+	// Plaintext IMAP: the login is refused. (Dovecot trusts a client
+	// whose address is its own, so the test comes from 127.0.0.2.)
+	pc, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports["imap"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	l := newLineConn(t, pc)
+	l.until("* OK")
+	l.send(`a LOGIN "alice@example.test" "alicepw"`)
+	if got := l.until("a "); !strings.HasPrefix(strings.TrimSpace(got[strings.LastIndex(got, "a "):]), "a NO") && !strings.Contains(got, "a BAD") {
+		t.Errorf("plaintext IMAP login: %q", got)
+	}
+	// LMTP: a message for a filter, and a quarantined one.
+	lmtp := dial(ports["lmtp"], false)
+	lmtp.until("220")
+	lmtp.send("LHLO test")
+	lmtp.until("250 ")
+	deliver := func(subject, extra string) {
+		lmtp.send("MAIL FROM:<a@good.example>")
+		lmtp.until("250")
+		lmtp.send("RCPT TO:<alice@example.test>")
+		lmtp.until("250")
+		lmtp.send("DATA")
+		lmtp.until("354")
+		lmtp.send("From: a@good.example\r\nTo: alice@example.test\r\nSubject: " + subject + "\r\n" + extra + "\r\nbody\r\n.")
+		if got := lmtp.until("250", "4", "5"); !strings.HasPrefix(got, "250") {
+			t.Fatalf("LMTP: %s\n%s", got, Tail(root+"/var/log/dovecot.log", 10))
+		}
+	}
+	// ManageSieve: STARTTLS, log in, upload and activate a filter.
+	s := dial(ports["sieve"], false)
+	s.until("OK")
+	s.send("STARTTLS")
+	s.until("OK")
+	s.startTLS()
+	s.until("OK")
+	s.send(`AUTHENTICATE "PLAIN" "` + base64.StdEncoding.EncodeToString([]byte("\x00alice@example.test\x00alicepw")) + `"`)
+	if got := s.until("OK", "NO", "BYE"); !strings.HasPrefix(got, "OK") {
+		t.Fatalf("ManageSieve login: %s", got)
+	}
+	script := "require [\"fileinto\", \"mailbox\"];\r\nif header :contains \"subject\" \"[invoice]\" {\r\n  fileinto :create \"Invoices\";\r\n}\r\n"
+	s.send(fmt.Sprintf("PUTSCRIPT \"mine\" {%d+}\r\n%s", len(script), script))
+	if got := s.until("OK", "NO"); !strings.HasPrefix(got, "OK") {
+		t.Fatalf("PUTSCRIPT: %s", got)
+	}
+	s.send(`SETACTIVE "mine"`)
+	if got := s.until("OK", "NO"); !strings.HasPrefix(got, "OK") {
+		t.Fatalf("SETACTIVE: %s", got)
+	}
+	deliver("[invoice] November", "")
+	deliver("quarantined", "X-Wehr-Quarantine: yes (DMARC bank.example p=reject)\r\n")
+	deliver("plain", "")
+	maildir := root + "/var/mail/alice/Maildir"
+	for folder, want := range map[string]string{".Invoices": "[invoice] November", ".Junk": "quarantined", "": "Subject: plain"} {
+		files, _ := filepath.Glob(filepath.Join(maildir, folder, "new", "*"))
+		found := false
+		for _, f := range files {
+			if strings.Contains(readFile(f), want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%q not in %s/%s", want, maildir, folder)
+		}
+	}
+	// IMAPS: log in, fetch.
+	l = dial(ports["imaps"], true)
+	l.until("* OK")
+	l.send(`a LOGIN "alice@example.test" "alicepw"`)
+	if got := l.until("a "); !strings.Contains(got, "a OK") {
+		t.Fatalf("IMAPS login: %q", got)
+	}
+	l.send("b SELECT INBOX")
+	l.until("b ")
+	l.send("c FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+	if got := l.until("c "); !strings.Contains(got, "Subject: plain") || !strings.Contains(got, "c OK") {
+		t.Errorf("IMAPS fetch: %q", got)
+	}
+	// POP3S.
+	p := dial(ports["pop3s"], true)
+	p.until("+OK")
+	p.send("USER bob@example.test")
+	p.until("+OK", "-ERR")
+	p.send("PASS bobpw")
+	if got := p.until("+OK", "-ERR"); !strings.HasPrefix(got, "+OK") {
+		t.Errorf("POP3S login: %q", got)
+	}
+	out, err = ansiblePlaybook(t, "dovecot.yml", vars)
 	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
 		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
 	}

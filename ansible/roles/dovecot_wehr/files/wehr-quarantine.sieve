@@ -1,0 +1,5 @@
+require ["fileinto", "mailbox"];
+if exists "X-Wehr-Quarantine" {
+  fileinto :create "Junk";
+  stop;
+}
