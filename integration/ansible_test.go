@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -26,11 +27,20 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wehr/wehr/store"
 )
 
 // ansiblePlaybook runs a playbook of ansible/tests against this machine
 // (connection local) with vars, and returns its output.
 func ansiblePlaybook(t *testing.T, playbook string, vars map[string]any, extra ...string) (string, error) {
+	t.Helper()
+	return ansiblePlaybookInv(t, playbook, "localhost,", vars, extra...)
+}
+
+// ansiblePlaybookInv is ansiblePlaybook with an inventory (a file, or a
+// host list ending in a comma).
+func ansiblePlaybookInv(t *testing.T, playbook, inventory string, vars map[string]any, extra ...string) (string, error) {
 	t.Helper()
 	if _, err := exec.LookPath("ansible-playbook"); err != nil {
 		t.Fatal("ansible-playbook missing: scripts/install-test-deps installs Debian's ansible (make test does)")
@@ -39,7 +49,7 @@ func ansiblePlaybook(t *testing.T, playbook string, vars map[string]any, extra .
 	vf := filepath.Join(dir, "vars.json")
 	b, _ := json.Marshal(vars)
 	os.WriteFile(vf, b, 0o644)
-	args := append([]string{"-c", "local", "-i", "localhost,", "-e", "@" + vf, filepath.Join("..", "ansible", "tests", playbook)}, extra...)
+	args := append([]string{"-c", "local", "-i", inventory, "-e", "@" + vf, filepath.Join("..", "ansible", "tests", playbook)}, extra...)
 	cmd := exec.Command("ansible-playbook", args...)
 	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_RETRY_FILES_ENABLED=0", "ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "tmp"),
 		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "rtmp"), "ANSIBLE_ROLES_PATH="+filepath.Join("..", "ansible", "roles"),
@@ -175,6 +185,13 @@ func TestAnsibleLint(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Passed with production profile: 0 failure(s), 0 warning(s)") {
 		t.Fatalf("ansible-lint: %v\n%s", err, out)
+	}
+	// site.yml with the example inventory: every play and role resolves.
+	cmd = exec.Command("ansible-playbook", "--syntax-check", "-i", "inventory.example.yml", "site.yml")
+	cmd.Dir = "../ansible"
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "ANSIBLE_ROLES_PATH=roles")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("site.yml: %v\n%s", err, out)
 	}
 }
 
@@ -578,5 +595,99 @@ func TestAnsibleDovecotRole(t *testing.T) {
 	out, err = ansiblePlaybook(t, "dovecot.yml", vars)
 	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
 		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
+	}
+}
+
+// The redis role on three "hosts" (three temporary roots): a master and
+// two replicas, a Sentinel on each; Redis and the Sentinels started from
+// exactly the files it wrote; wehr's store finds the master through the
+// Sentinels and its writes reach the replicas; a second run changes
+// nothing (the Sentinels' own rewrites of their files included).
+func TestAnsibleRedisRole(t *testing.T) {
+	base := t.TempDir()
+	type node struct {
+		root         string
+		port, sentin int
+	}
+	var nodes []node
+	var inv strings.Builder
+	inv.WriteString("all:\n  hosts:\n")
+	for i := range 3 {
+		n := node{root: filepath.Join(base, fmt.Sprintf("r%d", i+1))}
+		n.port, _ = FreePort()
+		n.sentin, _ = FreePort()
+		nodes = append(nodes, n)
+	}
+	for i, n := range nodes {
+		master := `""`
+		if i > 0 {
+			master = "127.0.0.1"
+		}
+		fmt.Fprintf(&inv, "    r%d:\n      ansible_connection: local\n      redis_root: %s\n      redis_port: %d\n      redis_master_host: %s\n      redis_master_port: %d\n      redis_sentinel: true\n      redis_sentinel_port: %d\n      redis_sentinel_master_host: 127.0.0.1\n",
+			i+1, n.root, n.port, master, nodes[0].port, n.sentin)
+	}
+	invPath := filepath.Join(base, "inventory.yml")
+	os.WriteFile(invPath, []byte(inv.String()), 0o644)
+	vars := map[string]any{"redis_service_manager": "none"}
+	out, err := ansiblePlaybookInv(t, "redis.yml", invPath, vars)
+	if err != nil {
+		t.Fatalf("first run: %v\n%s", err, out)
+	}
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}()
+	for _, n := range nodes {
+		for _, args := range [][]string{{n.root + "/etc/redis/redis.conf"}, {n.root + "/etc/redis/sentinel.conf", "--sentinel"}} {
+			cmd := exec.Command("redis-server", args...)
+			logf, _ := os.Create(args[0] + ".log")
+			cmd.Stdout, cmd.Stderr = logf, logf
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			procs = append(procs, cmd)
+		}
+		for _, p := range []int{n.port, n.sentin} {
+			if err := WaitListening(p, 10*time.Second); err != nil {
+				t.Fatalf("%v\n%s", err, readFile(n.root+"/etc/redis/redis.conf.log"))
+			}
+		}
+	}
+	var sentinels []string
+	for _, n := range nodes {
+		sentinels = append(sentinels, fmt.Sprintf("127.0.0.1:%d", n.sentin))
+	}
+	st, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSentinel, Addrs: sentinels, MasterName: "wehr", Prefix: "wehr:", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if err := st.Set(ctx, "ansible-test", []byte("through the Sentinels"), time.Minute); err != nil {
+		t.Fatalf("set through the Sentinels: %v", err)
+	}
+	replica, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{fmt.Sprintf("127.0.0.1:%d", nodes[2].port)}, Prefix: "wehr:", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replica.Close()
+	var got []byte
+	for range 50 {
+		if v, ok, err := replica.Get(ctx, "ansible-test"); err == nil && ok {
+			got = v
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if string(got) != "through the Sentinels" {
+		t.Fatalf("the replica has %q", got)
+	}
+	time.Sleep(500 * time.Millisecond) // the Sentinels rewrite their files
+	out, err = ansiblePlaybookInv(t, "redis.yml", invPath, vars)
+	if err != nil || strings.Count(out, "changed=0") != 3 {
+		t.Fatalf("second run: %v, want changed=0 on each host\n%s", err, out)
 	}
 }
