@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,9 +70,11 @@ func TestAnsibleWehrRole(t *testing.T) {
 	root := t.TempDir()
 	os.Chmod(root, 0o755)
 	records := t.TempDir()
-	milterPort, _ := FreePort()
-	policyPort, _ := FreePort()
-	metricsPort, _ := FreePort()
+	ps, err := FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	milterPort, policyPort, metricsPort := ps[0], ps[1], ps[2]
 	vars := map[string]any{
 		"wehr_root": root, "wehr_binary_src": w.wehr.Bin, "wehr_service_manager": "none",
 		"wehr_manage_user": false, "wehr_user": "nobody", "wehr_group": "nogroup",
@@ -224,11 +227,15 @@ func TestAnsiblePostfixRole(t *testing.T) {
 	tlsDir := t.TempDir()
 	os.Chmod(tlsDir, 0o755)
 	cert, key := selfSigned(t, tlsDir, "mx.example.test")
-	smtpPort, _ := FreePort()
-	subPort, _ := FreePort()
-	smtpsPort, _ := FreePort()
+	ps, err := FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtpPort, subPort, smtpsPort := ps[0], ps[1], ps[2]
+	customer := newCustomerServer(t, "known@customer.example")
 	vars := map[string]any{
-		"postfix_wehr_root": root, "postfix_wehr_service_manager": "none", "postfix_wehr_hostname": "mx.example.test",
+		"postfix_wehr_relay_domains": map[string]string{"customer.example": customer.ln.Addr().(*net.TCPAddr).String()},
+		"postfix_wehr_root":          root, "postfix_wehr_service_manager": "none", "postfix_wehr_hostname": "mx.example.test",
 		"postfix_wehr_maillog_file": root + "/var/log/maillog", "postfix_wehr_inet_interfaces": "127.0.0.1",
 		"postfix_wehr_smtp_service":        fmt.Sprintf("127.0.0.1:%d", smtpPort),
 		"postfix_wehr_submission_service":  fmt.Sprintf("127.0.0.1:%d", subPort),
@@ -391,10 +398,123 @@ reports: {record: false}
 		t.Fatal(err)
 	}
 
+	// A relay domain: the customer's own server behind our MX. An
+	// unknown recipient is refused at RCPT (Postfix asked the customer's
+	// server); a known one gets the message, with our A-R.
+	c = dial(smtpPort, false)
+	c.StartTLS(insecure)
+	c.Mail("bounce@good.example")
+	if err := c.Rcpt("nobody@customer.example"); !errors.As(err, &te) || te.Code/100 != 5 {
+		t.Errorf("unknown relay recipient: %v", err)
+	}
+	c.Close()
+	c = dial(smtpPort, false)
+	c.StartTLS(insecure)
+	data, marker = message(t, "Alice <a@good.example>", "", "For the customer's server.\r\n")
+	if err := deliver(c, "bounce@good.example", "known@customer.example", w.sign(t, data, "good.example", "sel")); err != nil {
+		t.Fatalf("relay: %v\n%s", err, Tail(root+"/var/log/maillog", 10))
+	}
+	c.Quit()
+	got := customer.wait(t, marker)
+	if !strings.Contains(got, "Authentication-Results: mx.example.test") || !strings.Contains(got, "dmarc=pass") {
+		t.Errorf("the customer's server got no A-R of ours:\n%.600s", got)
+	}
+
 	out, err = ansiblePlaybook(t, "postfix.yml", vars)
 	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
 		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
 	}
+}
+
+// customerServer is a customer's own mail server behind our MX: it
+// knows some recipients and keeps what it is sent.
+type customerServer struct {
+	ln    net.Listener
+	known map[string]bool
+	mu    sync.Mutex
+	got   []string
+}
+
+func newCustomerServer(t *testing.T, known ...string) *customerServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &customerServer{ln: ln, known: map[string]bool{}}
+	for _, k := range known {
+		s.known[k] = true
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(c)
+		}
+	}()
+	return s
+}
+
+func (s *customerServer) serve(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	io.WriteString(c, "220 mail.customer.example ESMTP\r\n")
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.ToUpper(strings.TrimSpace(line))
+		switch {
+		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
+			io.WriteString(c, "250-mail.customer.example\r\n250 8BITMIME\r\n")
+		case strings.HasPrefix(cmd, "RCPT TO:"):
+			addr := strings.ToLower(strings.Trim(strings.Fields(line[8:])[0], "<>"))
+			if s.known[addr] {
+				io.WriteString(c, "250 ok\r\n")
+			} else {
+				io.WriteString(c, "550 5.1.1 no such user\r\n")
+			}
+		case cmd == "DATA":
+			io.WriteString(c, "354 go\r\n")
+			var b strings.Builder
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil || l == ".\r\n" {
+					break
+				}
+				b.WriteString(l)
+			}
+			s.mu.Lock()
+			s.got = append(s.got, b.String())
+			s.mu.Unlock()
+			io.WriteString(c, "250 queued\r\n")
+		case cmd == "QUIT":
+			io.WriteString(c, "221 bye\r\n")
+			return
+		default:
+			io.WriteString(c, "250 ok\r\n")
+		}
+	}
+}
+
+func (s *customerServer) wait(t *testing.T, marker string) string {
+	t.Helper()
+	for range 100 {
+		s.mu.Lock()
+		for _, m := range s.got {
+			if strings.Contains(m, marker) {
+				s.mu.Unlock()
+				return m
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the customer's server did not get %s", marker)
+	return ""
 }
 
 // lineConn is a text protocol client (IMAP, POP3, ManageSieve, LMTP).
@@ -458,8 +578,12 @@ func TestAnsibleDovecotRole(t *testing.T) {
 	os.WriteFile(root+"/etc/dovecot/users", []byte(users.String()), 0o644)
 	exec.Command("chown", "-R", "5000:5000", root+"/var/mail").Run()
 	ports := map[string]int{}
-	for _, p := range []string{"imap", "imaps", "pop3s", "sieve", "lmtp"} {
-		ports[p], _ = FreePort()
+	ps, err := FreePorts(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []string{"imap", "imaps", "pop3s", "sieve", "lmtp"} {
+		ports[p] = ps[i]
 	}
 	vars := map[string]any{
 		"dovecot_wehr_root": root, "dovecot_wehr_service_manager": "none", "dovecot_wehr_instance_name": "wehr-ansible",

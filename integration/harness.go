@@ -80,6 +80,28 @@ func FreePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
+// FreePorts returns n distinct TCP ports on 127.0.0.1, all free a
+// moment ago (held open together while they are chosen, so that two
+// calls cannot return the same one).
+func FreePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
 // WaitListening waits until something listens on the TCP port, asking the
 // kernel (ss) rather than connecting: a connection would show up in the
 // programs' logs and, for a milter port, open a session.
