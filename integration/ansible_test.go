@@ -722,12 +722,39 @@ func TestAnsibleDovecotRole(t *testing.T) {
 	}
 }
 
+func TestAnsibleRedisRole(t *testing.T) {
+	for _, mode := range []string{"plain", "tls"} {
+		t.Run(mode, func(t *testing.T) { testRedisRole(t, mode == "tls") })
+	}
+}
+
+// redisCA writes a CA and a certificate for 127.0.0.1 signed by it.
+func redisCA(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caCert, _ := x509.ParseCertificate(caDER)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "redis"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, caCert, &k.PublicKey, caKey)
+	kder, _ := x509.MarshalPKCS8PrivateKey(k)
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
+	return ca, cert, key
+}
+
 // The redis role on three "hosts" (three temporary roots): a master and
 // two replicas, a Sentinel on each; Redis and the Sentinels started from
 // exactly the files it wrote; wehr's store finds the master through the
 // Sentinels and its writes reach the replicas; a second run changes
 // nothing (the Sentinels' own rewrites of their files included).
-func TestAnsibleRedisRole(t *testing.T) {
+func testRedisRole(t *testing.T, useTLS bool) {
 	base := t.TempDir()
 	type node struct {
 		root         string
@@ -736,19 +763,31 @@ func TestAnsibleRedisRole(t *testing.T) {
 	var nodes []node
 	var inv strings.Builder
 	inv.WriteString("all:\n  hosts:\n")
+	ps, err := FreePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
-		n := node{root: filepath.Join(base, fmt.Sprintf("r%d", i+1))}
-		n.port, _ = FreePort()
-		n.sentin, _ = FreePort()
-		nodes = append(nodes, n)
+		nodes = append(nodes, node{root: filepath.Join(base, fmt.Sprintf("r%d", i+1)), port: ps[2*i], sentin: ps[2*i+1]})
+	}
+	var ca, cert, key string
+	tlsVars := ""
+	if useTLS {
+		ca, cert, key = redisCA(t, base)
+		tlsVars = fmt.Sprintf("      redis_tls_cert: %s\n      redis_tls_key: %s\n      redis_tls_ca: %s\n", cert, key, ca)
 	}
 	for i, n := range nodes {
 		master := `""`
 		if i > 0 {
 			master = "127.0.0.1"
 		}
-		fmt.Fprintf(&inv, "    r%d:\n      ansible_connection: local\n      redis_root: %s\n      redis_port: %d\n      redis_master_host: %s\n      redis_master_port: %d\n      redis_sentinel: true\n      redis_sentinel_port: %d\n      redis_sentinel_master_host: 127.0.0.1\n",
-			i+1, n.root, n.port, master, nodes[0].port, n.sentin)
+		ports := fmt.Sprintf("      redis_port: %d\n      redis_sentinel_port: %d\n", n.port, n.sentin)
+		if useTLS {
+			// TLS only: the plaintext ports closed.
+			ports = fmt.Sprintf("      redis_port: 0\n      redis_tls_port: %d\n      redis_sentinel_port: 0\n      redis_sentinel_tls_port: %d\n", n.port, n.sentin)
+		}
+		fmt.Fprintf(&inv, "    r%d:\n      ansible_connection: local\n      redis_root: %s\n%s      redis_master_host: %s\n      redis_master_port: %d\n      redis_sentinel: true\n      redis_sentinel_master_host: 127.0.0.1\n%s",
+			i+1, n.root, ports, master, nodes[0].port, tlsVars)
 	}
 	invPath := filepath.Join(base, "inventory.yml")
 	os.WriteFile(invPath, []byte(inv.String()), 0o644)
@@ -784,7 +823,8 @@ func TestAnsibleRedisRole(t *testing.T) {
 	for _, n := range nodes {
 		sentinels = append(sentinels, fmt.Sprintf("127.0.0.1:%d", n.sentin))
 	}
-	st, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSentinel, Addrs: sentinels, MasterName: "wehr", Prefix: "wehr:", Timeout: time.Second})
+	rtls := store.RedisTLS{Enabled: useTLS, CAFile: ca}
+	st, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSentinel, Addrs: sentinels, MasterName: "wehr", Prefix: "wehr:", Timeout: time.Second, TLS: rtls})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -793,7 +833,7 @@ func TestAnsibleRedisRole(t *testing.T) {
 	if err := st.Set(ctx, "ansible-test", []byte("through the Sentinels"), time.Minute); err != nil {
 		t.Fatalf("set through the Sentinels: %v", err)
 	}
-	replica, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{fmt.Sprintf("127.0.0.1:%d", nodes[2].port)}, Prefix: "wehr:", Timeout: time.Second})
+	replica, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{fmt.Sprintf("127.0.0.1:%d", nodes[2].port)}, Prefix: "wehr:", Timeout: time.Second, TLS: rtls})
 	if err != nil {
 		t.Fatal(err)
 	}

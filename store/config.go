@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -62,4 +63,15 @@ func (r RedisConfig) Check(p *setting.Problems) {
 		}
 	}
 	p.Positive("timeout", r.Timeout)
+	if r.TLS.Enabled {
+		tp := p.Section("tls")
+		if r.TLS.CAFile != "" {
+			if _, err := os.Stat(r.TLS.CAFile); err != nil {
+				tp.Add("ca_file", "%v", err)
+			}
+		}
+		if (r.TLS.CertFile == "") != (r.TLS.KeyFile == "") {
+			tp.Add("cert_file", "cert_file and key_file go together")
+		}
+	}
 }

@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +40,50 @@ type RedisConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Prefix starts every key, so several systems can share a server.
 	Prefix string `yaml:"prefix"`
+	// TLS encrypts the connections to Redis and the Sentinels.
+	TLS RedisTLS `yaml:"tls"`
+}
+
+// RedisTLS configures TLS to Redis (Redis 6+ with tls-port).
+type RedisTLS struct {
+	Enabled bool `yaml:"enabled"`
+	// CAFile holds the CA certificates that sign the servers'
+	// certificates; "" uses the system's.
+	CAFile string `yaml:"ca_file"`
+	// ServerName is checked in the servers' certificates; "" uses the
+	// host of each address.
+	ServerName string `yaml:"server_name"`
+	// CertFile and KeyFile are a client certificate, for servers with
+	// tls-auth-clients yes.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// config is the tls.Config of t, nil when TLS is off.
+func (t RedisTLS) config() (*tls.Config, error) {
+	if !t.Enabled {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("store: redis tls ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store: redis tls ca_file %s: no PEM certificate in it", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("store: redis tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // Redis is the shared store of a cluster.
@@ -59,6 +106,10 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 		t = 300 * time.Millisecond
 	}
 	redisLoggerOnce.Do(func() { redis.SetLogger(quietLogger{}) })
+	tc, err := cfg.TLS.config()
+	if err != nil {
+		return nil, err
+	}
 	maint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	var c redis.UniversalClient
 	switch cfg.Mode {
@@ -68,7 +119,7 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 		}
 		c = redis.NewClient(&redis.Options{Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
-			MaxRetries: 1, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint})
+			MaxRetries: 1, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint, TLSConfig: tc})
 	case ModeSentinel:
 		if cfg.MasterName == "" {
 			return nil, fmt.Errorf("store: redis mode sentinel needs master_name")
@@ -76,11 +127,11 @@ func OpenRedis(cfg RedisConfig) (*Redis, error) {
 		c = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: cfg.MasterName, SentinelAddrs: cfg.Addrs,
 			SentinelPassword: cfg.SentinelPassword, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
-			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true})
+			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, TLSConfig: tc})
 	case ModeCluster:
 		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cfg.Addrs, Username: cfg.Username, Password: cfg.Password,
 			DialTimeout: t, ReadTimeout: t, WriteTimeout: t, ContextTimeoutEnabled: true,
-			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint})
+			MaxRetries: 2, DialerRetries: 1, PoolTimeout: t, DisableIdentity: true, MaintNotificationsConfig: maint, TLSConfig: tc})
 	default:
 		return nil, fmt.Errorf("store: redis mode %q: want single, sentinel or cluster", cfg.Mode)
 	}
