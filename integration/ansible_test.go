@@ -855,3 +855,322 @@ func testRedisRole(t *testing.T, useTLS bool) {
 		t.Fatalf("second run: %v, want changed=0 on each host\n%s", err, out)
 	}
 }
+
+// The whole site.yml at once, on an inventory of five "hosts" (an MX, a
+// mailbox host, three Redis), each in a temporary root of its own; then
+// everything starts from exactly the files the playbook wrote: Redis and
+// the Sentinels over TLS, wehr on both hosts with the store through the
+// Sentinels, Postfix on both, Dovecot on the mailbox host. Mail flows:
+// a signed message over STARTTLS to the MX is checked there and reaches
+// the mailbox in Dovecot; a spoof is refused at the MX; a user's message
+// over 587 leaves the mailbox host signed; wrong passwords at Dovecot are
+// counted by wehr's auth policy service until the login is refused.
+func TestAnsibleSite(t *testing.T) {
+	base := filepath.Join(w.dir, "site")
+	os.MkdirAll(base, 0o755)
+	ps, err := FreePorts(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := func() int { p := ps[0]; ps = ps[1:]; return p }
+	mxSMTP, mailSMTP, mailSub, mailSubs := port(), port(), port(), port()
+	imap, imaps, pop3s, sieve, lmtp, authPort := port(), port(), port(), port(), port(), port()
+	var redisPorts, sentinelPorts []int
+	for range 3 {
+		redisPorts = append(redisPorts, port())
+		sentinelPorts = append(sentinelPorts, port())
+	}
+	redisTLS, mailTLS := filepath.Join(base, "tls-redis"), filepath.Join(base, "tls-mail")
+	os.MkdirAll(redisTLS, 0o755)
+	os.MkdirAll(mailTLS, 0o755)
+	ca, rcert, rkey := redisCA(t, redisTLS)
+	mailCert, mailKey := selfSigned(t, mailTLS, "mail.example.test")
+	root := func(h string) string { return filepath.Join(base, h) }
+	var sentinels []string
+	for _, p := range sentinelPorts {
+		sentinels = append(sentinels, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	wehrCfg := func(h string) map[string]any {
+		q := root(h) + "/var/spool/postfix/wehr"
+		return map[string]any{
+			"hostname": h + ".example.test", "authserv_id": h + ".example.test",
+			"log":     map[string]any{"level": "info"},
+			"dns":     map[string]any{"timeout": "1s", "attempts": 1},
+			"milter":  map[string]any{"listen": "unix:" + q + "/milter.sock", "socket_group": "postfix", "trusted_networks": []string{}},
+			"policyd": map[string]any{"listen": "unix:" + q + "/policy.sock", "socket_group": "postfix", "skip_networks": []string{}, "greylist": map[string]any{"enabled": false}},
+			"store": map[string]any{"backend": "redis", "admin_socket": root(h) + "/run/wehr/admin.sock",
+				"redis": map[string]any{"mode": "sentinel", "master_name": "wehr", "addrs": sentinels, "timeout": "1s",
+					"tls": map[string]any{"enabled": true, "ca_file": ca}}},
+			"reports": map[string]any{"record": false},
+		}
+	}
+	mx, mail := wehrCfg("mx1"), wehrCfg("mail1")
+	mail["authpolicy"] = map[string]any{"listen": fmt.Sprintf("inet:127.0.0.1:%d", authPort), "api_key": "site-key", "login_hash_key": "k",
+		"delay_after": 1, "max_delay": "1s", "block_after": 3}
+	common := func(h string) map[string]any {
+		return map[string]any{
+			"ansible_connection": "local", "wehr_root": root(h), "postfix_wehr_root": root(h), "dovecot_wehr_root": root(h), "redis_root": root(h),
+			"wehr_service_manager": "none", "postfix_wehr_service_manager": "none", "dovecot_wehr_service_manager": "none", "redis_service_manager": "none",
+			"wehr_manage_user": false, "wehr_user": "nobody", "wehr_group": "nogroup",
+			"wehr_dns_records_dir":  filepath.Join(base, "dns-records"),
+			"postfix_wehr_hostname": h + ".example.test", "postfix_wehr_maillog_file": root(h) + "/var/log/maillog",
+			"postfix_wehr_inet_interfaces": "127.0.0.1", "postfix_wehr_tls_cert": mailCert, "postfix_wehr_tls_key": mailKey,
+			"postfix_wehr_virtual_domains": []string{"example.test"}, "postfix_wehr_virtual_mailboxes": []string{"alice@example.test", "bob@example.test"},
+			"postfix_wehr_lmtp":       fmt.Sprintf("inet:127.0.0.1:%d", lmtp),
+			"postfix_wehr_main_extra": map[string]string{"smtp_dns_support_level": "disabled", "lmtp_host_lookup": "native"},
+		}
+	}
+	hosts := map[string]any{}
+	h := common("mx1")
+	h["wehr_config"] = mx
+	h["postfix_wehr_smtp_service"] = fmt.Sprintf("127.0.0.1:%d", mxSMTP)
+	h["postfix_wehr_submission_service"], h["postfix_wehr_submissions_service"] = "", ""
+	hosts["mx1"] = h
+	h = common("mail1")
+	h["wehr_config"] = mail
+	h["wehr_dkim_domains"] = []string{"example.test"}
+	h["wehr_senders"] = []string{"alice@example.test  alice@example.test"}
+	h["postfix_wehr_smtp_service"] = fmt.Sprintf("127.0.0.1:%d", mailSMTP)
+	h["postfix_wehr_submission_service"] = fmt.Sprintf("127.0.0.1:%d", mailSub)
+	h["postfix_wehr_submissions_service"] = fmt.Sprintf("127.0.0.1:%d", mailSubs)
+	h["postfix_wehr_sasl_path"] = root("mail1") + "/run/dovecot/auth-postfix"
+	for k, v := range map[string]any{"dovecot_wehr_instance_name": "wehr-site", "dovecot_wehr_log_path": root("mail1") + "/var/log/dovecot.log",
+		"dovecot_wehr_listen": "127.0.0.1", "dovecot_wehr_imap_port": imap, "dovecot_wehr_imaps_port": imaps, "dovecot_wehr_pop3s_port": pop3s,
+		"dovecot_wehr_sieve_port": sieve, "dovecot_wehr_lmtp_port": lmtp, "dovecot_wehr_auth_socket": "/run/dovecot/auth-postfix",
+		"dovecot_wehr_tls_cert": mailCert, "dovecot_wehr_tls_key": mailKey,
+		"dovecot_wehr_auth_policy_url":     fmt.Sprintf("http://127.0.0.1:%d/", authPort),
+		"dovecot_wehr_auth_policy_api_key": "site-key", "dovecot_wehr_auth_policy_nonce": "site-nonce"} {
+		h[k] = v
+	}
+	hosts["mail1"] = h
+	for i := range 3 {
+		name := fmt.Sprintf("redis%d", i+1)
+		h := common(name)
+		h["redis_port"], h["redis_tls_port"], h["redis_sentinel_port"], h["redis_sentinel_tls_port"] = 0, redisPorts[i], 0, sentinelPorts[i]
+		h["redis_tls_cert"], h["redis_tls_key"], h["redis_tls_ca"] = rcert, rkey, ca
+		h["redis_sentinel"], h["redis_sentinel_master_host"], h["redis_master_port"] = true, "127.0.0.1", redisPorts[0]
+		if i > 0 {
+			h["redis_master_host"] = "127.0.0.1"
+		}
+		hosts[name] = h
+	}
+	inv := map[string]any{"all": map[string]any{"children": map[string]any{
+		"mx":      map[string]any{"hosts": map[string]any{"mx1": hosts["mx1"]}},
+		"mailbox": map[string]any{"hosts": map[string]any{"mail1": hosts["mail1"]}},
+		"redis":   map[string]any{"hosts": map[string]any{"redis1": hosts["redis1"], "redis2": hosts["redis2"], "redis3": hosts["redis3"]}},
+	}}}
+	invJSON, _ := json.Marshal(inv)
+	invPath := filepath.Join(base, "inventory.json")
+	os.WriteFile(invPath, invJSON, 0o644)
+	// The users of the mailbox host, and their homes.
+	os.MkdirAll(root("mail1")+"/etc/dovecot", 0o755)
+	os.MkdirAll(root("mail1")+"/var/mail", 0o755)
+	os.MkdirAll(root("mail1")+"/var/log", 0o755)
+	os.MkdirAll(root("mx1")+"/var/log", 0o755)
+	var users strings.Builder
+	for _, u := range []string{"alice", "bob"} {
+		fmt.Fprintf(&users, "%s@example.test:{PLAIN}%spw:5000:5000::%s/var/mail/%s::\n", u, u, root("mail1"), u)
+	}
+	os.WriteFile(root("mail1")+"/etc/dovecot/users", []byte(users.String()), 0o644)
+	exec.Command("chown", "-R", "5000:5000", root("mail1")+"/var/mail").Run()
+
+	start := time.Now()
+	out, err := ansiblePlaybookSite(t, invPath, map[string]any{"wehr_binary_src": w.wehr.Bin})
+	t.Logf("site.yml first run: %v", time.Since(start).Round(100*time.Millisecond))
+	if err != nil {
+		t.Fatalf("site.yml: %v\n%s", err, out)
+	}
+
+	// Start everything from the files.
+	var procs []*exec.Cmd
+	var stops []func()
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+		for _, p := range procs {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}()
+	run := func(logName string, name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		logf, _ := os.Create(filepath.Join(base, logName))
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+	}
+	for i := range 3 {
+		r := root(fmt.Sprintf("redis%d", i+1))
+		run(fmt.Sprintf("redis%d.log", i+1), "redis-server", r+"/etc/redis/redis.conf")
+		run(fmt.Sprintf("sentinel%d.log", i+1), "redis-server", r+"/etc/redis/sentinel.conf", "--sentinel")
+	}
+	for _, p := range append(append([]int{}, redisPorts...), sentinelPorts...) {
+		if err := WaitListening(p, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, hn := range []string{"mx1", "mail1"} {
+		os.MkdirAll(root(hn)+"/run/wehr", 0o755)
+		run(hn+"-wehr.log", root(hn)+"/usr/local/bin/wehr", "--config", root(hn)+"/etc/wehr/wehr.yaml", "--resolver", w.dns.Addr(), "serve")
+		if err := WaitSocket(root(hn)+"/var/spool/postfix/wehr/milter.sock", 10*time.Second); err != nil {
+			t.Fatalf("%s wehr: %v\n%s", hn, err, Tail(filepath.Join(base, hn+"-wehr.log"), 20))
+		}
+	}
+	errf, _ := os.Create(filepath.Join(base, "dovecot.stderr"))
+	dv := exec.Command(programs["dovecot"], "-c", root("mail1")+"/etc/dovecot/dovecot.conf")
+	dv.Stdout, dv.Stderr = errf, errf
+	if err := dv.Run(); err != nil {
+		t.Fatalf("dovecot: %v %s", err, readFile(errf.Name()))
+	}
+	stops = append(stops, func() {
+		exec.Command(programs["dovecot"], "-c", root("mail1")+"/etc/dovecot/dovecot.conf", "stop").Run()
+	})
+	for _, hn := range []string{"mx1", "mail1"} {
+		if out, err := exec.Command("postfix", "-c", root(hn)+"/etc/postfix", "start").CombinedOutput(); err != nil {
+			t.Fatalf("%s postfix: %v %s", hn, err, out)
+		}
+		hn := hn
+		stops = append(stops, func() { exec.Command("postfix", "-c", root(hn)+"/etc/postfix", "stop").Run() })
+	}
+	for _, p := range []int{mxSMTP, mailSub, lmtp, imaps, authPort} {
+		if err := WaitListening(p, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	insecure := &tls.Config{InsecureSkipVerify: true}
+	smtpTo := func(port int, implicit bool, auth bool, from, to, data string) error {
+		t.Helper()
+		var conn net.Conn
+		var err error
+		if implicit {
+			conn, err = tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), insecure)
+		} else {
+			conn, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		}
+		if err != nil {
+			return err
+		}
+		c, err := smtp.NewClient(conn, "mail.example.test")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.Hello("client.example"); err != nil {
+			return err
+		}
+		if !implicit {
+			if err := c.StartTLS(insecure); err != nil {
+				return err
+			}
+		}
+		if auth {
+			if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "alicepw", "mail.example.test")); err != nil {
+				return err
+			}
+		}
+		if err := c.Mail(from); err != nil {
+			return err
+		}
+		if err := c.Rcpt(to); err != nil {
+			return err
+		}
+		wc, err := c.Data()
+		if err != nil {
+			return err
+		}
+		io.WriteString(wc, data)
+		return wc.Close()
+	}
+	waitMaildir := func(user, marker string) string {
+		t.Helper()
+		for range 100 {
+			files, _ := filepath.Glob(root("mail1") + "/var/mail/" + user + "/Maildir/new/*")
+			for _, f := range files {
+				if b := readFile(f); strings.Contains(b, marker) {
+					return b
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s never reached %s\nmx maillog:\n%s\nmail1 maillog:\n%s", marker, user, Tail(root("mx1")+"/var/log/maillog", 10), Tail(root("mail1")+"/var/log/maillog", 10))
+		return ""
+	}
+	// Inbound at the MX, delivered at the mailbox host.
+	data, marker := message(t, "Alice <a@good.example>", "", "Through the whole site.\r\n")
+	if err := smtpTo(mxSMTP, false, false, "bounce@good.example", "alice@example.test", w.sign(t, data, "good.example", "sel")); err != nil {
+		t.Fatalf("MX: %v\n%s", err, Tail(root("mx1")+"/var/log/maillog", 10))
+	}
+	if got := waitMaildir("alice", marker); !strings.Contains(got, "Authentication-Results: mx1.example.test") || !strings.Contains(got, "dmarc=pass") {
+		t.Errorf("no A-R of the MX:\n%.800s", got)
+	}
+	spoof, _ := message(t, "CEO <ceo@bank.example>", "", "Pay now.\r\n")
+	var te *textproto.Error
+	if err := smtpTo(mxSMTP, false, false, "x@evil.example", "alice@example.test", spoof); !errors.As(err, &te) || te.Code != 550 {
+		t.Errorf("spoof at the MX: %v", err)
+	}
+	// Submission at the mailbox host, signed by its wehr.
+	data, marker = message(t, "Alice <alice@example.test>", "", "Signed by the mailbox host.\r\n")
+	if err := smtpTo(mailSub, false, true, "alice@example.test", "bob@example.test", data); err != nil {
+		t.Fatalf("submission: %v\n%s", err, Tail(root("mail1")+"/var/log/maillog", 10))
+	}
+	if got := waitMaildir("bob", marker); !strings.Contains(got, "DKIM-Signature:") || !strings.Contains(got, "d=example.test") {
+		t.Errorf("not signed:\n%.800s", got)
+	}
+	// Password guessing at Dovecot, counted by wehr's auth policy service.
+	var last string
+	for range 4 {
+		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", imaps), insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := newLineConn(t, c)
+		l.until("* OK")
+		l.send(`a LOGIN "alice@example.test" "wrong"`)
+		last = l.until("a ")
+		c.Close()
+	}
+	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", imaps), insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLineConn(t, c)
+	l.until("* OK")
+	l.send(`a LOGIN "alice@example.test" "alicepw"`)
+	if got := l.until("a "); !strings.Contains(got, "Too many failed logins") {
+		t.Errorf("after wrong passwords (last: %q), the right one: %q", last, got)
+	}
+	c.Close()
+	for _, hn := range []string{"mx1", "mail1"} {
+		if log := readFile(filepath.Join(base, hn+"-wehr.log")); strings.Contains(log, "store unavailable") {
+			t.Errorf("%s: wehr could not reach Redis through the Sentinels:\n%s", hn, Tail(filepath.Join(base, hn+"-wehr.log"), 5))
+		}
+	}
+	start = time.Now()
+	out, err = ansiblePlaybookSite(t, invPath, map[string]any{"wehr_binary_src": w.wehr.Bin})
+	t.Logf("site.yml second run: %v", time.Since(start).Round(100*time.Millisecond))
+	if err != nil || strings.Count(out, "changed=0") != 5 {
+		t.Fatalf("second run: %v, want changed=0 on each of the 5 hosts\n%s", err, out)
+	}
+}
+
+// ansiblePlaybookSite runs ansible/site.yml with an inventory.
+func ansiblePlaybookSite(t *testing.T, inventory string, vars map[string]any) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	vf := filepath.Join(dir, "vars.json")
+	b, _ := json.Marshal(vars)
+	os.WriteFile(vf, b, 0o644)
+	cmd := exec.Command("ansible-playbook", "-i", inventory, "-e", "@"+vf, filepath.Join("..", "ansible", "site.yml"))
+	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_RETRY_FILES_ENABLED=0", "ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "tmp"),
+		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "rtmp"), "ANSIBLE_ROLES_PATH="+filepath.Join("..", "ansible", "roles"),
+		"ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3", "ANSIBLE_STDOUT_CALLBACK=default", "ANSIBLE_PIPELINING=1", "ANSIBLE_FORKS=5",
+		// The test runs as root, and the machine may have no sudo.
+		"ANSIBLE_BECOME_METHOD=su")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
