@@ -227,11 +227,11 @@ func TestAnsiblePostfixRole(t *testing.T) {
 	tlsDir := t.TempDir()
 	os.Chmod(tlsDir, 0o755)
 	cert, key := selfSigned(t, tlsDir, "mx.example.test")
-	ps, err := FreePorts(3)
+	ps, err := FreePorts(4)
 	if err != nil {
 		t.Fatal(err)
 	}
-	smtpPort, subPort, smtpsPort := ps[0], ps[1], ps[2]
+	smtpPort, subPort, smtpsPort, bulkPort := ps[0], ps[1], ps[2], ps[3]
 	customer := newCustomerServer(t, "known@customer.example")
 	vars := map[string]any{
 		"postfix_wehr_relay_domains": map[string]string{"customer.example": customer.ln.Addr().(*net.TCPAddr).String()},
@@ -246,6 +246,9 @@ func TestAnsiblePostfixRole(t *testing.T) {
 		"postfix_wehr_sasl_path":           w.dovecot.SASLPath(),
 		"postfix_wehr_tls_cert":            cert, "postfix_wehr_tls_key": key,
 		"postfix_wehr_main_extra": map[string]string{"smtp_dns_support_level": "disabled", "lmtp_host_lookup": "native"},
+		"postfix_wehr_bulk":       true, "postfix_wehr_bulk_listen": fmt.Sprintf("127.0.0.1:%d", bulkPort),
+		"postfix_wehr_bulk_main_extra": map[string]string{"smtp_dns_support_level": "disabled", "lmtp_host_lookup": "native",
+			"transport_maps": fmt.Sprintf("inline:{ example.test=lmtp:inet:127.0.0.1:%d }", w.dovecot.LMTPPort)},
 	}
 	os.MkdirAll(root+"/var/log", 0o755)
 	out, err := ansiblePlaybook(t, "postfix.yml", vars)
@@ -262,11 +265,16 @@ hostname: mx.example.test
 log: {level: info}
 dns: {timeout: 1s, attempts: 1}
 milter: {listen: "unix:%[1]s/milter.sock", socket_group: postfix, trusted_networks: []}
-policyd: {listen: "unix:%[1]s/policy.sock", socket_group: postfix, skip_networks: [], greylist: {enabled: false}}
+policyd:
+  listen: "unix:%[1]s/policy.sock"
+  socket_group: postfix
+  skip_networks: []
+  greylist: {enabled: false}
+  submission: {bulk: {filter: "smtp:[127.0.0.1]:%[5]d", min_recipients: 2}}
 store: {path: %[2]s/wehr.db, admin_socket: %[2]s/admin.sock}
 dkim: {keys_dir: %[3]s, sender_map: %[4]s}
 reports: {record: false}
-`, sock, wdir, filepath.Join(w.dir, "dkim"), senders)
+`, sock, wdir, filepath.Join(w.dir, "dkim"), senders, bulkPort)
 	wh, err := NewWehr(w.wehr.Bin, wdir, cfg, w.dns.Addr(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +290,12 @@ reports: {record: false}
 		t.Fatalf("postfix start from the role's files: %v %s\n%s", err, out, Tail(root+"/var/log/maillog", 20))
 	}
 	defer exec.Command("postfix", "-c", root+"/etc/postfix", "stop").Run()
-	for _, p := range []int{smtpPort, subPort, smtpsPort} {
+	// The bulk instance, on its own (postmulti manages only /etc/postfix).
+	if out, err := exec.Command("postfix", "-c", root+"/etc/postfix-bulk", "start").CombinedOutput(); err != nil {
+		t.Fatalf("bulk instance from the role's files: %v %s\n%s", err, out, Tail(root+"/var/log/maillog", 20))
+	}
+	defer exec.Command("postfix", "-c", root+"/etc/postfix-bulk", "stop").Run()
+	for _, p := range []int{smtpPort, subPort, smtpsPort, bulkPort} {
 		if err := WaitListening(p, 10*time.Second); err != nil {
 			t.Fatalf("%v\n%s", err, Tail(root+"/var/log/maillog", 20))
 		}
@@ -383,6 +396,36 @@ reports: {record: false}
 	}
 	if sigs := header(m.Data, "DKIM-Signature"); len(sigs) == 0 || !strings.Contains(sigs[0], "d=example.test") {
 		t.Errorf("not signed: %q", sigs)
+	}
+	// A message to two recipients is bulk: wehr's policy service routes it
+	// to the bulk instance the role made with postmulti, which delivers it.
+	c = dial(subPort, false)
+	c.StartTLS(insecure)
+	if err := c.Auth(smtp.PlainAuth("", "alice@example.test", "alicepw", "mx.example.test")); err != nil {
+		t.Fatal(err)
+	}
+	data, marker = message(t, "Alice <alice@example.test>", "", "Our newsletter.\r\n")
+	c.Mail("alice@example.test")
+	for _, r := range []string{"bob@example.test", "carol@example.test"} {
+		if err := c.Rcpt(r); err != nil {
+			t.Fatalf("bulk rcpt: %v", err)
+		}
+	}
+	wc, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(wc, data)
+	if err := wc.Close(); err != nil {
+		t.Fatalf("bulk: %v", err)
+	}
+	c.Quit()
+	m, err = w.dovecot.WaitMessage("carol@example.test", "INBOX", marker, 10*time.Second)
+	if err != nil {
+		t.Fatalf("bulk: %v\n%s", err, Tail(root+"/var/log/maillog", 15))
+	}
+	if rcv := strings.Join(header(m.Data, "Received"), "\n"); !strings.Contains(rcv, "by bulk.mx.example.test") {
+		t.Errorf("not through the bulk instance: %s", rcv)
 	}
 	// 465: implicit TLS.
 	c = dial(smtpsPort, true)
