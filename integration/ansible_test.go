@@ -397,6 +397,15 @@ reports: {record: false}
 	if sigs := header(m.Data, "DKIM-Signature"); len(sigs) == 0 || !strings.Contains(sigs[0], "d=example.test") {
 		t.Errorf("not signed: %q", sigs)
 	}
+	// ... and the signature verifies (the keys are published in the test DNS).
+	vout, err := wehrCmd(t, emptyCfg(t), "--json", "check", "message", m.Path)
+	var verdict struct {
+		DKIM []struct{ Result, Domain string } `json:"dkim"`
+	}
+	if jerr := json.Unmarshal([]byte(vout[strings.Index(vout, "{"):]), &verdict); err != nil || jerr != nil || len(verdict.DKIM) == 0 ||
+		verdict.DKIM[0].Result != "pass" || verdict.DKIM[0].Domain != "example.test" {
+		t.Errorf("the signature does not verify: %v %v\n%s", err, jerr, vout)
+	}
 	// A message to two recipients is bulk: wehr's policy service routes it
 	// to the bulk instance the role made with postmulti, which delivers it.
 	c = dial(subPort, false)
@@ -466,6 +475,9 @@ reports: {record: false}
 	out, err = ansiblePlaybook(t, "postfix.yml", vars)
 	if m := recapChanged.FindStringSubmatch(out); err != nil || m == nil || m[2] != "0" {
 		t.Fatalf("second run: %v, want changed=0\n%s", err, out)
+	}
+	if out, err := ansiblePlaybook(t, "postfix.yml", vars, "--check", "--diff"); err != nil {
+		t.Fatalf("--check --diff: %v\n%s", err, out)
 	}
 }
 
