@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -188,4 +190,30 @@ func (s *sampleStore) Set(ctx context.Context, k string, v []byte, ttl time.Dura
 		s.sample()
 	}
 	return s.Store.Set(ctx, k, v, ttl)
+}
+
+// The inbox: stored, kept aside (with the reason, under a name of ours),
+// or "try later" when the store does not take it.
+func TestInbox(t *testing.T) {
+	ctx := context.Background()
+	var out bytes.Buffer
+	dir := t.TempDir()
+	in := &Inbox{Store: open(t), Failed: filepath.Join(dir, "failed"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: &out}
+	if err := in.One(ctx, bytes.NewReader(report(t, "G", "1", 2)), "stdin"); err != nil || !strings.Contains(out.String(), "stored report 1 from G") {
+		t.Fatalf("%v %s", err, out.String())
+	}
+	if err := in.One(ctx, strings.NewReader("Subject: x\r\n\r\nno report\r\n"), "../../etc/passwd"); err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := filepath.Glob(filepath.Join(dir, "failed", "*.eml"))
+	if len(kept) != 1 || strings.Contains(kept[0], "passwd") {
+		t.Fatalf("kept %v", kept)
+	}
+	down := &Inbox{Store: downStore{open(t)}, Failed: filepath.Join(dir, "failed"), Log: in.Log, Out: &out}
+	if err := down.One(ctx, bytes.NewReader(report(t, "G", "2", 2)), "stdin"); !errors.Is(err, ErrTryLater) {
+		t.Fatalf("store down: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "failed", ".incoming-*")); len(left) != 0 {
+		t.Errorf("spool files left: %v", left)
+	}
 }

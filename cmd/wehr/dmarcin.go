@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -25,6 +21,15 @@ const exTempFail = 75
 
 func tempfail(format string, args ...any) error {
 	return exitError{code: exTempFail, err: fmt.Errorf(format, args...)}
+}
+
+// sysexit gives an inbox error its exit status: EX_TEMPFAIL when the
+// report must come again.
+func sysexit(err error) error {
+	if errors.Is(err, dmarcreport.ErrTryLater) {
+		return exitError{code: exTempFail, err: err}
+	}
+	return err
 }
 
 func newIngestCmd(g *globals) *cobra.Command {
@@ -58,12 +63,12 @@ report is stored, or to the failed folder with the reason.`,
 				return tempfail("store: %v", err)
 			}
 			defer st.Close()
-			in := &ingester{st: st, failed: failed, g: g, e: e}
+			in := &dmarcreport.Inbox{Store: st, Failed: failed, Log: e.log, Out: g.stdout}
 			if maildir != "" {
 				if len(args) > 0 {
 					return usagef("name a FILE or --maildir, not both")
 				}
-				return in.maildir(cmd.Context(), maildir)
+				return sysexit(in.Maildir(cmd.Context(), maildir))
 			}
 			var r io.Reader = g.stdin
 			name := "stdin"
@@ -75,152 +80,12 @@ report is stored, or to the failed folder with the reason.`,
 				defer f.Close()
 				r, name = f, args[0]
 			}
-			return in.one(cmd.Context(), r, name)
+			return sysexit(in.One(cmd.Context(), r, name))
 		},
 	}
 	cmd.Flags().StringVar(&maildir, "maildir", "", "process every message in this Maildir's new/")
 	cmd.Flags().StringVar(&failed, "failed", "", "folder for reports that cannot be read (default: reports.failed)")
 	return cmd
-}
-
-type ingester struct {
-	st     store.Store
-	failed string
-	g      *globals
-	e      *env
-}
-
-// spool copies r into a new file in the failed folder, so that a report
-// that cannot be read is kept whole; the caller removes it otherwise.
-func (in *ingester) spool(r io.Reader) (string, error) {
-	if err := os.MkdirAll(in.failed, 0o750); err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp(in.failed, ".incoming-*")
-	if err != nil {
-		return "", err
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), f.Close()
-}
-
-// failedName is a new name in the failed folder: ours, never one the
-// report's sender chose.
-func failedName() string {
-	var b [4]byte
-	rand.Read(b[:])
-	return time.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:]) + ".eml"
-}
-
-// keep moves path into the failed folder with the reason beside it.
-func (in *ingester) keep(path string, why error) (string, error) {
-	dst := filepath.Join(in.failed, failedName())
-	if err := os.Rename(path, dst); err != nil {
-		return "", err
-	}
-	reason := fmt.Sprintf("%s\n%v\n", time.Now().UTC().Format(time.RFC3339), why)
-	if err := os.WriteFile(dst+".reason", []byte(reason), 0o640); err != nil {
-		return dst, err
-	}
-	return dst, nil
-}
-
-func (in *ingester) report(name string, res dmarcreport.Ingested) {
-	log := in.e.log.With("source", name, "domain", res.Domain, "org", res.OrgName, "report_id", res.ReportID, "id", res.ID)
-	if res.Duplicate {
-		log.Info("dmarc ingest: duplicate report, already stored")
-		fmt.Fprintf(in.g.stdout, "%s: duplicate: report %s from %s about %s is already stored (%s)\n", name, res.ReportID, res.OrgName, res.Domain, res.ID)
-		return
-	}
-	log.Info("dmarc ingest: report stored", "records", res.Records, "messages", res.Messages, "repairs", strings.Join(res.Repairs, "; "))
-	fmt.Fprintf(in.g.stdout, "%s: stored report %s from %s about %s: %d records, %d messages (%s)\n",
-		name, res.ReportID, res.OrgName, res.Domain, res.Records, res.Messages, res.ID)
-}
-
-// one ingests one report from r.
-func (in *ingester) one(ctx context.Context, r io.Reader, name string) error {
-	path, err := in.spool(r)
-	if err != nil {
-		return tempfail("cannot keep the report in %s while it is read: %v", in.failed, err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return tempfail("%v", err)
-	}
-	res, err := dmarcreport.Ingest(ctx, in.st, f, dmarcreport.Limits{}, time.Now())
-	f.Close()
-	if err == nil {
-		os.Remove(path)
-		in.report(name, res)
-		return nil
-	}
-	if !dmarcreport.Unreadable(err) {
-		os.Remove(path)
-		in.e.log.Warn("dmarc ingest: the store did not take the report; Postfix will try again", "source", name, "error", err)
-		return tempfail("%v", err)
-	}
-	dst, kerr := in.keep(path, err)
-	if kerr != nil {
-		return tempfail("the report cannot be read (%v), and cannot be kept aside: %v", err, kerr)
-	}
-	in.e.log.Warn("dmarc ingest: report cannot be read; kept aside", "source", name, "kept", dst, "error", err)
-	fmt.Fprintf(in.g.stdout, "%s: cannot be read, kept as %s: %v\n", name, dst, err)
-	return nil
-}
-
-// maildir ingests every message in dir/new.
-func (in *ingester) maildir(ctx context.Context, dir string) error {
-	ents, err := os.ReadDir(filepath.Join(dir, "new"))
-	if err != nil {
-		return fmt.Errorf("maildir: %w", err)
-	}
-	if err := os.MkdirAll(in.failed, 0o750); err != nil {
-		return tempfail("failed folder: %v", err)
-	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-	stored, dup, bad := 0, 0, 0
-	for _, de := range ents {
-		if de.IsDir() || strings.HasPrefix(de.Name(), ".") {
-			continue
-		}
-		path := filepath.Join(dir, "new", de.Name())
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		res, err := dmarcreport.Ingest(ctx, in.st, f, dmarcreport.Limits{}, time.Now())
-		f.Close()
-		switch {
-		case err == nil:
-			in.report(de.Name(), res)
-			if res.Duplicate {
-				dup++
-			} else {
-				stored++
-			}
-			// Seen, in cur/: RFC-less but universal Maildir convention.
-			if err := os.Rename(path, filepath.Join(dir, "cur", de.Name()+":2,S")); err != nil {
-				return fmt.Errorf("maildir: %w", err)
-			}
-		case dmarcreport.Unreadable(err):
-			bad++
-			dst := filepath.Join(in.failed, failedName())
-			if rerr := os.Rename(path, dst); rerr != nil {
-				return fmt.Errorf("maildir: %w", rerr)
-			}
-			os.WriteFile(dst+".reason", []byte(fmt.Sprintf("%s\n%s\n%v\n", time.Now().UTC().Format(time.RFC3339), de.Name(), err)), 0o640)
-			in.e.log.Warn("dmarc ingest: report cannot be read; kept aside", "source", de.Name(), "kept", dst, "error", err)
-			fmt.Fprintf(in.g.stdout, "%s: cannot be read, kept as %s: %v\n", de.Name(), dst, err)
-		default:
-			return tempfail("%s: %v (it stays in new/; run again)", de.Name(), err)
-		}
-	}
-	fmt.Fprintf(in.g.stdout, "maildir %s: %d stored, %d duplicates, %d unreadable\n", dir, stored, dup, bad)
-	return nil
 }
 
 func newReportParseCmd(g *globals) *cobra.Command {
