@@ -1,5 +1,0 @@
-//go:build race
-
-package dmarcreport
-
-const raceEnabled = true
