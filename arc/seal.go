@@ -115,21 +115,8 @@ func Seal(ctx context.Context, res mailauth.Resolver, h mailauth.Header, body io
 	amsPrefix := "a=" + algo + "; b=; bh=" + base64.StdEncoding.EncodeToString(bodies.Sum("relaxed", crypto.SHA256)) +
 		"; c=relaxed/relaxed; d=" + o.Domain + "; h=" + strings.Join(o.Headers, ":") + "; i=" + strconv.Itoa(i) +
 		"; s=" + o.Selector + "; t=" + t
-	hh := crypto.SHA256.New()
-	byName := map[string][]int{}
-	for j := len(h.Fields) - 1; j >= 0; j-- {
-		name := strings.ToLower(h.Fields[j].Name)
-		byName[name] = append(byName[name], j)
-	}
-	for _, name := range o.Headers {
-		nm := strings.ToLower(name)
-		if fs := byName[nm]; len(fs) > 0 {
-			io.WriteString(hh, mailauth.CanonHeader(h.Fields[fs[0]], "relaxed"))
-			byName[nm] = fs[1:]
-		}
-	}
-	io.WriteString(hh, strings.TrimSuffix(mailauth.CanonHeader(mailauth.Field{Name: AMSName, Raw: " " + amsPrefix}, "relaxed"), "\r\n"))
-	amsSig, err := sign(o.Key, hh.Sum(nil))
+	digest := mailauth.SignedHeaderHash(h, o.Headers, "relaxed", mailauth.Field{Name: AMSName, Raw: " " + amsPrefix}, crypto.SHA256)
+	amsSig, err := sign(o.Key, digest)
 	if err != nil {
 		return Sealed{}, err
 	}

@@ -299,23 +299,8 @@ func checkAMS(ctx context.Context, res mailauth.Resolver, h mailauth.Header, idx
 	if err != nil {
 		return errors.New("malformed b=")
 	}
-	hh := hash.New()
-	byName := map[string][]int{}
-	for i := len(h.Fields) - 1; i >= 0; i-- {
-		n := strings.ToLower(h.Fields[i].Name)
-		byName[n] = append(byName[n], i)
-	}
-	for _, name := range strings.Split(t["h"], ":") {
-		n := strings.ToLower(strings.TrimSpace(name))
-		if fs := byName[n]; len(fs) > 0 {
-			io.WriteString(hh, mailauth.CanonHeader(h.Fields[fs[0]], t["_hcanon"]))
-			byName[n] = fs[1:]
-		}
-	}
-	self := h.Fields[idx]
-	self.Raw = mailauth.WithoutB(self.Raw)
-	io.WriteString(hh, strings.TrimSuffix(mailauth.CanonHeader(self, t["_hcanon"]), "\r\n"))
-	return mailauth.VerifySignature(ctx, res, t["d"], t["s"], t["a"], hh.Sum(nil), sig)
+	digest := mailauth.SignedHeaderHash(h, strings.Split(t["h"], ":"), t["_hcanon"], h.Fields[idx], hash)
+	return mailauth.VerifySignature(ctx, res, t["d"], t["s"], t["a"], digest, sig)
 }
 
 // checkSeal verifies the seal of the last set in sets (RFC 8617 5.1.1,

@@ -409,24 +409,30 @@ func withoutB(raw string) string {
 // the fields named by h=, each taken from the bottom up, then the
 // signature field itself without b= and without its CRLF.
 func headerHash(h Header, sig *dkimSig) []byte {
-	hh := sig.hash.New()
-	// Each name's fields, bottom first; a name listed once more than
-	// it occurs signs nothing (RFC 6376 5.4.2).
+	return SignedHeaderHash(h, sig.headers, sig.hcanon, h.Fields[sig.field], sig.hash)
+}
+
+// SignedHeaderHash is the hash a DKIM-style signature signs (RFC 6376
+// 3.7, 5.4.2): the fields named in names, each taken from the bottom up
+// (a name listed once more than it occurs signs nothing), then the
+// signature field self without its b= value and CRLF, all in
+// canonicalization canon. ARC's AMS signs the same way.
+func SignedHeaderHash(h Header, names []string, canon string, self Field, hash crypto.Hash) []byte {
+	hh := hash.New()
 	byName := map[string][]int{}
 	for i := len(h.Fields) - 1; i >= 0; i-- {
 		n := strings.ToLower(h.Fields[i].Name)
 		byName[n] = append(byName[n], i)
 	}
-	for _, name := range sig.headers {
-		n := strings.ToLower(name)
+	for _, name := range names {
+		n := strings.ToLower(strings.TrimSpace(name))
 		if idx := byName[n]; len(idx) > 0 {
-			io.WriteString(hh, canonHeader(h.Fields[idx[0]], sig.hcanon))
+			io.WriteString(hh, canonHeader(h.Fields[idx[0]], canon))
 			byName[n] = idx[1:]
 		}
 	}
-	f := h.Fields[sig.field]
-	f.Raw = withoutB(f.Raw)
-	io.WriteString(hh, strings.TrimSuffix(canonHeader(f, sig.hcanon), "\r\n"))
+	self.Raw = withoutB(self.Raw)
+	io.WriteString(hh, strings.TrimSuffix(canonHeader(self, canon), "\r\n"))
 	return hh.Sum(nil)
 }
 
