@@ -57,4 +57,3 @@ func (s *sampleStore) Set(ctx context.Context, k string, v []byte, ttl time.Dura
 	}
 	return s.Store.Set(ctx, k, v, ttl)
 }
-
