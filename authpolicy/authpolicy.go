@@ -115,14 +115,14 @@ func (p *Policy) Allow(ctx context.Context, r Request) (Decision, error) {
 		return Decision{Status: -1, Check: kind, Reason: b.Reason,
 			Msg: refusal(kind, b.Until.Sub(now))}, nil
 	}
-	c, err := p.af.Counts(ctx, a, "", now, p.cfg.Window)
+	fails, err := p.af.AddressFailures(ctx, a, now, p.cfg.Window)
 	if err != nil {
 		return Decision{Check: "store_down"}, err
 	}
-	if c.IP >= p.cfg.DelayAfter {
-		d := min(time.Duration(c.IP-p.cfg.DelayAfter+1)*time.Second, p.cfg.MaxDelay)
+	if fails >= p.cfg.DelayAfter {
+		d := min(time.Duration(fails-p.cfg.DelayAfter+1)*time.Second, p.cfg.MaxDelay)
 		if s := int(d / time.Second); s > 0 {
-			return Decision{Status: s, Check: "delay", Reason: fmt.Sprintf("%d failed logins from %s in %v", c.IP, a, p.cfg.Window)}, nil
+			return Decision{Status: s, Check: "delay", Reason: fmt.Sprintf("%d failed logins from %s in %v", fails, a, p.cfg.Window)}, nil
 		}
 	}
 	return Decision{Check: "none"}, nil

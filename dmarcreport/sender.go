@@ -137,18 +137,24 @@ func (s *Sender) Run(ctx context.Context, until time.Time) (Outcome, error) {
 	meta := s.Config.Meta()
 	pace := time.Duration(float64(time.Second) / s.Config.Rate)
 	var lastSend time.Time
-	for _, p := range Periods(until, s.Config.Period) {
-		for _, domain := range domains {
+	periods := Periods(until, s.Config.Period)
+	if len(periods) == 0 {
+		return out, nil
+	}
+	for _, domain := range domains {
+		// A domain's rows of every period at once (one scan of the
+		// store); Build takes each period's share.
+		all, err := rows.Rows(ctx, domain, periods[0][0], periods[len(periods)-1][1])
+		if err != nil {
+			return out, fmt.Errorf("dmarcreport: rows of %s: %w", domain, err)
+		}
+		for _, p := range periods {
 			if err := ctx.Err(); err != nil {
 				return out, err
 			}
 			begin, end := p[0], p[1]
 			log := s.Log.With("domain", domain, "period_begin", begin.Format(time.RFC3339))
-			stored, err := rows.Rows(ctx, domain, begin, end)
-			if err != nil {
-				return out, fmt.Errorf("dmarcreport: rows of %s: %w", domain, err)
-			}
-			f, err := Build(meta, domain, begin, end, stored)
+			f, err := Build(meta, domain, begin, end, all)
 			if err != nil {
 				log.Error("dmarc report: cannot build", "error", err)
 				continue

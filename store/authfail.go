@@ -57,6 +57,12 @@ func (f AuthFailures) Failure(ctx context.Context, a netip.Addr, login string, n
 	return c, err
 }
 
+// AddressFailures reads the failures counted for address a at now: the
+// one count a login's delay needs (one store round trip).
+func (f AuthFailures) AddressFailures(ctx context.Context, a netip.Addr, now time.Time, win time.Duration) (int64, error) {
+	return f.st.Window(ctx, "af:ip:"+addrKey(a), now, win, 0)
+}
+
 // Counts reads the counts of a and login ("" for none) at now.
 func (f AuthFailures) Counts(ctx context.Context, a netip.Addr, login string, now time.Time, win time.Duration) (AuthCounts, error) {
 	var c AuthCounts
