@@ -39,6 +39,9 @@ func Open(input io.Reader, lim Limits) (io.Reader, Attachment, error) {
 	lim = lim.withDefaults()
 	br := bufio.NewReaderSize(input, 64<<10)
 	head, _ := br.Peek(512)
+	if len(bytes.TrimSpace(head)) == 0 {
+		return nil, Attachment{}, fmt.Errorf("%w: the input is empty", ErrNotReport)
+	}
 	if k := sniff(head); k != "" {
 		return decompress(br, k, Attachment{Name: "(file)", Compression: k}, lim)
 	}

@@ -400,6 +400,7 @@ func addSat(a, b int64) int64 {
 // sequence split across reads included.
 type validUTF8 struct {
 	r        io.Reader
+	chunk    []byte // one read's buffer, reused
 	buf      []byte // read, not yet handed out
 	out      []byte
 	replaced bool
@@ -410,15 +411,17 @@ func (v *validUTF8) Read(p []byte) (int, error) {
 	for len(v.out) == 0 {
 		if v.eof {
 			if len(v.buf) > 0 {
-				v.out = v.fix(v.buf, true)
+				v.out = v.fix(v.buf)
 				v.buf = nil
 				continue
 			}
 			return 0, io.EOF
 		}
-		chunk := make([]byte, 32<<10)
-		n, err := v.r.Read(chunk)
-		v.buf = append(v.buf, chunk[:n]...)
+		if v.chunk == nil {
+			v.chunk = make([]byte, 32<<10)
+		}
+		n, err := v.r.Read(v.chunk)
+		v.buf = append(v.buf, v.chunk[:n]...)
 		if err == io.EOF {
 			v.eof = true
 		} else if err != nil {
@@ -437,7 +440,7 @@ func (v *validUTF8) Read(p []byte) (int, error) {
 		if v.eof {
 			keep = 0
 		}
-		v.out = v.fix(v.buf[:len(v.buf)-keep], false)
+		v.out = v.fix(v.buf[:len(v.buf)-keep])
 		v.buf = append([]byte(nil), v.buf[len(v.buf)-keep:]...)
 	}
 	n := copy(p, v.out)
@@ -445,7 +448,7 @@ func (v *validUTF8) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (v *validUTF8) fix(b []byte, _ bool) []byte {
+func (v *validUTF8) fix(b []byte) []byte {
 	if utf8.Valid(b) {
 		return b
 	}

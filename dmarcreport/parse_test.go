@@ -143,7 +143,7 @@ func TestParseBroken(t *testing.T) {
 		t.Fatalf("truncated: %+v %v", rep, err)
 	}
 	for name, tc := range map[string]struct{ in, want string }{
-		"empty":            {"", "neither XML"},
+		"empty":            {"", "the input is empty"},
 		"not a report":     {"<html><body>hi</body></html>", "not <feedback>"},
 		"no report id":     {strings.Replace(plain, "<report_id>id-1</report_id>", "", 1), "no report_metadata/report_id"},
 		"no domain":        {strings.Replace(plain, "<domain>Bank.Example.</domain>", "", 1), "no policy_published/domain"},

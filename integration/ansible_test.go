@@ -284,7 +284,6 @@ reports: {record: false}
 		t.Fatal(err)
 	}
 	defer wh.Stop()
-	pf := &Postfix{Dir: root}
 	start := exec.Command("postfix", "-c", root+"/etc/postfix", "start")
 	if out, err := start.CombinedOutput(); err != nil {
 		t.Fatalf("postfix start from the role's files: %v %s\n%s", err, out, Tail(root+"/var/log/maillog", 20))
@@ -300,7 +299,6 @@ reports: {record: false}
 			t.Fatalf("%v\n%s", err, Tail(root+"/var/log/maillog", 20))
 		}
 	}
-	_ = pf
 	insecure := &tls.Config{InsecureSkipVerify: true, ServerName: "mx.example.test"}
 	deliver := func(c *smtp.Client, from, to, data string) error {
 		if err := c.Mail(from); err != nil {
