@@ -14,6 +14,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wehr/wehr/internal/loadstat"
@@ -29,6 +30,13 @@ type Options struct {
 	// triplet seen before.
 	Triplets int
 	Seed     uint64
+	// Requests, if set, ends the run after this many requests (the
+	// whole run, spread over the connections) instead of at Duration.
+	Requests int
+	// Warmup first sends every triplet once, unmeasured, so that the
+	// run measures a service in its steady state (DNS answers cached,
+	// triplets known) rather than its first minutes.
+	Warmup bool
 }
 
 // Report is what a run measured.
@@ -60,10 +68,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Triplets <= 0 {
 		o.Triplets = 20000
 	}
+	if o.Warmup {
+		if err := warmup(ctx, o); err != nil {
+			return nil, err
+		}
+	}
 	rep := &Report{Actions: map[string]int{}}
 	var mu sync.Mutex
 	var lat []time.Duration
 	deadline := time.Now().Add(o.Duration)
+	if o.Requests > 0 {
+		deadline = time.Now().Add(24 * time.Hour)
+	}
+	var left atomic.Int64
+	left.Store(int64(o.Requests))
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := range o.Concurrency {
@@ -82,6 +100,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			defer c.Close()
 			br := bufio.NewReader(c)
 			for ctx.Err() == nil && time.Now().Before(deadline) {
+				if o.Requests > 0 && left.Add(-1) < 0 {
+					return
+				}
 				i := rng.IntN(o.Triplets * 4)
 				t0 := time.Now()
 				action, err := ask(c, br, Request(i, o.Triplets))
@@ -109,6 +130,41 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.PerSecond = float64(len(lat)) / rep.Elapsed.Seconds()
 	}
 	return rep, nil
+}
+
+// warmup sends each triplet once over o.Concurrency connections.
+func warmup(ctx context.Context, o Options) error {
+	var next atomic.Int64
+	errs := make(chan error, o.Concurrency)
+	for range o.Concurrency {
+		go func() {
+			c, err := net.Dial(o.Network, o.Addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= o.Triplets {
+					break
+				}
+				if _, err := ask(c, br, Request(i, o.Triplets)); err != nil {
+					errs <- fmt.Errorf("warm-up: %w", err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range o.Concurrency {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func ask(c net.Conn, br *bufio.Reader, req string) (string, error) {

@@ -37,6 +37,7 @@ type evaluation struct {
 	// filter, if set, routes the message (bulk): FILTER filter.
 	filter string
 	iprev  iprevFuture
+	state  stateFuture
 }
 
 // note adds a contribution.

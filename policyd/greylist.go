@@ -41,11 +41,12 @@ func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 		}
 	}
 	if g.AllowlistAfter > 0 {
-		n, err := p.grey.Passes(ctx, network)
-		if err != nil {
-			ev.storeFailed("greylist", err)
+		st := ev.state.wait(ctx, ev)
+		if st.err != nil {
+			ev.storeFailed("greylist", st.err)
 			return nil
 		}
+		n := st.passes()
 		if n >= g.AllowlistAfter {
 			ev.note("greylist", 0, fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, n))
 			return nil

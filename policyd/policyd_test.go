@@ -404,7 +404,7 @@ func TestServer(t *testing.T) {
 // against the embedded store, with a warm DNS cache.
 func BenchmarkPipeline(b *testing.B) {
 	srv := dnstest.New(b, "in-addr.arpa. 300 IN SOA ns.test. h.test. 1 3600 600 86400 3600\n")
-	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}})
+	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, CacheSize: 10000, MaxTTL: time.Hour, NegativeMaxTTL: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -421,7 +421,9 @@ func BenchmarkPipeline(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		i++
-		d := p.Evaluate(ctx, rcptReq(fmt.Sprintf("198.18.%d.%d", i/250%250, i%250+1), "mta.example", fmt.Sprintf("a%d@x.example", i%100), "u@example.test"))
+		// 2000 clients: after the first rounds, their reverse DNS
+		// answers come from the cache.
+		d := p.Evaluate(ctx, rcptReq(fmt.Sprintf("198.18.%d.%d", i/250%8, i%250+1), "mta.example", fmt.Sprintf("a%d@x.example", i%100), "u@example.test"))
 		if !strings.HasPrefix(d.Action, "450 ") {
 			b.Fatalf("%s", d.Action)
 		}

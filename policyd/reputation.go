@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/store"
@@ -13,16 +14,23 @@ import (
 // than passed before (store.Reputation, shared by every MX).
 type reputationCheck struct{}
 
+func (reputationCheck) start(ctx context.Context, ev *evaluation) {
+	if ev.store() {
+		ev.state.start(ctx, ev)
+	}
+}
+
 func (reputationCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 	if !ev.store() {
 		return nil
 	}
 	client := ev.q.Client
-	addr, network, err := ev.p.rep.Of(ctx, client)
-	if err != nil {
-		ev.storeFailed("reputation", err)
+	st := ev.state.wait(ctx, ev)
+	if st.err != nil {
+		ev.storeFailed("reputation", st.err)
 		return nil
 	}
+	addr, network := st.rep()
 	// A network needs more refusals than one address before it counts
 	// against its neighbours.
 	for _, r := range []struct {
@@ -45,4 +53,36 @@ func (p *Pipeline) reputation(ctx context.Context, client netip.Addr, passed boo
 		return
 	}
 	p.rep.Record(ctx, client, passed) //nolint:errcheck // best effort
+}
+
+// stateFuture is what the store knows of the client (its reputation, its
+// network's greylisting passes), read in one round trip while the DNS
+// lookups run.
+type stateFuture struct {
+	once sync.Once
+	done chan struct{}
+	err  error
+	rep  func() (addr, network store.Standing)
+	// passes is the network's greylisting passes.
+	passes func() int64
+}
+
+func (f *stateFuture) start(ctx context.Context, ev *evaluation) {
+	f.once.Do(func() {
+		f.done = make(chan struct{})
+		var rd store.Reads
+		f.rep = ev.p.rep.ReadOf(&rd, ev.q.Client)
+		f.passes = ev.p.grey.ReadPasses(&rd, store.Network(ev.q.Client))
+		go func() {
+			defer close(f.done)
+			f.err = rd.Run(ctx, ev.p.st)
+		}()
+	})
+}
+
+// wait returns the reads, starting them if no check did.
+func (f *stateFuture) wait(ctx context.Context, ev *evaluation) *stateFuture {
+	f.start(ctx, ev)
+	<-f.done
+	return f
 }

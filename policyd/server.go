@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,23 +171,34 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 }
 
 func (s *Server) logDecision(req Request, d Decision, took time.Duration) {
-	var notes []string
-	for _, c := range d.Contributions {
-		n := c.Check
+	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	var notes strings.Builder
+	for i, c := range d.Contributions {
+		if i > 0 {
+			notes.WriteString("; ")
+		}
+		notes.WriteString(c.Check)
 		if c.Score != 0 {
-			n += fmt.Sprintf("%+g", c.Score)
+			if c.Score > 0 {
+				notes.WriteByte('+')
+			}
+			notes.WriteString(strconv.FormatFloat(c.Score, 'g', -1, 64))
 		}
 		if c.Note != "" {
-			n += ": " + c.Note
+			notes.WriteString(": ")
+			notes.WriteString(c.Note)
 		}
-		notes = append(notes, n)
 	}
-	qid := req.Get("queue_id")
-	attrs := []any{"instance", req.Get("instance"), "client", req.Get("client_address"), "helo", req.Get("helo_name"),
-		"sender", req.Get("sender"), "recipient", req.Get("recipient"), "context", d.Context,
-		"action", d.Action, "check", d.Check, "score", d.Score, "checks", strings.Join(notes, "; "), "duration_ms", took.Milliseconds()}
-	if qid != "" {
-		attrs = append([]any{"queue_id", qid}, attrs...)
+	attrs := make([]slog.Attr, 0, 14)
+	if qid := req.Get("queue_id"); qid != "" {
+		attrs = append(attrs, slog.String("queue_id", qid))
 	}
-	s.log.Info("policyd: "+strings.SplitN(d.Action, " ", 2)[0], attrs...)
+	attrs = append(attrs, slog.String("instance", req.Get("instance")), slog.String("client", req.Get("client_address")),
+		slog.String("helo", req.Get("helo_name")), slog.String("sender", req.Get("sender")), slog.String("recipient", req.Get("recipient")),
+		slog.String("context", d.Context), slog.String("action", d.Action), slog.String("check", d.Check), slog.Float64("score", d.Score),
+		slog.String("checks", notes.String()), slog.Int64("duration_ms", took.Milliseconds()))
+	verb, _, _ := strings.Cut(d.Action, " ")
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "policyd: "+verb, attrs...)
 }

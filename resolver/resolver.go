@@ -32,7 +32,7 @@ import (
 
 // Config configures a Resolver; it is the dns: section of the
 // configuration file. A zero duration or attempt count means its default;
-// a CacheSize of 0 or less turns the cache off (Default has 10000).
+// a CacheSize of 0 or less turns the cache off (Default has 50000).
 type Config struct {
 	// Servers are the recursive servers, HOST:PORT (or HOST, port 53).
 	// Empty means the nameservers of ResolvConf.
@@ -63,7 +63,7 @@ type Config struct {
 
 // Default is the dns: section's defaults.
 func Default() Config {
-	return Config{ResolvConf: "/etc/resolv.conf", Timeout: 2 * time.Second, Attempts: 2, CacheSize: 10000,
+	return Config{ResolvConf: "/etc/resolv.conf", Timeout: 2 * time.Second, Attempts: 2, CacheSize: 50000,
 		MaxTTL: time.Hour, NegativeMaxTTL: 15 * time.Minute, ServeStale: time.Hour}
 }
 

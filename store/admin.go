@@ -183,6 +183,22 @@ func (r *Remote) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return resp.Value, resp.OK, err
 }
 
+// GetMany implements Store, a Get at a time (the admin socket serves ops
+// commands, not the mail path).
+func (r *Remote) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		v, ok, err := r.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
 // Set implements Store.
 func (r *Remote) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	_, err := r.do(ctx, adminRequest{Op: "set", Key: key, Value: value, TTL: ttl})

@@ -148,9 +148,13 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 // tag, so everything derived from it (window buckets, lock tokens) lives
 // in one Cluster slot and one Lua script may touch it all.
 func (r *Redis) k(key string) string {
-	key = strings.NewReplacer("{", "(", "}", ")").Replace(key)
+	if strings.ContainsAny(key, "{}") {
+		key = braces.Replace(key)
+	}
 	return r.prefix + "{" + key + "}"
 }
+
+var braces = strings.NewReplacer("{", "(", "}", ")")
 
 // wrap classifies errors: anything but "no such key" means the store did
 // not answer.
@@ -171,6 +175,32 @@ func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, wrap(err)
 	}
 	return v, true, nil
+}
+
+// GetMany implements Store: one pipeline of GETs (in a Cluster, go-redis
+// sends each node its share).
+func (r *Redis) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
+	cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Get(ctx, r.k(k))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, wrap(err)
+	}
+	out := make([][]byte, len(keys))
+	for i, c := range cmds {
+		v, err := c.(*redis.StringCmd).Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, wrap(err)
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 // Set implements Store.

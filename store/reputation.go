@@ -53,16 +53,13 @@ func (r Reputation) Record(ctx context.Context, client netip.Addr, passed bool) 
 	return nil
 }
 
-// Of returns the standing of client and of its Network.
+// Of returns the standing of client and of its Network (one round trip).
 func (r Reputation) Of(ctx context.Context, client netip.Addr) (addr, network Standing, err error) {
-	client = client.Unmap()
-	a, err := r.st.Counters(ctx, "rep:"+client.String(), nil, 0)
-	if err != nil {
+	var rd Reads
+	of := r.ReadOf(&rd, client)
+	if err := rd.Run(ctx, r.st); err != nil {
 		return Standing{}, Standing{}, err
 	}
-	n, err := r.st.Counters(ctx, "rep:"+Network(client).String(), nil, 0)
-	if err != nil {
-		return Standing{}, Standing{}, err
-	}
-	return standing(a), standing(n), nil
+	addr, network = of()
+	return addr, network, nil
 }

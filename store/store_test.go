@@ -157,6 +157,9 @@ func TestEmbeddedDamaged(t *testing.T) {
 	}
 	for i := range 2000 {
 		s.Set(ctx, fmt.Sprintf("greylist:%d", i), bytes.Repeat([]byte("x"), 100), 0) //nolint:errcheck
+		if i%10 == 9 {
+			s.Sync() //nolint:errcheck // many commits, as a running store makes
+		}
 	}
 	s.Close()
 	sound, err := os.ReadFile(good)

@@ -58,6 +58,37 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("get many", func(t *testing.T) {
+		s := open(t)
+		// Keys of different names (different Cluster slots), one of
+		// them durable on the embedded store (rrow:), one missing, one
+		// deleted, one expired, one a Counters value.
+		a, b, gone, del, exp, c := prefix+"many-a", "rrow:"+prefix+"many-b", prefix+"many-none", prefix+"many-del", prefix+"many-exp", prefix+"many-c"
+		s.Set(ctx, a, []byte("A"), 0)                  //nolint:errcheck
+		s.Set(ctx, b, []byte("B"), time.Hour)          //nolint:errcheck
+		s.Set(ctx, del, []byte("D"), 0)                //nolint:errcheck
+		s.Delete(ctx, del)                             //nolint:errcheck
+		s.Set(ctx, exp, []byte("E"), time.Millisecond) //nolint:errcheck
+		s.Counters(ctx, c, []int64{2, 5}, time.Hour)   //nolint:errcheck
+		time.Sleep(20 * time.Millisecond)
+		got, err := s.GetMany(ctx, []string{a, gone, b, del, exp, c, a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"A", "", "B", "", "", "2 5", "A"}
+		if len(got) != len(want) {
+			t.Fatalf("%d values for 7 keys", len(got))
+		}
+		for i, w := range want {
+			if string(got[i]) != w || (w == "") != (got[i] == nil) {
+				t.Errorf("value %d: %q, want %q", i, got[i], w)
+			}
+		}
+		if got, err := s.GetMany(ctx, nil); err != nil || len(got) != 0 {
+			t.Errorf("no keys: %q %v", got, err)
+		}
+	})
+
 	t.Run("ttl collects garbage", func(t *testing.T) {
 		s := open(t)
 		k := prefix + "ttl"
