@@ -147,7 +147,7 @@ func TestWritebackAtomic(t *testing.T) {
 			defer wg.Done()
 			for i := range 500 {
 				e.Counters(ctx, "rep:192.0.2.1", []int64{1, 0}, time.Hour) //nolint:errcheck
-				e.Window(ctx, "rate:x", time.Now(), time.Hour, 1)         //nolint:errcheck
+				e.Window(ctx, "rate:x", time.Now(), time.Hour, 1)          //nolint:errcheck
 				if i%50 == 0 {
 					e.flush() //nolint:errcheck
 				}
