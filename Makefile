@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build run test test-deps unit lint bench fuzz clean man completions
+.PHONY: build run test test-deps unit lint bench bench-policyd fuzz clean man completions
 
 build:
 	$(GO) build -o wehr ./cmd/wehr
@@ -51,6 +51,11 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# The policy service against postgrey on one greylisting workload, as
+# separate processes (needs postgrey and redis-server; root).
+bench-policyd:
+	sh scripts/bench-policyd
 
 # Run each fuzz target for a while (FUZZTIME=1m make fuzz).
 FUZZTIME ?= 30s

@@ -11,11 +11,17 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// AllowRemote lets Listen be other than loopback.
 	AllowRemote bool `yaml:"allow_remote"`
+	// Pprof serves Go's profiler at /debug/pprof/ beside the metrics,
+	// to find where a busy daemon spends its CPU; off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Check reports the problems of the metrics: section.
 func (c Config) Check(p *setting.Problems) {
 	if c.Listen == "" {
+		if c.Pprof {
+			p.Add("pprof", "needs metrics.listen: the profiler is served beside the metrics")
+		}
 		return
 	}
 	if a, err := listener.ParseAddress(c.Listen, c.AllowRemote); err != nil {

@@ -37,7 +37,7 @@ type evaluation struct {
 	// filter, if set, routes the message (bulk): FILTER filter.
 	filter string
 	iprev  iprevFuture
-	state  stateFuture
+	state  clientState
 }
 
 // note adds a contribution.

@@ -28,36 +28,34 @@ func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 	}
 	client := ev.q.Client
 	network := store.Network(client)
-	if dom := ev.q.SenderDomain(); dom != "" {
-		for _, a := range g.SPFDomains {
-			a = strings.ToLower(a)
-			if dom == a || strings.HasSuffix(dom, "."+a) {
-				r := p.spf.CheckMailFrom(ctx, net.IP(client.AsSlice()), ev.q.Helo, ev.q.Sender)
-				if r.Result == spf.Pass {
-					ev.note("greylist", 0, "not greylisted: SPF passes for "+dom+", an allowlisted sender domain")
-					return nil
-				}
-			}
-		}
-	}
-	if g.AllowlistAfter > 0 {
-		st := ev.state.wait(ctx, ev)
-		if st.err != nil {
-			ev.storeFailed("greylist", st.err)
+	if dom := ev.q.SenderDomain(); p.spfAllowlisted(dom) {
+		r := p.spf.CheckMailFrom(ctx, net.IP(client.AsSlice()), ev.q.Helo, ev.q.Sender)
+		if r.Result == spf.Pass {
+			ev.note("greylist", 0, "not greylisted: SPF passes for "+dom+", an allowlisted sender domain")
 			return nil
 		}
-		n := st.passes()
-		if n >= g.AllowlistAfter {
+	}
+	st := ev.clientState(ctx)
+	if st.err != nil {
+		ev.storeFailed("greylist", st.err)
+		return nil
+	}
+	if g.AllowlistAfter > 0 {
+		if n := st.passes(); n >= g.AllowlistAfter {
 			ev.note("greylist", 0, fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, n))
 			return nil
 		}
 	}
-	t := store.Triplet{Network: network, Sender: NormalizeSender(ev.q.Sender), Recipient: ev.q.Recipient}
-	policy := store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep}
-	e, err := p.grey.Attempt(ctx, t, ev.now, policy)
-	if err != nil {
-		ev.storeFailed("greylist", err)
-		return nil
+	t, policy := ev.triplet(), p.greylistPolicy()
+	var e store.GreylistEntry
+	if st.attempt != nil {
+		e = st.attempt()
+	} else {
+		var err error
+		if e, err = p.grey.Attempt(ctx, t, ev.now, policy); err != nil {
+			ev.storeFailed("greylist", err)
+			return nil
+		}
 	}
 	if e.Passed {
 		ev.note("greylist", 0, fmt.Sprintf("passed greylisting (first seen %s)", e.First.UTC().Format(time.RFC3339)))
@@ -70,6 +68,31 @@ func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 	wait := max(int(e.Wait(ev.now, policy).Seconds()+0.999), 1)
 	ev.note("greylist", 0, fmt.Sprintf("greylisted %s until %s", t, e.First.Add(g.Delay).UTC().Format(time.RFC3339)))
 	return reply(450, "4.7.1", fmt.Sprintf("Greylisted: please retry in %d seconds", wait), "greylist")
+}
+
+// spfAllowlisted says whether a sender domain is one of (or under one
+// of) greylist.spf_domains: not greylisted when SPF passes.
+func (p *Pipeline) spfAllowlisted(dom string) bool {
+	if dom == "" {
+		return false
+	}
+	for _, a := range p.cfg.Greylist.SPFDomains {
+		a = strings.ToLower(a)
+		if dom == a || strings.HasSuffix(dom, "."+a) {
+			return true
+		}
+	}
+	return false
+}
+
+// triplet is the request's greylisting key.
+func (ev *evaluation) triplet() store.Triplet {
+	return store.Triplet{Network: store.Network(ev.q.Client), Sender: NormalizeSender(ev.q.Sender), Recipient: ev.q.Recipient}
+}
+
+func (p *Pipeline) greylistPolicy() store.GreylistPolicy {
+	g := p.cfg.Greylist
+	return store.GreylistPolicy{Delay: g.Delay, Window: g.Window, Keep: g.Keep}
 }
 
 var (

@@ -678,3 +678,75 @@ func TestSkipNetworks(t *testing.T) {
 		})
 	}
 }
+
+// countingStore counts the round trips a request costs.
+type countingStore struct {
+	store.Store
+	calls []string
+}
+
+func (c *countingStore) Do(ctx context.Context, ops []store.Op) error {
+	c.calls = append(c.calls, fmt.Sprintf("do(%d)", len(ops)))
+	return c.Store.Do(ctx, ops)
+}
+func (c *countingStore) Get(ctx context.Context, k string) ([]byte, bool, error) {
+	c.calls = append(c.calls, "get")
+	return c.Store.Get(ctx, k)
+}
+func (c *countingStore) Greylist(ctx context.Context, k string, now time.Time, p store.GreylistPolicy) (store.GreylistEntry, error) {
+	c.calls = append(c.calls, "greylist")
+	return c.Store.Greylist(ctx, k, now, p)
+}
+func (c *countingStore) Counters(ctx context.Context, k string, add []int64, ttl time.Duration) ([]int64, error) {
+	c.calls = append(c.calls, "counters")
+	return c.Store.Counters(ctx, k, add, ttl)
+}
+func (c *countingStore) Incr(ctx context.Context, k string, d int64, ttl time.Duration) (int64, error) {
+	c.calls = append(c.calls, "incr")
+	return c.Store.Incr(ctx, k, d, ttl)
+}
+
+// A greylisted request costs the store one round trip: the client's
+// reputation, its network's passes and the attempt together.
+func TestGreylistOneRoundTrip(t *testing.T) {
+	f := newFixture(t, nil)
+	cs := &countingStore{Store: f.st}
+	f.p.setStore(cs)
+	ctx := context.Background()
+	d := f.p.Evaluate(ctx, rcptReq("198.51.100.7", "mta.sender.example", "a@sender.example", "alice@example.test"))
+	if !strings.HasPrefix(d.Action, "450 4.7.1 Greylisted") || len(cs.calls) != 1 || cs.calls[0] != "do(4)" {
+		t.Fatalf("%s after %v", d.Action, cs.calls)
+	}
+	// The retry after the delay passes, in one round trip too, and
+	// then counts the pass (network passes, reputation).
+	cs.calls = nil
+	f.now = f.now.Add(6 * time.Minute)
+	d = f.p.Evaluate(ctx, rcptReq("198.51.100.7", "mta.sender.example", "a@sender.example", "alice@example.test"))
+	if d.Action != "DUNNO" || cs.calls[0] != "do(4)" || len(cs.calls) != 4 {
+		t.Fatalf("retry: %s after %v", d.Action, cs.calls)
+	}
+}
+
+// Hostile variant: a client whose bad reputation makes it refused must
+// not leave a greylisting attempt behind (its retry would then pass), so
+// the attempt is only made together with the reads when no reputation
+// could tip the score to refusal.
+func TestNoAttemptWhenReputationCouldRefuse(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Weights.BadReputation = 4 })
+	ctx := context.Background()
+	rep := store.NewReputation(f.st)
+	for range 5 {
+		rep.Record(ctx, netip.MustParseAddr("198.51.100.9"), false) //nolint:errcheck
+	}
+	d := f.p.Evaluate(ctx, rcptReq("198.51.100.9", "mta.sender.example", "a@sender.example", "alice@example.test"))
+	if !strings.HasPrefix(d.Action, "554 5.7.1") || d.Check != "score" {
+		t.Fatalf("bad reputation not refused: %s (%s)", d.Action, d.Check)
+	}
+	if keys, _ := f.st.Scan(ctx, "grey:", 0); len(keys) != 0 {
+		t.Fatalf("a refused client left greylisting entries: %v", keys)
+	}
+	// A neighbour without that history is greylisted as before.
+	if d := f.p.Evaluate(ctx, rcptReq("198.51.100.10", "mta.sender.example", "a@sender.example", "alice@example.test")); !strings.HasPrefix(d.Action, "450 ") {
+		t.Fatalf("neighbour: %s", d.Action)
+	}
+}

@@ -32,7 +32,7 @@ var ErrProtocol = errors.New("policy protocol error")
 // request's text becomes one string that names and values share (one
 // allocation, not one per line).
 func ReadRequest(br *bufio.Reader) (Request, error) {
-	var buf []byte
+	buf := make([]byte, 0, 1024) // Postfix's requests are about 600 bytes
 	lines := 0
 	for {
 		line, err := readLine(br)

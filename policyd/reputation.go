@@ -4,28 +4,22 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"sync"
 
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/store"
 )
 
 // reputationCheck scores a client, or its network, refused more often
-// than passed before (store.Reputation, shared by every MX).
+// than passed before (store.Reputation, shared by every MX). It makes
+// the request's one store round trip (clientState).
 type reputationCheck struct{}
-
-func (reputationCheck) start(ctx context.Context, ev *evaluation) {
-	if ev.store() {
-		ev.state.start(ctx, ev)
-	}
-}
 
 func (reputationCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 	if !ev.store() {
 		return nil
 	}
 	client := ev.q.Client
-	st := ev.state.wait(ctx, ev)
+	st := ev.clientState(ctx)
 	if st.err != nil {
 		ev.storeFailed("reputation", st.err)
 		return nil
@@ -46,6 +40,40 @@ func (reputationCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply
 	return nil
 }
 
+// clientState is what the store says of the client, in one round trip:
+// its reputation, its network's greylisting passes and, when the
+// findings so far already make the client suspicious and no reputation
+// could make it refused, its greylisting attempt (which the greylist
+// check would otherwise make in a second round trip). The attempt is
+// then recorded even if the network turns out to be allowlisted; such an
+// entry is never consulted and expires.
+type clientState struct {
+	done    bool
+	err     error
+	rep     func() (addr, network store.Standing)
+	passes  func() int64
+	attempt func() store.GreylistEntry // nil: not made
+}
+
+func (ev *evaluation) clientState(ctx context.Context) *clientState {
+	st := &ev.state
+	if st.done {
+		return st
+	}
+	p := ev.p
+	var b store.Batch
+	st.rep = p.rep.ReadOf(&b, ev.q.Client)
+	st.passes = p.grey.ReadPasses(&b, store.Network(ev.q.Client))
+	g, score := p.cfg.Greylist, ev.d.Score
+	if g.Enabled && score >= p.cfg.SuspiciousScore && score+max(p.cfg.Weights.BadReputation, 0) < p.cfg.RejectScore &&
+		!p.spfAllowlisted(ev.q.SenderDomain()) {
+		st.attempt = p.grey.AttemptIn(&b, ev.triplet(), ev.now, p.greylistPolicy())
+	}
+	st.err = b.Run(ctx, p.st)
+	st.done = true
+	return st
+}
+
 // reputation records an outcome for the client and its network; best
 // effort: a store failure costs one count, and mail goes on.
 func (p *Pipeline) reputation(ctx context.Context, client netip.Addr, passed bool) {
@@ -53,36 +81,4 @@ func (p *Pipeline) reputation(ctx context.Context, client netip.Addr, passed boo
 		return
 	}
 	p.rep.Record(ctx, client, passed) //nolint:errcheck // best effort
-}
-
-// stateFuture is what the store knows of the client (its reputation, its
-// network's greylisting passes), read in one round trip while the DNS
-// lookups run.
-type stateFuture struct {
-	once sync.Once
-	done chan struct{}
-	err  error
-	rep  func() (addr, network store.Standing)
-	// passes is the network's greylisting passes.
-	passes func() int64
-}
-
-func (f *stateFuture) start(ctx context.Context, ev *evaluation) {
-	f.once.Do(func() {
-		f.done = make(chan struct{})
-		var rd store.Reads
-		f.rep = ev.p.rep.ReadOf(&rd, ev.q.Client)
-		f.passes = ev.p.grey.ReadPasses(&rd, store.Network(ev.q.Client))
-		go func() {
-			defer close(f.done)
-			f.err = rd.Run(ctx, ev.p.st)
-		}()
-	})
-}
-
-// wait returns the reads, starting them if no check did.
-func (f *stateFuture) wait(ctx context.Context, ev *evaluation) *stateFuture {
-	f.start(ctx, ev)
-	<-f.done
-	return f
 }

@@ -175,6 +175,7 @@ func (s *Server) logDecision(req Request, d Decision, took time.Duration) {
 		return
 	}
 	var notes strings.Builder
+	notes.Grow(256)
 	for i, c := range d.Contributions {
 		if i > 0 {
 			notes.WriteString("; ")

@@ -183,20 +183,22 @@ func (r *Remote) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return resp.Value, resp.OK, err
 }
 
-// GetMany implements Store, a Get at a time (the admin socket serves ops
-// commands, not the mail path).
-func (r *Remote) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
-	out := make([][]byte, len(keys))
-	for i, k := range keys {
-		v, ok, err := r.Get(ctx, k)
-		if err != nil {
-			return nil, err
+// Do implements Store, an operation at a time (the admin socket serves
+// ops commands, not the mail path).
+func (r *Remote) Do(ctx context.Context, ops []Op) error {
+	for i := range ops {
+		op := &ops[i]
+		var err error
+		if op.Greylist != nil {
+			op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist)
+		} else {
+			op.Value, _, err = r.Get(ctx, op.Key)
 		}
-		if ok {
-			out[i] = v
+		if err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Set implements Store.

@@ -16,8 +16,8 @@ type Down struct {
 
 func (d Down) err() error { return fmt.Errorf("%w: %v", ErrUnavailable, d.Err) }
 
-func (d Down) Get(context.Context, string) ([]byte, bool, error)   { return nil, false, d.err() }
-func (d Down) GetMany(context.Context, []string) ([][]byte, error) { return nil, d.err() }
+func (d Down) Get(context.Context, string) ([]byte, bool, error) { return nil, false, d.err() }
+func (d Down) Do(context.Context, []Op) error                    { return d.err() }
 func (d Down) Set(context.Context, string, []byte, time.Duration) error {
 	return d.err()
 }

@@ -292,10 +292,28 @@ func (e *Embedded) Get(_ context.Context, key string) (v []byte, ok bool, err er
 	return v, ok, nil
 }
 
-// GetMany implements Store: the keys in memory from there, the others in
-// one read transaction.
-func (e *Embedded) GetMany(_ context.Context, keys []string) ([][]byte, error) {
-	return e.readMany(keys), nil
+// Do implements Store: the Gets through memory and one read
+// transaction, then the Greylist attempts.
+func (e *Embedded) Do(ctx context.Context, ops []Op) error {
+	var keys []string
+	var at []int
+	for i := range ops {
+		if ops[i].Greylist == nil {
+			keys, at = append(keys, ops[i].Key), append(at, i)
+		}
+	}
+	for j, v := range e.readMany(keys) {
+		ops[at[j]].Value = v
+	}
+	for i := range ops {
+		if op := &ops[i]; op.Greylist != nil {
+			var err error
+			if op.Entry, err = e.Greylist(ctx, op.Key, op.Now, *op.Greylist); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Set implements Store.

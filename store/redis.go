@@ -177,30 +177,51 @@ func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	return v, true, nil
 }
 
-// GetMany implements Store: one pipeline of GETs (in a Cluster, go-redis
-// sends each node its share).
-func (r *Redis) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
+// Do implements Store: one pipeline (in a Cluster, go-redis sends each
+// node its share). A Greylist attempt goes as EVALSHA; if Redis does not
+// know the script (restarted, failed over), that attempt alone is made
+// again with Script.Run, which loads it.
+func (r *Redis) Do(ctx context.Context, ops []Op) error {
 	cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			p.Get(ctx, r.k(k))
+		for _, op := range ops {
+			if op.Greylist != nil {
+				greylistScript.EvalSha(ctx, p, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...)
+			} else {
+				p.Get(ctx, r.k(op.Key))
+			}
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, wrap(err)
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return wrap(err)
 	}
-	out := make([][]byte, len(keys))
 	for i, c := range cmds {
+		op := &ops[i]
+		if op.Greylist != nil {
+			res, err := c.(*redis.Cmd).Int64Slice()
+			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+				op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist)
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				return wrap(err)
+			}
+			op.Entry = greylistEntry(res, op.Now)
+			continue
+		}
 		v, err := c.(*redis.StringCmd).Bytes()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {
-			return nil, wrap(err)
+			return wrap(err)
 		}
-		out[i] = v
+		op.Value = v
 	}
-	return out, nil
+	return nil
 }
 
 // Set implements Store.
@@ -299,12 +320,22 @@ return {first, passed and 1 or 0, count}`)
 
 // Greylist implements Store.
 func (r *Redis) Greylist(ctx context.Context, key string, now time.Time, p GreylistPolicy) (GreylistEntry, error) {
-	res, err := greylistScript.Run(ctx, r.c, []string{r.k(key)}, now.UnixMilli(), p.Delay.Milliseconds(),
-		p.Window.Milliseconds(), p.Keep.Milliseconds()).Int64Slice()
+	res, err := greylistScript.Run(ctx, r.c, []string{r.k(key)}, greylistArgs(now, p)...).Int64Slice()
 	if err != nil {
 		return GreylistEntry{}, wrap(err)
 	}
-	return GreylistEntry{First: time.UnixMilli(res[0]), Last: now, Passed: res[1] == 1, Count: res[2]}, nil
+	return greylistEntry(res, now), nil
+}
+
+func greylistArgs(now time.Time, p GreylistPolicy) []any {
+	return []any{now.UnixMilli(), p.Delay.Milliseconds(), p.Window.Milliseconds(), p.Keep.Milliseconds()}
+}
+
+func greylistEntry(res []int64, now time.Time) GreylistEntry {
+	if len(res) < 3 {
+		return GreylistEntry{First: now, Last: now}
+	}
+	return GreylistEntry{First: time.UnixMilli(res[0]), Last: now, Passed: res[1] == 1, Count: res[2]}
 }
 
 // lockScript: KEYS[1] the lock (owner, until), KEYS[2] its token, which

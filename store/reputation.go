@@ -55,9 +55,9 @@ func (r Reputation) Record(ctx context.Context, client netip.Addr, passed bool) 
 
 // Of returns the standing of client and of its Network (one round trip).
 func (r Reputation) Of(ctx context.Context, client netip.Addr) (addr, network Standing, err error) {
-	var rd Reads
-	of := r.ReadOf(&rd, client)
-	if err := rd.Run(ctx, r.st); err != nil {
+	var b Batch
+	of := r.ReadOf(&b, client)
+	if err := b.Run(ctx, r.st); err != nil {
 		return Standing{}, Standing{}, err
 	}
 	addr, network = of()

@@ -46,9 +46,10 @@ var ErrUnavailable = errors.New("store unavailable")
 type Store interface {
 	// Get returns a value, and whether it exists.
 	Get(ctx context.Context, key string) ([]byte, bool, error)
-	// GetMany returns the values of keys in their order, nil where a
-	// key does not exist, in one round trip (Reads builds on it).
-	GetMany(ctx context.Context, keys []string) ([][]byte, error)
+	// Do makes ops (Gets and Greylist attempts, each atomic on its
+	// own, not together) in one round trip and fills in their results
+	// (Batch builds on it).
+	Do(ctx context.Context, ops []Op) error
 	// Set stores a value; it is collected ttl after this write (0: kept).
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	// Delete removes a key; a missing key is not an error.

@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -400,5 +402,33 @@ func TestWindowWait(t *testing.T) {
 			}
 			t.Logf("%s: retry in %v (not %v)", tc.name, wait, win)
 		})
+	}
+}
+
+// A batch's greylist attempt goes as EVALSHA; after Redis lost its
+// scripts (a restart, a failover to a replica that never ran them) the
+// attempt is still made, and counted once.
+func TestRedisDoWithoutScripts(t *testing.T) {
+	r := storetest.StartRedis(t, "")
+	s, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{r.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	p := store.GreylistPolicy{Delay: time.Minute, Window: time.Hour, Keep: time.Hour}
+	t0 := time.Now()
+	if _, err := s.Greylist(ctx, "grey:x", t0, p); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("redis-cli", "-p", r.Addr[strings.LastIndexByte(r.Addr, ':')+1:], "SCRIPT", "FLUSH").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	ops := []store.Op{{Key: "grey:x", Greylist: &p, Now: t0.Add(2 * time.Minute)}, {Key: "grey-ok:x"}}
+	if err := s.Do(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	if e := ops[0].Entry; !e.Passed || e.Count != 1 {
+		t.Fatalf("attempt after SCRIPT FLUSH: %+v", e)
 	}
 }

@@ -72,8 +72,8 @@ func TestWritebackDurableAtOnce(t *testing.T) {
 	if _, ok, _ := e.Get(ctx, "grey:t"); ok {
 		t.Fatal("deleted key still read")
 	}
-	if got, _ := e.GetMany(ctx, []string{"grey:t"}); got[0] != nil {
-		t.Fatal("deleted key still read by GetMany")
+	if ops := []Op{{Key: "grey:t"}}; e.Do(ctx, ops) != nil || ops[0].Value != nil {
+		t.Fatal("deleted key still read by Do")
 	}
 	e.flush() //nolint:errcheck
 	if inFile(t, e, "grey:t") {

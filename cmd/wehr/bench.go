@@ -132,7 +132,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 		},
 	}
 	pcmd.Flags().StringVar(&paddr, "addr", "inet:127.0.0.1:10045", "policy service address, inet:HOST:PORT or unix:/path")
-	pcmd.Flags().IntVar(&po.Concurrency, "concurrency", 8, "connections")
+	pcmd.Flags().IntVar(&po.Concurrency, "concurrency", 16, "connections")
+	pcmd.Flags().BoolVar(&po.Warmup, "warmup", true, "send every triplet once before measuring (the service's steady state)")
 	pcmd.Flags().DurationVar(&po.Duration, "duration", 10*time.Second, "how long to run")
 	pcmd.Flags().IntVar(&po.Triplets, "triplets", 20000, "distinct greylisting triplets")
 	pcmd.Flags().StringVar(&plabel, "label", "", "name for the report line")

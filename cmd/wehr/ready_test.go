@@ -66,6 +66,10 @@ metrics: {listen: "inet:127.0.0.1:%d"}
 	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
+	// The profiler only when metrics.pprof says so.
+	if code, _ := get("/debug/pprof/"); code != 404 {
+		t.Errorf("/debug/pprof/ without metrics.pprof: %d", code)
+	}
 	cancel()
 	if got := read(); got != "STOPPING=1" {
 		t.Errorf("at stop: %q", got)
@@ -83,7 +87,7 @@ log: {level: error}
 milter: {listen: "inet:127.0.0.1:%d"}
 policyd: {listen: "inet:127.0.0.1:%d"}
 store: {backend: redis, redis: {mode: single, addrs: ["127.0.0.1:1"], timeout: 100ms}}
-metrics: {listen: "inet:127.0.0.1:%d"}
+metrics: {listen: "inet:127.0.0.1:%d", pprof: true}
 `, freePort(t), freePort(t), metricsPort))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -107,5 +111,15 @@ metrics: {listen: "inet:127.0.0.1:%d"}
 	}
 	if code != 503 || !strings.Contains(body, "store: ") {
 		t.Fatalf("/readyz with the store down: %d %q", code, body)
+	}
+	// metrics.pprof: the profiler beside the metrics.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "goroutine") {
+		t.Errorf("/debug/pprof/ with metrics.pprof: %d", resp.StatusCode)
 	}
 }

@@ -58,11 +58,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
-	t.Run("get many", func(t *testing.T) {
+	t.Run("do", func(t *testing.T) {
 		s := open(t)
 		// Keys of different names (different Cluster slots), one of
 		// them durable on the embedded store (rrow:), one missing, one
-		// deleted, one expired, one a Counters value.
+		// deleted, one expired, one a Counters value; and greylist
+		// attempts among them.
 		a, b, gone, del, exp, c := prefix+"many-a", "rrow:"+prefix+"many-b", prefix+"many-none", prefix+"many-del", prefix+"many-exp", prefix+"many-c"
 		s.Set(ctx, a, []byte("A"), 0)                  //nolint:errcheck
 		s.Set(ctx, b, []byte("B"), time.Hour)          //nolint:errcheck
@@ -71,21 +72,33 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		s.Set(ctx, exp, []byte("E"), time.Millisecond) //nolint:errcheck
 		s.Counters(ctx, c, []int64{2, 5}, time.Hour)   //nolint:errcheck
 		time.Sleep(20 * time.Millisecond)
-		got, err := s.GetMany(ctx, []string{a, gone, b, del, exp, c, a})
-		if err != nil {
+		p := store.GreylistPolicy{Delay: time.Minute, Window: time.Hour, Keep: time.Hour}
+		t0 := time.Now().Truncate(time.Millisecond)
+		g := prefix + "many-grey"
+		ops := []store.Op{{Key: a}, {Key: gone}, {Key: g, Greylist: &p, Now: t0}, {Key: b}, {Key: del}, {Key: exp}, {Key: c}, {Key: a}}
+		if err := s.Do(ctx, ops); err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"A", "", "B", "", "", "2 5", "A"}
-		if len(got) != len(want) {
-			t.Fatalf("%d values for 7 keys", len(got))
-		}
+		want := []string{"A", "", "", "B", "", "", "2 5", "A"}
 		for i, w := range want {
-			if string(got[i]) != w || (w == "") != (got[i] == nil) {
-				t.Errorf("value %d: %q, want %q", i, got[i], w)
+			if ops[i].Greylist == nil && (string(ops[i].Value) != w || (w == "") != (ops[i].Value == nil)) {
+				t.Errorf("value %d: %q, want %q", i, ops[i].Value, w)
 			}
 		}
-		if got, err := s.GetMany(ctx, nil); err != nil || len(got) != 0 {
-			t.Errorf("no keys: %q %v", got, err)
+		if e := ops[2].Entry; !e.First.Equal(t0) || e.Passed {
+			t.Errorf("first attempt: %+v", e)
+		}
+		// The attempt counted: a retry after the delay passes, in a
+		// batch as on its own.
+		ops = []store.Op{{Key: g, Greylist: &p, Now: t0.Add(2 * time.Minute)}, {Key: a}}
+		if err := s.Do(ctx, ops); err != nil || !ops[0].Entry.Passed || ops[0].Entry.Count != 1 || !ops[0].Entry.First.Equal(t0) {
+			t.Errorf("retry: %+v %v", ops[0].Entry, err)
+		}
+		if e, err := s.Greylist(ctx, g, t0.Add(3*time.Minute), p); err != nil || e.Count != 2 {
+			t.Errorf("after the batch: %+v %v", e, err)
+		}
+		if err := s.Do(ctx, nil); err != nil {
+			t.Errorf("no ops: %v", err)
 		}
 	})
 
