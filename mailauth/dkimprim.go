@@ -60,7 +60,7 @@ func VerifySignature(ctx context.Context, res Resolver, d, s, a string, digest, 
 	if err != nil {
 		return err
 	}
-	k, _, err := lookupKey(ctx, res, &dkimSig{domain: strings.ToLower(d), sel: s, keyType: keyType, algo: a, hash: h})
+	k, _, err := lookupKey(ctx, res, &dkimSig{domain: strings.ToLower(d), sel: s, keyType: keyType, algo: a, hash: h}, nil)
 	if err != nil {
 		var de *dkimError
 		if errors.As(err, &de) {

@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	_ "crypto/sha256" // registers crypto.SHA256
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -244,7 +243,7 @@ type dkimKey struct {
 }
 
 // parseDKIMKey parses a key record for sig.
-func parseDKIMKey(txt string, sig *dkimSig) (*dkimKey, error) {
+func parseDKIMKey(txt string, sig *dkimSig, keys *rsaKeys) (*dkimKey, error) {
 	tags, err := parseTagList(txt)
 	if err != nil {
 		return nil, permErr("malformed key record: %v", err)
@@ -304,18 +303,12 @@ func parseDKIMKey(txt string, sig *dkimSig) (*dkimKey, error) {
 		}
 		key.ed, key.bits = ed25519.PublicKey(der), 256
 	default:
-		pub, err := x509.ParsePKIXPublicKey(der)
-		if err != nil {
-			// Some publish a bare PKCS#1 key.
-			if rk, err2 := x509.ParsePKCS1PublicKey(der); err2 == nil {
-				pub = rk
-			} else {
-				return nil, permErr("malformed RSA key")
-			}
-		}
-		rk, ok := pub.(*rsa.PublicKey)
-		if !ok {
+		rk, err := keys.parse(der)
+		if errors.Is(err, errNotRSA) {
 			return nil, permErr("key in p= is not an RSA key")
+		}
+		if err != nil {
+			return nil, permErr("malformed RSA key")
 		}
 		key.rsa, key.bits = rk, rk.N.BitLen()
 		// RFC 8301 3.2: keys under 1024 bits are not valid.
@@ -329,7 +322,7 @@ func parseDKIMKey(txt string, sig *dkimSig) (*dkimKey, error) {
 // lookupKey fetches and parses the key of sig (RFC 6376 6.1.2). A DNS
 // name that does not exist, or no usable record, is a permanent error; a
 // DNS failure a temporary one.
-func lookupKey(ctx context.Context, res Resolver, sig *dkimSig) (*dkimKey, []string, error) {
+func lookupKey(ctx context.Context, res Resolver, sig *dkimSig, keys *rsaKeys) (*dkimKey, []string, error) {
 	name := sig.sel + "._domainkey." + sig.domain
 	txts, err := res.LookupTXT(ctx, name)
 	if err != nil {
@@ -341,7 +334,7 @@ func lookupKey(ctx context.Context, res Resolver, sig *dkimSig) (*dkimKey, []str
 	}
 	var first error
 	for _, t := range txts {
-		k, err := parseDKIMKey(t, sig)
+		k, err := parseDKIMKey(t, sig, keys)
 		if err == nil {
 			return k, txts, nil
 		}
@@ -466,6 +459,9 @@ func (c *bodyCanon) startContent() {
 }
 
 func (c *bodyCanon) Write(p []byte) (int, error) {
+	if need := len(p) + len(p)/8 + 64; cap(c.out) < need {
+		c.out = make([]byte, 0, need)
+	}
 	for _, b := range p {
 		if c.cr {
 			c.cr = false
@@ -535,6 +531,11 @@ func (c *bodyCanon) close() {
 	c.flush()
 }
 
+var errNotRSA = errors.New("not an RSA key")
+
+// readBuffers are the body hasher's read buffers.
+var readBuffers = sync.Pool{New: func() any { return new([8 << 10]byte) }}
+
 // bodyHasher hashes the body once for every (canonicalization, hash,
 // length) the signatures ask for.
 type bodyHasher struct {
@@ -566,7 +567,9 @@ func (bh *bodyHasher) add(s *dkimSig) {
 
 // read hashes the body from r, checking ctx between chunks.
 func (bh *bodyHasher) read(ctx context.Context, r io.Reader) error {
-	buf := make([]byte, 8<<10)
+	bp := readBuffers.Get().(*[8 << 10]byte)
+	defer readBuffers.Put(bp)
+	buf := bp[:]
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -597,7 +600,7 @@ func (bh *bodyHasher) sum(s *dkimSig) (sum []byte, tooShort bool) {
 // 6.1), the header as h holds it and the body read from msg after it;
 // the rest are reported neutral, not checked. Key lookups go through res,
 // at once for every signature; everything stops when ctx ends.
-func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max int) []DKIMResult {
+func verifyDKIM(ctx context.Context, res Resolver, cache *rsaKeys, h Header, msg io.Reader, max int) []DKIMResult {
 	now := time.Now()
 	out := []DKIMResult{}
 	var sigs []*dkimSig
@@ -627,8 +630,13 @@ func verifyDKIM(ctx context.Context, res Resolver, h Header, msg io.Reader, max 
 	var wg sync.WaitGroup
 	bh := &bodyHasher{hashes: map[bodyKey]*bodyHash{}}
 	lookup := func(i int, s *dkimSig) {
-		k, txts, err := lookupKey(ctx, res, s)
+		k, txts, err := lookupKey(ctx, res, s, cache)
 		keys[i], errs[i] = k, err
+		if k != nil {
+			out[i].KeyBits = k.bits
+			return
+		}
+		// The key was refused (too short, say): its size still says why.
 		for _, t := range txts {
 			if n := KeyBits(t); n > 0 {
 				out[i].KeyBits = n

@@ -200,11 +200,11 @@ func TestDKIMStopsAtDeadline(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	rs := verifyDKIM(ctx, res, h, strings.NewReader(msg), 5)
+	rs := verifyDKIM(ctx, res, nil, h, strings.NewReader(msg), 5)
 	if len(rs) != 1 || rs[0].Result != DKIMTempError || !strings.Contains(rs[0].Error, "context canceled") {
 		t.Fatalf("%+v", rs)
 	}
-	if rs := verifyDKIM(context.Background(), res, h, strings.NewReader(msg), 5); rs[0].Result != DKIMPass {
+	if rs := verifyDKIM(context.Background(), res, &rsaKeys{}, h, strings.NewReader(msg), 5); rs[0].Result != DKIMPass {
 		t.Fatalf("with time: %+v", rs)
 	}
 }

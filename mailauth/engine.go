@@ -128,8 +128,9 @@ type MailingLists struct {
 
 // Engine verifies messages. It is safe for concurrent use.
 type Engine struct {
-	cfg Config
-	res Resolver
+	cfg  Config
+	res  Resolver
+	keys *rsaKeys
 }
 
 // NewEngine makes an engine; zero config fields take their defaults.
@@ -160,7 +161,7 @@ func NewEngine(res Resolver, cfg Config) *Engine {
 			o.Disposition = PolicyNone
 		}
 	}
-	return &Engine{cfg: cfg, res: res}
+	return &Engine{cfg: cfg, res: res, keys: &rsaKeys{}}
 }
 
 // AuthResult is the SMTP AUTH result (RFC 8601 2.7.4).
@@ -349,7 +350,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		defer guard("DKIM", func(s string) { v.DKIM = []DKIMResult{{Result: DKIMTempError, Error: s}} })
 		ctx, cancel := e.checkCtx(ctx, start, dkimTimeShare)
 		defer cancel()
-		v.DKIM = verifyDKIM(ctx, dkimRes, h, msg, e.cfg.DKIMMaxSignatures)
+		v.DKIM = verifyDKIM(ctx, dkimRes, e.keys, h, msg, e.cfg.DKIMMaxSignatures)
 		if e.cfg.ARC != nil && h.Get("ARC-Seal") != "" {
 			if err := rewindBody(msg, h); err != nil {
 				v.ARC = ARCResult{Result: ARCFail, Sealers: []string{}, Error: "reading the message: " + err.Error()}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 )
 
 // maxPacket bounds one milter packet. Postfix sends body chunks of at
@@ -42,14 +43,52 @@ func (l guardListener) Accept() (net.Conn, error) {
 // bytes to the reader.
 type frameGuard struct {
 	net.Conn
-	log     *slog.Logger
-	br      *bufio.Reader
-	buf     []byte // the current packet, reused
-	pending []byte // checked bytes of it not yet read
+	log *slog.Logger
+	// mu guards the buffers, which go back to guardBuffers at Close
+	// (a shutdown may close the connection while it is being read).
+	mu      sync.Mutex
+	bufs    *guardBufs
+	pending []byte // checked bytes of the current packet not yet read
 	bad     error
 }
 
+// guardBufs are one connection's read buffer and packet buffer, kept for
+// the next connection: a connection carries one or a few messages, and
+// allocating them anew was a fifth of a message's garbage.
+type guardBufs struct {
+	br  *bufio.Reader
+	buf []byte // the current packet, reused
+}
+
+var guardBuffers = sync.Pool{New: func() any { return &guardBufs{} }}
+
+// maxPooledPacket bounds the packet buffers kept for reuse.
+const maxPooledPacket = 128 << 10
+
+// Close closes the connection and gives its buffers back.
+func (g *frameGuard) Close() error {
+	err := g.Conn.Close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b := g.bufs; b != nil {
+		g.bufs, g.pending = nil, nil
+		if b.br != nil {
+			b.br.Reset(nil)
+		}
+		if cap(b.buf) > maxPooledPacket {
+			b.buf = nil
+		}
+		guardBuffers.Put(b)
+	}
+	if g.bad == nil {
+		g.bad = net.ErrClosed
+	}
+	return err
+}
+
 func (g *frameGuard) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.pending) == 0 {
 		if g.bad != nil {
 			return 0, g.bad
@@ -65,24 +104,32 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 
 // next reads and checks one packet into pending.
 func (g *frameGuard) next() error {
-	if g.br == nil {
-		g.br = bufio.NewReaderSize(g.Conn, 16<<10)
+	if g.bufs == nil {
+		g.bufs = guardBuffers.Get().(*guardBufs)
+		// Small packets come through the buffer; body chunks (up to
+		// 64 KB) are read past it, straight into buf.
+		if g.bufs.br == nil {
+			g.bufs.br = bufio.NewReaderSize(g.Conn, 4<<10)
+		} else {
+			g.bufs.br.Reset(g.Conn)
+		}
 	}
+	b := g.bufs
 	var hdr [4]byte
-	if _, err := io.ReadFull(g.br, hdr[:]); err != nil {
+	if _, err := io.ReadFull(b.br, hdr[:]); err != nil {
 		return err
 	}
 	l := int(binary.BigEndian.Uint32(hdr[:]))
 	if l == 0 || l > maxPacket {
 		return g.fail(fmt.Errorf("packet of %d bytes", l))
 	}
-	g.buf = append(g.buf[:0], hdr[:]...)
+	b.buf = append(b.buf[:0], hdr[:]...)
 	// Grow with what arrives, not with what the length claims.
 	for left := l; left > 0; {
 		k := min(left, 64<<10)
-		n := len(g.buf)
-		g.buf = slices.Grow(g.buf, k)[:n+k]
-		if _, err := io.ReadFull(g.br, g.buf[n:]); err != nil {
+		n := len(b.buf)
+		b.buf = slices.Grow(b.buf, k)[:n+k]
+		if _, err := io.ReadFull(b.br, b.buf[n:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
@@ -90,10 +137,10 @@ func (g *frameGuard) next() error {
 		}
 		left -= k
 	}
-	if err := checkPacket(g.buf[4], g.buf[5:]); err != nil {
+	if err := checkPacket(b.buf[4], b.buf[5:]); err != nil {
 		return g.fail(err)
 	}
-	g.pending = g.buf
+	g.pending = b.buf
 	return nil
 }
 
@@ -103,7 +150,7 @@ func (g *frameGuard) next() error {
 func (g *frameGuard) fail(err error) error {
 	g.log.Warn("milter: "+err.Error()+": not the milter protocol, or broken; connection closed", "remote", g.RemoteAddr().String())
 	g.bad = fmt.Errorf("milter: %v: %w", err, net.ErrClosed)
-	g.Conn.Close()
+	g.Conn.Close() // the buffers go back when go-milter closes it
 	return g.bad
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 )
 
 // spool holds one message: in memory up to a limit, then in a temp file,
@@ -17,7 +18,21 @@ type spool struct {
 	size int64
 }
 
-func newSpool(max int, dir string) *spool { return &spool{max: max, dir: dir} }
+func newSpool(max int, dir string) *spool {
+	s := &spool{max: max, dir: dir}
+	if b, ok := spoolBuffers.Get().(*bytes.Buffer); ok {
+		s.buf = *b
+	}
+	return s
+}
+
+// spoolBuffers keeps the memory of messages spooled before: a message's
+// buffer grows as its header fields and body chunks arrive, and most
+// messages are about the same size.
+var spoolBuffers sync.Pool
+
+// maxPooled bounds the buffers kept for reuse.
+const maxPooled = 1 << 20
 
 func (s *spool) Write(p []byte) (int, error) {
 	s.size += int64(len(p))
@@ -59,6 +74,11 @@ func (s *spool) Close() {
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
+	}
+	if c := s.buf.Cap(); c > 0 && c <= maxPooled {
+		b := s.buf
+		b.Reset()
+		spoolBuffers.Put(&b)
 	}
 	s.buf = bytes.Buffer{}
 	s.size = 0

@@ -40,17 +40,21 @@ func (greylistCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply {
 		ev.storeFailed("greylist", st.err)
 		return nil
 	}
-	if g.AllowlistAfter > 0 {
-		if n := st.passes(); n >= g.AllowlistAfter {
-			ev.note("greylist", 0, fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, n))
-			return nil
-		}
+	allowlisted := func() *smtpreply.Reply {
+		ev.note("greylist", 0, fmt.Sprintf("not greylisted: %s passed greylisting %d times", network, st.passes()))
+		return nil
 	}
 	t, policy := ev.triplet(), p.greylistPolicy()
 	var e store.GreylistEntry
 	if st.attempt != nil {
-		e = st.attempt()
+		var made bool
+		if e, made = st.attempt(); !made {
+			return allowlisted()
+		}
 	} else {
+		if g.AllowlistAfter > 0 && st.passes() >= g.AllowlistAfter {
+			return allowlisted()
+		}
 		var err error
 		if e, err = p.grey.Attempt(ctx, t, ev.now, policy); err != nil {
 			ev.storeFailed("greylist", err)

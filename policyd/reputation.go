@@ -44,15 +44,14 @@ func (reputationCheck) run(ctx context.Context, ev *evaluation) *smtpreply.Reply
 // its reputation, its network's greylisting passes and, when the
 // findings so far already make the client suspicious and no reputation
 // could make it refused, its greylisting attempt (which the greylist
-// check would otherwise make in a second round trip). The attempt is
-// then recorded even if the network turns out to be allowlisted; such an
-// entry is never consulted and expires.
+// check would otherwise make in a second round trip), made by the store
+// only if the network is not allowlisted by its passes.
 type clientState struct {
 	done    bool
 	err     error
 	rep     func() (addr, network store.Standing)
 	passes  func() int64
-	attempt func() store.GreylistEntry // nil: not made
+	attempt func() (store.GreylistEntry, bool) // nil: not asked; false: allowlisted, not made
 }
 
 func (ev *evaluation) clientState(ctx context.Context) *clientState {
@@ -67,7 +66,7 @@ func (ev *evaluation) clientState(ctx context.Context) *clientState {
 	g, score := p.cfg.Greylist, ev.d.Score
 	if g.Enabled && score >= p.cfg.SuspiciousScore && score+max(p.cfg.Weights.BadReputation, 0) < p.cfg.RejectScore &&
 		!p.spfAllowlisted(ev.q.SenderDomain()) {
-		st.attempt = p.grey.AttemptIn(&b, ev.triplet(), ev.now, p.greylistPolicy())
+		st.attempt = p.grey.AttemptIn(&b, ev.triplet(), ev.now, p.greylistPolicy(), g.AllowlistAfter)
 	}
 	st.err = b.Run(ctx, p.st)
 	st.done = true

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -190,6 +192,16 @@ func (r *Remote) Do(ctx context.Context, ops []Op) error {
 		op := &ops[i]
 		var err error
 		if op.Greylist != nil {
+			if op.Unless != "" {
+				v, _, err := r.Get(ctx, op.Unless)
+				if err != nil {
+					return err
+				}
+				if n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); n >= op.UnlessAtLeast {
+					op.Skipped = true
+					continue
+				}
+			}
 			op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist)
 		} else {
 			op.Value, _, err = r.Get(ctx, op.Key)

@@ -14,9 +14,15 @@ type Op struct {
 	Key      string
 	Greylist *GreylistPolicy
 	Now      time.Time
+	// Unless, if set, skips the Greylist attempt when the number stored
+	// there is at least UnlessAtLeast (the same step, atomic with it:
+	// a network's passes allowlisting it).
+	Unless        string
+	UnlessAtLeast int64
 
-	Value []byte        // a Get's value; nil when the key does not exist
-	Entry GreylistEntry // a Greylist attempt's entry
+	Value   []byte        // a Get's value; nil when the key does not exist
+	Entry   GreylistEntry // a Greylist attempt's entry
+	Skipped bool          // the attempt was not made (Unless)
 }
 
 // Batch collects the operations of several kinds of state so that the
@@ -76,9 +82,14 @@ func (g Greylists) ReadPasses(b *Batch, n netip.Prefix) func() int64 {
 	}
 }
 
-// AttemptIn adds Attempt to b: the function returns the entry after
-// b.Run.
-func (g Greylists) AttemptIn(b *Batch, t Triplet, now time.Time, p GreylistPolicy) func() GreylistEntry {
-	i := b.add(Op{Key: "grey:" + t.String(), Greylist: &p, Now: now})
-	return func() GreylistEntry { return b.op(i).Entry }
+// AttemptIn adds Attempt to b, unless the triplet's network passed
+// greylisting allowlistAfter times (0: always): the function returns the
+// entry after b.Run, or false when the network is allowlisted.
+func (g Greylists) AttemptIn(b *Batch, t Triplet, now time.Time, p GreylistPolicy, allowlistAfter int64) func() (GreylistEntry, bool) {
+	op := Op{Key: "grey:" + t.String(), Greylist: &p, Now: now}
+	if allowlistAfter > 0 {
+		op.Unless, op.UnlessAtLeast = "grey-ok:"+t.Network.String(), allowlistAfter
+	}
+	i := b.add(op)
+	return func() (GreylistEntry, bool) { o := b.op(i); return o.Entry, !o.Skipped }
 }

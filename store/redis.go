@@ -180,14 +180,25 @@ func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
 // Do implements Store: one pipeline (in a Cluster, go-redis sends each
 // node its share). A Greylist attempt goes as EVALSHA; if Redis does not
 // know the script (restarted, failed over), that attempt alone is made
-// again with Script.Run, which loads it.
+// again with Script.Run, which loads it. An attempt with Unless is one
+// script over both keys; in a Cluster, where they are in different
+// slots, the pipeline reads the Unless key and the attempt follows in a
+// second round trip.
 func (r *Redis) Do(ctx context.Context, ops []Op) error {
+	cluster := r.mode == ModeCluster
+	var later []int // Cluster: attempts decided after the pipeline
 	cmds, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, op := range ops {
-			if op.Greylist != nil {
-				greylistScript.EvalSha(ctx, p, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...)
-			} else {
+		for i, op := range ops {
+			switch {
+			case op.Greylist == nil:
 				p.Get(ctx, r.k(op.Key))
+			case op.Unless == "":
+				greylistScript.EvalSha(ctx, p, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...)
+			case cluster:
+				p.Get(ctx, r.k(op.Unless))
+				later = append(later, i)
+			default:
+				greylistUnlessScript.EvalSha(ctx, p, []string{r.k(op.Key), r.k(op.Unless)}, greylistUnlessArgs(op)...)
 			}
 		}
 		return nil
@@ -197,19 +208,23 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 	}
 	for i, c := range cmds {
 		op := &ops[i]
-		if op.Greylist != nil {
+		if op.Greylist != nil && (op.Unless == "" || !cluster) {
 			res, err := c.(*redis.Cmd).Int64Slice()
 			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist)
-				if err != nil {
-					return err
+				if op.Unless == "" {
+					res, err = greylistScript.Run(ctx, r.c, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...).Int64Slice()
+				} else {
+					res, err = greylistUnlessScript.Run(ctx, r.c, []string{r.k(op.Key), r.k(op.Unless)}, greylistUnlessArgs(*op)...).Int64Slice()
 				}
-				continue
 			}
 			if err != nil {
 				return wrap(err)
 			}
-			op.Entry = greylistEntry(res, op.Now)
+			if len(res) > 0 && res[0] == -1 {
+				op.Skipped = true
+			} else {
+				op.Entry = greylistEntry(res, op.Now)
+			}
 			continue
 		}
 		v, err := c.(*redis.StringCmd).Bytes()
@@ -219,9 +234,27 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 		if err != nil {
 			return wrap(err)
 		}
+		if op.Greylist != nil { // Cluster: the Unless key's value
+			if n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); n >= op.UnlessAtLeast {
+				op.Skipped = true
+			}
+			continue
+		}
 		op.Value = v
 	}
+	for _, i := range later {
+		if op := &ops[i]; !op.Skipped {
+			var err error
+			if op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+func greylistUnlessArgs(op Op) []any {
+	return append(greylistArgs(op.Now, *op.Greylist), op.UnlessAtLeast)
 }
 
 // Set implements Store.
@@ -304,7 +337,16 @@ func (r *Redis) Window(ctx context.Context, key string, now time.Time, win time.
 }
 
 // greylistScript applies decideGreylist atomically; times in ms.
-var greylistScript = redis.NewScript(`
+var greylistScript = redis.NewScript(greylistLua)
+
+// greylistUnlessScript is greylistScript unless the number at KEYS[2]
+// is at least ARGV[5] (Op.Unless); then it returns {-1, 0, 0}. Outside a
+// Cluster only: its two keys are in different slots.
+var greylistUnlessScript = redis.NewScript(`
+if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) >= tonumber(ARGV[5]) then return {-1, 0, 0} end
+` + greylistLua)
+
+const greylistLua = `
 local now, delay, window, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local v = redis.call('HMGET', KEYS[1], 'first', 'passed', 'count')
 local first, passed, count = tonumber(v[1]), v[2] == '1', tonumber(v[3] or '0')
@@ -316,7 +358,7 @@ else
 end
 redis.call('HSET', KEYS[1], 'first', first, 'last', now, 'passed', passed and '1' or '0', 'count', count)
 if passed then redis.call('PEXPIRE', KEYS[1], keep) else redis.call('PEXPIRE', KEYS[1], window) end
-return {first, passed and 1 or 0, count}`)
+return {first, passed and 1 or 0, count}`
 
 // Greylist implements Store.
 func (r *Redis) Greylist(ctx context.Context, key string, now time.Time, p GreylistPolicy) (GreylistEntry, error) {

@@ -431,4 +431,9 @@ func TestRedisDoWithoutScripts(t *testing.T) {
 	if e := ops[0].Entry; !e.Passed || e.Count != 1 {
 		t.Fatalf("attempt after SCRIPT FLUSH: %+v", e)
 	}
+	exec.Command("redis-cli", "-p", r.Addr[strings.LastIndexByte(r.Addr, ':')+1:], "SCRIPT", "FLUSH").Run() //nolint:errcheck
+	ops = []store.Op{{Key: "grey:y", Greylist: &p, Now: t0, Unless: "grey-ok:x", UnlessAtLeast: 1}}
+	if err := s.Do(ctx, ops); err != nil || ops[0].Skipped || !ops[0].Entry.First.Equal(t0.Truncate(time.Millisecond)) {
+		t.Fatalf("conditional attempt after SCRIPT FLUSH: %+v %v", ops[0], err)
+	}
 }

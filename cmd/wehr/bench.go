@@ -9,11 +9,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wehr/wehr/internal/loadstat"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/milterbench"
 	"github.com/wehr/wehr/policybench"
 	"github.com/wehr/wehr/resolver/dnstest"
 )
+
+// usage reads a process's usage for --pid; pid 0: none asked.
+func usage(pid int) (loadstat.Usage, error) {
+	if pid <= 0 {
+		return loadstat.Usage{}, nil
+	}
+	u, err := loadstat.ReadUsage(pid)
+	if err != nil {
+		return u, usagef("--pid %d: %v", pid, err)
+	}
+	return u, nil
+}
 
 func newBenchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -76,6 +89,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 
 	var o milterbench.Options
 	var labels []string
+	var mpid, ppid int
 	mcmd := &cobra.Command{
 		Use:   "milter --addr ADDR [--addr ADDR2 ...] --corpus DIR [--concurrency N] [--duration D]",
 		Short: "Replay a corpus against a milter or a chain of milters and report throughput, latency and agreement",
@@ -83,6 +97,10 @@ func newBenchCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(o.Addrs) == 0 || o.Corpus == "" {
 				return usagef("--addr and --corpus are required")
+			}
+			before, err := usage(mpid)
+			if err != nil {
+				return err
 			}
 			rep, err := milterbench.Run(cmd.Context(), o)
 			if err != nil {
@@ -93,6 +111,13 @@ func newBenchCmd(g *globals) *cobra.Command {
 				label = labels[0]
 			}
 			rep.Print(g.stdout, label)
+			if mpid > 0 {
+				after, err := usage(mpid)
+				if err != nil {
+					return err
+				}
+				loadstat.PrintUsage(g.stdout, mpid, before, after, rep.Messages, "message")
+			}
 			if rep.Errors > 0 {
 				return fmt.Errorf("%d messages failed", rep.Errors)
 			}
@@ -104,6 +129,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	mcmd.Flags().IntVar(&o.Concurrency, "concurrency", 4, "messages in flight")
 	mcmd.Flags().DurationVar(&o.Duration, "duration", 0, "how long to run (default: one pass over the corpus)")
 	mcmd.Flags().StringArrayVar(&labels, "label", nil, "name for the report line")
+	mcmd.Flags().IntVar(&mpid, "pid", 0, "also report this process's CPU per message and memory (the milter's pid)")
 	mcmd.Flags().StringVar(&o.QuarantineHeader, "quarantine-header", "X-Wehr-Quarantine", "header that marks quarantine")
 	var po policybench.Options
 	var paddr, plabel string
@@ -117,6 +143,19 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return usagef("--addr: %v", err)
 			}
 			po.Network, po.Addr = a.Network, a.Address
+			if po.Warmup {
+				// Warm up first, so that the CPU counted is the run's.
+				wo := po
+				wo.Requests = 1
+				if _, err := policybench.Run(cmd.Context(), wo); err != nil {
+					return err
+				}
+				po.Warmup = false
+			}
+			before, err := usage(ppid)
+			if err != nil {
+				return err
+			}
 			rep, err := policybench.Run(cmd.Context(), po)
 			if err != nil {
 				return err
@@ -125,6 +164,13 @@ func newBenchCmd(g *globals) *cobra.Command {
 				plabel = paddr
 			}
 			rep.Print(g.stdout, plabel)
+			if ppid > 0 {
+				after, err := usage(ppid)
+				if err != nil {
+					return err
+				}
+				loadstat.PrintUsage(g.stdout, ppid, before, after, rep.Requests, "request")
+			}
 			if rep.Errors > 0 {
 				return fmt.Errorf("%d requests failed", rep.Errors)
 			}
@@ -137,6 +183,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	pcmd.Flags().DurationVar(&po.Duration, "duration", 10*time.Second, "how long to run")
 	pcmd.Flags().IntVar(&po.Triplets, "triplets", 20000, "distinct greylisting triplets")
 	pcmd.Flags().StringVar(&plabel, "label", "", "name for the report line")
+	pcmd.Flags().IntVar(&ppid, "pid", 0, "also report this process's CPU per request and memory (the service's pid)")
 	cmd.AddCommand(corpus, dnsCmd, mcmd, pcmd)
 	return cmd
 }

@@ -100,6 +100,26 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		if err := s.Do(ctx, nil); err != nil {
 			t.Errorf("no ops: %v", err)
 		}
+		// Unless: an attempt is skipped, and leaves nothing, while the
+		// counter it names is at least the bound; made below it.
+		cnt, g2 := prefix+"many-passes", prefix+"many-grey2"
+		s.Incr(ctx, cnt, 5, time.Hour) //nolint:errcheck
+		ops = []store.Op{{Key: g2, Greylist: &p, Now: t0, Unless: cnt, UnlessAtLeast: 5}, {Key: a}}
+		if err := s.Do(ctx, ops); err != nil || !ops[0].Skipped || string(ops[1].Value) != "A" {
+			t.Errorf("at the bound: skipped=%v %q %v", ops[0].Skipped, ops[1].Value, err)
+		}
+		if e, err := s.Greylist(ctx, g2, t0.Add(2*time.Minute), p); err != nil || e.Passed {
+			t.Errorf("a skipped attempt was recorded: %+v %v", e, err)
+		}
+		ops = []store.Op{{Key: g2, Greylist: &p, Now: t0.Add(3 * time.Minute), Unless: cnt, UnlessAtLeast: 6}}
+		// (a retry a minute after the direct attempt above: it passes)
+		if err := s.Do(ctx, ops); err != nil || ops[0].Skipped || !ops[0].Entry.Passed {
+			t.Errorf("below the bound: %+v skipped=%v %v", ops[0].Entry, ops[0].Skipped, err)
+		}
+		ops = []store.Op{{Key: g2, Greylist: &p, Now: t0.Add(3 * time.Minute), Unless: prefix + "many-nothing", UnlessAtLeast: 1}}
+		if err := s.Do(ctx, ops); err != nil || ops[0].Skipped {
+			t.Errorf("missing counter: skipped=%v %v", ops[0].Skipped, err)
+		}
 	})
 
 	t.Run("ttl collects garbage", func(t *testing.T) {

@@ -1,0 +1,53 @@
+package mailauth
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"sync"
+)
+
+// rsaKeys keeps the RSA public keys parsed from DKIM key records, by the
+// record's p= value: the resolver caches the record, and parsing its
+// DER on every message was a tenth of a message's CPU. A forger who
+// publishes many keys only fills the cache, which starts over when full.
+type rsaKeys struct {
+	mu   sync.Mutex
+	keys map[string]*rsa.PublicKey
+}
+
+// maxRSAKeys bounds the cache (a 2048-bit key takes about 600 bytes).
+const maxRSAKeys = 4096
+
+// parse returns the key of der: from the cache, or parsed (PKIX, or a
+// bare PKCS#1 key as some publish). c may be nil: no cache.
+func (c *rsaKeys) parse(der []byte) (*rsa.PublicKey, error) {
+	if c != nil {
+		c.mu.Lock()
+		k, ok := c.keys[string(der)]
+		c.mu.Unlock()
+		if ok {
+			return k, nil
+		}
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		rk, err2 := x509.ParsePKCS1PublicKey(der)
+		if err2 != nil {
+			return nil, err
+		}
+		pub = rk
+	}
+	rk, ok := pub.(*rsa.PublicKey)
+	if !ok {
+		return nil, errNotRSA
+	}
+	if c != nil {
+		c.mu.Lock()
+		if len(c.keys) >= maxRSAKeys || c.keys == nil {
+			c.keys = make(map[string]*rsa.PublicKey)
+		}
+		c.keys[string(der)] = rk
+		c.mu.Unlock()
+	}
+	return rk, nil
+}
