@@ -12,14 +12,19 @@ import (
 )
 
 // Limit wraps ln so that a daemon keeps serving whatever its clients do:
-// Accept waits while max connections are open (the next ones wait in the
-// kernel's backlog; logged once per burst), and retries the errors that
+// while max connections are open, Accept closes the one that has waited
+// longest for its client to send anything (at least evictAfter), so
+// that connections left idle by the hundred, or clients sending a byte
+// at a time, cannot hold the service (Postfix reconnects a policy
+// connection it finds closed); if none has, it waits (the next ones wait
+// in the kernel's backlog; logged once per burst). It retries the errors that
 // pass (out of file descriptors, a connection aborted before it was
 // accepted) with a backoff of up to a second, logged, as net/http does.
 // Only a closed listener ends Accept. name says whose connections these
 // are in the log.
 func Limit(ln net.Listener, max int, name string, log *slog.Logger) net.Listener {
-	return &limited{Listener: ln, name: name, log: log, slots: make(chan struct{}, max), max: max, closed: make(chan struct{})}
+	return &limited{Listener: ln, name: name, log: log, slots: make(chan struct{}, max), max: max, closed: make(chan struct{}),
+		conns: map[*slotConn]struct{}{}}
 }
 
 type limited struct {
@@ -28,6 +33,9 @@ type limited struct {
 	log   *slog.Logger
 	slots chan struct{}
 	max   int
+
+	mu    sync.Mutex
+	conns map[*slotConn]struct{}
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -46,6 +54,9 @@ func (l *limited) Accept() (net.Conn, error) {
 	case l.slots <- struct{}{}:
 		l.full.Store(false)
 	default:
+		if l.evictIdle() {
+			break
+		}
 		if !l.full.Swap(true) {
 			l.log.Warn(l.name+": connection limit reached; new connections wait until one closes", "max_connections", l.max)
 		}
@@ -59,7 +70,17 @@ func (l *limited) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
+			sc := &slotConn{Conn: c}
+			sc.release = func() {
+				l.mu.Lock()
+				delete(l.conns, sc)
+				l.mu.Unlock()
+				<-l.slots
+			}
+			l.mu.Lock()
+			l.conns[sc] = struct{}{}
+			l.mu.Unlock()
+			return sc, nil
 		}
 		if !Temporary(err) {
 			<-l.slots
@@ -95,11 +116,56 @@ func Temporary(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// slotConn gives its slot back when closed, once.
+// evictAfter is how long a connection must have waited for its client
+// before it may be closed to make room.
+const evictAfter = time.Second
+
+// evictIdle closes the connection that has waited longest for its
+// client, if one has waited evictAfter, and waits for its slot; it
+// reports whether it took one.
+func (l *limited) evictIdle() bool {
+	now := time.Now().UnixNano()
+	var oldest *slotConn
+	var since int64
+	l.mu.Lock()
+	for c := range l.conns {
+		if s := c.waiting.Load(); s != 0 && now-s >= int64(evictAfter) && (oldest == nil || s < since) {
+			oldest, since = c, s
+		}
+	}
+	l.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	l.log.Warn(l.name+": connection limit reached; closed the connection waiting longest for its client", "max_connections", l.max,
+		"remote", oldest.RemoteAddr().String(), "waiting", time.Duration(now-since).Round(time.Millisecond).String())
+	oldest.Close()
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-l.done():
+		return false
+	}
+}
+
+// slotConn gives its slot back when closed, once, and knows since when
+// it has waited for its client (a Read under way; 0: none).
 type slotConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	waiting atomic.Int64 // unix ns
+}
+
+func (c *slotConn) Read(p []byte) (int, error) {
+	c.waiting.Store(time.Now().UnixNano())
+	n, err := c.Conn.Read(p)
+	c.waiting.Store(0)
+	return n, err
 }
 
 func (c *slotConn) Close() error {

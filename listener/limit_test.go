@@ -149,3 +149,84 @@ func TestLimitCapsConnections(t *testing.T) {
 		t.Fatalf("waiting accept after close: %v", err)
 	}
 }
+
+// Hostile: connections left idle (or fed a byte at a time) fill the
+// limit. The one waiting longest for its client is closed to make room,
+// logged; a connection whose client talks is never closed for this.
+func TestLimitEvictsIdle(t *testing.T) {
+	var logs logBuf
+	base := tcpListener(t)
+	ln := Limit(base, 2, "test", slog.New(slog.NewTextHandler(&logs, nil)))
+	serve := func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			c.Write(buf[:n]) //nolint:errcheck
+		}
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", base.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	idle := dial()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go serve(sc)
+	time.Sleep(300 * time.Millisecond)
+	busy := dial()
+	sc, _ = ln.Accept()
+	go serve(sc)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // busy talks every 100 ms
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				busy.Write([]byte("x"))    //nolint:errcheck
+				busy.Read(make([]byte, 1)) //nolint:errcheck
+			}
+		}
+	}()
+	time.Sleep(1200 * time.Millisecond)
+	third := dial()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	select {
+	case c := <-accepted:
+		go serve(c)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the third connection waited for the idle one")
+	}
+	idle.SetReadDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
+	if _, err := idle.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the idle connection was not closed: %v", err)
+	}
+	third.Write([]byte("y"))                               //nolint:errcheck
+	third.SetReadDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
+	if _, err := third.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("third not served: %v", err)
+	}
+	busy.SetDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
+	if _, err := busy.Write([]byte("z")); err != nil {
+		t.Fatalf("the talking connection was closed: %v", err)
+	}
+	if !strings.Contains(logs.String(), "closed the connection waiting longest") {
+		t.Errorf("eviction not logged:\n%s", logs.String())
+	}
+}
