@@ -54,16 +54,25 @@ func (l *limited) Accept() (net.Conn, error) {
 	case l.slots <- struct{}{}:
 		l.full.Store(false)
 	default:
-		if l.evictIdle() {
-			break
-		}
-		if !l.full.Swap(true) {
-			l.log.Warn(l.name+": connection limit reached; new connections wait until one closes", "max_connections", l.max)
-		}
-		select {
-		case l.slots <- struct{}{}:
-		case <-l.done():
-			return nil, net.ErrClosed
+		// Full: make room by closing a connection whose client keeps it
+		// waiting, looking again every evictSilentAfter while none has.
+		for took := false; !took; {
+			if took = l.evictIdle(); took {
+				break
+			}
+			if !l.full.Swap(true) {
+				l.log.Warn(l.name+": connection limit reached; new connections wait until one closes", "max_connections", l.max)
+			}
+			t := time.NewTimer(evictSilentAfter)
+			select {
+			case l.slots <- struct{}{}:
+				took = true
+			case <-t.C:
+			case <-l.done():
+				t.Stop()
+				return nil, net.ErrClosed
+			}
+			t.Stop()
 		}
 	}
 	var delay time.Duration
@@ -116,30 +125,48 @@ func Temporary(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// evictAfter is how long a connection must have waited for its client
-// before it may be closed to make room.
-const evictAfter = time.Second
+// A connection may be closed to make room once it has waited
+// evictAfter for its client to send something worth reading, or
+// evictSilentAfter if its client never sent anything: Postfix speaks as
+// soon as it connects (the milter's option negotiation, the policy
+// request), so a connection silent that long is not Postfix at work.
+const (
+	evictAfter       = time.Second
+	evictSilentAfter = 100 * time.Millisecond
+	// progress is the least a read must bring to count as the client
+	// getting on with it: a byte now and then does not.
+	progress = 64
+)
 
 // evictIdle closes the connection that has waited longest for its
-// client, if one has waited evictAfter, and waits for its slot; it
-// reports whether it took one.
+// client (silent ones first), if one has waited long enough, and waits
+// for its slot; it reports whether it took one.
 func (l *limited) evictIdle() bool {
 	now := time.Now().UnixNano()
-	var oldest *slotConn
-	var since int64
+	var victim *slotConn
+	var vSince int64
+	vSilent := false
 	l.mu.Lock()
 	for c := range l.conns {
-		if s := c.waiting.Load(); s != 0 && now-s >= int64(evictAfter) && (oldest == nil || s < since) {
-			oldest, since = c, s
+		since := c.since.Load()
+		if !c.reading.Load() || since == 0 {
+			continue
+		}
+		silent := !c.spoke.Load()
+		if waited := now - since; waited < int64(evictAfter) && (!silent || waited < int64(evictSilentAfter)) {
+			continue
+		}
+		if victim == nil || (silent && !vSilent) || (silent == vSilent && since < vSince) {
+			victim, vSince, vSilent = c, since, silent
 		}
 	}
 	l.mu.Unlock()
-	if oldest == nil {
+	if victim == nil {
 		return false
 	}
 	l.log.Warn(l.name+": connection limit reached; closed the connection waiting longest for its client", "max_connections", l.max,
-		"remote", oldest.RemoteAddr().String(), "waiting", time.Duration(now-since).Round(time.Millisecond).String())
-	oldest.Close()
+		"remote", victim.RemoteAddr().String(), "waiting", time.Duration(now-vSince).Round(time.Millisecond).String(), "silent", vSilent)
+	victim.Close()
 	t := time.NewTimer(5 * time.Second)
 	defer t.Stop()
 	select {
@@ -152,19 +179,33 @@ func (l *limited) evictIdle() bool {
 	}
 }
 
-// slotConn gives its slot back when closed, once, and knows since when
-// it has waited for its client (a Read under way; 0: none).
+// slotConn gives its slot back when closed, once, and knows how long its
+// client has kept it waiting: since is the start of the current wait
+// (reads that bring less than progress bytes do not end it), reading
+// whether a Read is under way, spoke whether the client ever sent
+// anything.
 type slotConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
-	waiting atomic.Int64 // unix ns
+	since   atomic.Int64 // unix ns; 0: not waiting
+	reading atomic.Bool
+	spoke   atomic.Bool
 }
 
 func (c *slotConn) Read(p []byte) (int, error) {
-	c.waiting.Store(time.Now().UnixNano())
+	if c.since.Load() == 0 {
+		c.since.Store(time.Now().UnixNano())
+	}
+	c.reading.Store(true)
 	n, err := c.Conn.Read(p)
-	c.waiting.Store(0)
+	c.reading.Store(false)
+	if n > 0 {
+		c.spoke.Store(true)
+	}
+	if n >= progress {
+		c.since.Store(0)
+	}
 	return n, err
 }
 
