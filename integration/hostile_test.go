@@ -116,7 +116,9 @@ func (e *hostileEnv) send(m hmsg) (outcome, error) {
 		return false, outcome{}, nil
 	}
 	steps := []func() (*milter.Action, error){
-		func() (*milter.Action, error) { return s.Conn("mta.sender.example", milter.FamilyInet, 40000, "203.0.113.9") },
+		func() (*milter.Action, error) {
+			return s.Conn("mta.sender.example", milter.FamilyInet, 40000, "203.0.113.9")
+		},
 		func() (*milter.Action, error) { return s.Helo("mta.sender.example") },
 		func() (*milter.Action, error) { return s.Mail(m.from, "") },
 		func() (*milter.Action, error) { return s.Rcpt("<alice@example.test>", "") },
@@ -425,7 +427,7 @@ policyd:
 			}
 			defer c.Close()
 			c.Write([]byte("\x00\x00\x00\x05Cjunk\x00\x00\x00\x00\x00\x00garbage")) //nolint:errcheck
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))                  //nolint:errcheck
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))                      //nolint:errcheck
 			if _, err := io.ReadAll(c); err != nil {
 				t.Fatalf("not closed: %v", err)
 			}
@@ -437,7 +439,7 @@ policyd:
 			}
 			defer c.Close()
 			before := rss()
-			c.Write([]byte("\x7f\xff\xff\xffO")) //nolint:errcheck
+			c.Write([]byte("\x7f\xff\xff\xffO"))               //nolint:errcheck
 			c.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
 			if _, err := io.ReadAll(c); err != nil {
 				t.Fatalf("not closed: %v", err)
