@@ -217,6 +217,18 @@ func (s *Server) ServFail(name string) {
 	s.servfail[key(name)] = true
 }
 
+// Heal undoes ServFail, Refuse, Delay and Timeout for name: its
+// records are answered normally again.
+func (s *Server) Heal(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := key(name)
+	delete(s.servfail, k)
+	delete(s.refused, k)
+	delete(s.delay, k)
+	delete(s.timeout, k)
+}
+
 // Refuse makes every query for name answer REFUSED.
 func (s *Server) Refuse(name string) {
 	s.mu.Lock()
