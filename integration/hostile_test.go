@@ -300,6 +300,31 @@ policyd:
 			t.Fatalf("want %d %q, got %+v %v", code, text, o.act, err)
 		}
 	}
+	// arRemoved sends a message with the given A-R fields and wants
+	// want of them removed.
+	arRemoved := func(t *testing.T, want int, ars ...[2]string) {
+		t.Helper()
+		o, err := e.send(hmsg{from: "<a@good.hostile.test>", headers: hdr(ars...), chunks: body("x\n")})
+		verdict(t, o, err)
+		if got := o.deleted("Authentication-Results"); got != want {
+			t.Fatalf("%d A-R fields removed, want %d: %+v", got, want, o.mods)
+		}
+	}
+	// milterClosesOn writes raw bytes to the milter socket and wants the
+	// connection closed.
+	milterClosesOn := func(t *testing.T, raw string) {
+		t.Helper()
+		c, err := net.Dial("tcp", e.milterAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, raw)                             //nolint:errcheck
+		c.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("not closed: %v", err)
+		}
+	}
 	rss := func() int64 {
 		u, err := loadstat.ReadUsage(wh.cmd.Process.Pid)
 		if err != nil {
@@ -362,34 +387,17 @@ policyd:
 			verdict(t, o, err)
 		}},
 		{"forged A-R with our id", func(t *testing.T) {
-			o, err := e.send(hmsg{from: "<a@good.hostile.test>", headers: hdr([2]string{"Authentication-Results", " mx.hostile.test; dmarc=pass"}), chunks: body("x\n")})
-			verdict(t, o, err)
-			if o.deleted("Authentication-Results") != 1 {
-				t.Fatalf("forged A-R kept: %+v", o.mods)
-			}
+			arRemoved(t, 1, [2]string{"Authentication-Results", " mx.hostile.test; dmarc=pass"})
 		}},
 		{"forged A-R in odd case, comment and spacing", func(t *testing.T) {
-			o, err := e.send(hmsg{from: "<a@good.hostile.test>", headers: hdr([2]string{"AUTHENTICATION-results", " (trust me)  MX.Hostile.TEST ;spf=pass"}), chunks: body("x\n")})
-			verdict(t, o, err)
-			if o.deleted("Authentication-Results") != 1 {
-				t.Fatalf("forged A-R kept: %+v", o.mods)
-			}
+			arRemoved(t, 1, [2]string{"AUTHENTICATION-results", " (trust me)  MX.Hostile.TEST ;spf=pass"})
 		}},
 		{"forged A-R folded, version, twice", func(t *testing.T) {
-			o, err := e.send(hmsg{from: "<a@good.hostile.test>", headers: hdr(
-				[2]string{"Authentication-Results", " mx.hostile.test 1;\r\n\tdkim=pass header.d=bank.example"},
-				[2]string{"Authentication-Results", " mx.hostile.test;\r\n dmarc=pass"}), chunks: body("x\n")})
-			verdict(t, o, err)
-			if o.deleted("Authentication-Results") != 2 {
-				t.Fatalf("forged A-Rs kept: %+v", o.mods)
-			}
+			arRemoved(t, 2, [2]string{"Authentication-Results", " mx.hostile.test 1;\r\n\tdkim=pass header.d=bank.example"},
+				[2]string{"Authentication-Results", " mx.hostile.test;\r\n dmarc=pass"})
 		}},
 		{"another host's A-R kept", func(t *testing.T) {
-			o, err := e.send(hmsg{from: "<a@good.hostile.test>", headers: hdr([2]string{"Authentication-Results", " other.example; dkim=pass"}), chunks: body("x\n")})
-			verdict(t, o, err)
-			if o.deleted("Authentication-Results") != 0 {
-				t.Fatalf("another host's A-R removed: %+v", o.mods)
-			}
+			arRemoved(t, 0, [2]string{"Authentication-Results", " other.example; dkim=pass"})
 		}},
 		{"50 MB body in bounded memory", func(t *testing.T) {
 			before := rss()
@@ -421,29 +429,11 @@ policyd:
 			notAccepted(t, o, err)
 		}},
 		{"garbage on the milter socket", func(t *testing.T) {
-			c, err := net.Dial("tcp", e.milterAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.Write([]byte("\x00\x00\x00\x05Cjunk\x00\x00\x00\x00\x00\x00garbage")) //nolint:errcheck
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))                      //nolint:errcheck
-			if _, err := io.ReadAll(c); err != nil {
-				t.Fatalf("not closed: %v", err)
-			}
+			milterClosesOn(t, "\x00\x00\x00\x05Cjunk\x00\x00\x00\x00\x00\x00garbage")
 		}},
 		{"a packet claiming 2 GB", func(t *testing.T) {
-			c, err := net.Dial("tcp", e.milterAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
 			before := rss()
-			c.Write([]byte("\x7f\xff\xff\xffO"))               //nolint:errcheck
-			c.SetReadDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck
-			if _, err := io.ReadAll(c); err != nil {
-				t.Fatalf("not closed: %v", err)
-			}
+			milterClosesOn(t, "\x7f\xff\xff\xffO")
 			if rss()-before > 16<<20 {
 				t.Fatal("memory allocated for the claimed length")
 			}

@@ -33,10 +33,6 @@ type Options struct {
 	// Requests, if set, ends the run after this many requests (the
 	// whole run, spread over the connections) instead of at Duration.
 	Requests int
-	// Warmup first sends every triplet once, unmeasured, so that the
-	// run measures a service in its steady state (DNS answers cached,
-	// triplets known) rather than its first minutes.
-	Warmup bool
 }
 
 // Report is what a run measured.
@@ -60,19 +56,19 @@ func Request(i, triplets int) string {
 		(t/200)%250, t%200+1, t%1000, t%7, t%500, t%97, i)
 }
 
-// Run runs the workload.
-func Run(ctx context.Context, o Options) (*Report, error) {
+func (o Options) withDefaults() Options {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
 	}
 	if o.Triplets <= 0 {
 		o.Triplets = 20000
 	}
-	if o.Warmup {
-		if err := warmup(ctx, o); err != nil {
-			return nil, err
-		}
-	}
+	return o
+}
+
+// Run runs the workload.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o = o.withDefaults()
 	rep := &Report{Actions: map[string]int{}}
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -132,8 +128,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
-// warmup sends each triplet once over o.Concurrency connections.
-func warmup(ctx context.Context, o Options) error {
+// Warmup sends each of o's triplets once over o.Concurrency
+// connections, unmeasured, so that a Run after it measures a service in
+// its steady state (DNS answers cached, triplets known) rather than its
+// first minutes.
+func Warmup(ctx context.Context, o Options) error {
+	o = o.withDefaults()
 	var next atomic.Int64
 	errs := make(chan error, o.Concurrency)
 	for range o.Concurrency {

@@ -80,8 +80,7 @@ func (p *Pipeline) spfAllowlisted(dom string) bool {
 	if dom == "" {
 		return false
 	}
-	for _, a := range p.cfg.Greylist.SPFDomains {
-		a = strings.ToLower(a)
+	for _, a := range p.cfg.Greylist.SPFDomains { // lower-cased by NewPipeline
 		if dom == a || strings.HasSuffix(dom, "."+a) {
 			return true
 		}

@@ -152,6 +152,12 @@ func NewPipeline(cfg Config, res Resolver, st store.Store, log *slog.Logger) *Pi
 		classes[strings.ToLower(u)] = c
 	}
 	cfg.Submission.UserClasses = classes
+	// Compared with lower-cased sender domains on every request.
+	spfDomains := make([]string, len(cfg.Greylist.SPFDomains))
+	for i, d := range cfg.Greylist.SPFDomains {
+		spfDomains[i] = strings.ToLower(d)
+	}
+	cfg.Greylist.SPFDomains = spfDomains
 	p := &Pipeline{cfg: cfg, res: res, log: log, now: time.Now,
 		spf: spf.New(res, spf.Config{Timeout: cfg.RequestTimeout / 2, Receiver: cfg.Hostname})}
 	p.setStore(st)

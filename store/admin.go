@@ -10,8 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -192,17 +190,7 @@ func (r *Remote) Do(ctx context.Context, ops []Op) error {
 		op := &ops[i]
 		var err error
 		if op.Greylist != nil {
-			if op.Unless != "" {
-				v, _, err := r.Get(ctx, op.Unless)
-				if err != nil {
-					return err
-				}
-				if n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); n >= op.UnlessAtLeast {
-					op.Skipped = true
-					continue
-				}
-			}
-			op.Entry, err = r.Greylist(ctx, op.Key, op.Now, *op.Greylist)
+			err = attempt(ctx, r, op)
 		} else {
 			op.Value, _, err = r.Get(ctx, op.Key)
 		}

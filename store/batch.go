@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -63,6 +61,26 @@ func (b *Batch) Run(ctx context.Context, st Store) error {
 	return b.err
 }
 
+// attempt makes one Greylist op through st's own Get and Greylist, for
+// the backends that have no faster way: the Unless count is read first
+// (counts only grow, so reading it first never skips an attempt that
+// should be made).
+func attempt(ctx context.Context, st Store, op *Op) error {
+	if op.Unless != "" {
+		v, _, err := st.Get(ctx, op.Unless)
+		if err != nil {
+			return err
+		}
+		if parseCount(v) >= op.UnlessAtLeast {
+			op.Skipped = true
+			return nil
+		}
+	}
+	var err error
+	op.Entry, err = st.Greylist(ctx, op.Key, op.Now, *op.Greylist)
+	return err
+}
+
 // ReadOf adds the reads of client's and its network's standing to b;
 // the function returns them after b.Run.
 func (r Reputation) ReadOf(b *Batch, client netip.Addr) func() (addr, network Standing) {
@@ -76,10 +94,7 @@ func (r Reputation) ReadOf(b *Batch, client netip.Addr) func() (addr, network St
 // ReadPasses adds the read of network n's greylisting passes to b.
 func (g Greylists) ReadPasses(b *Batch, n netip.Prefix) func() int64 {
 	i := b.add(Op{Key: "grey-ok:" + n.String()})
-	return func() int64 {
-		c, _ := strconv.ParseInt(strings.TrimSpace(string(b.op(i).Value)), 10, 64)
-		return c
-	}
+	return func() int64 { return parseCount(b.op(i).Value) }
 }
 
 // AttemptIn adds Attempt to b, unless the triplet's network passed

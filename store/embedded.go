@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -308,17 +307,7 @@ func (e *Embedded) Do(ctx context.Context, ops []Op) error {
 	}
 	for i := range ops {
 		if op := &ops[i]; op.Greylist != nil {
-			if op.Unless != "" {
-				// The passes are only ever added to: reading them
-				// first cannot skip an attempt that should be made.
-				v, _ := e.read(op.Unless)
-				if n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); n >= op.UnlessAtLeast {
-					op.Skipped = true
-					continue
-				}
-			}
-			var err error
-			if op.Entry, err = e.Greylist(ctx, op.Key, op.Now, *op.Greylist); err != nil {
+			if err := attempt(ctx, e, op); err != nil {
 				return err
 			}
 		}

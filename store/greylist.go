@@ -44,12 +44,15 @@ func (g Greylists) Attempt(ctx context.Context, t Triplet, now time.Time, p Grey
 
 // Passes is how many triplets of network n passed greylisting.
 func (g Greylists) Passes(ctx context.Context, n netip.Prefix) (int64, error) {
-	v, ok, err := g.st.Get(ctx, "grey-ok:"+n.String())
-	if err != nil || !ok {
-		return 0, err
-	}
+	v, _, err := g.st.Get(ctx, "grey-ok:"+n.String())
+	return parseCount(v), err
+}
+
+// parseCount reads a count written by Incr or Set (0 when missing or
+// not a number).
+func parseCount(v []byte) int64 {
 	c, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64)
-	return c, nil
+	return c
 }
 
 // AddPass counts one more passed triplet of network n, kept keep.

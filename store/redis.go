@@ -192,13 +192,12 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 			switch {
 			case op.Greylist == nil:
 				p.Get(ctx, r.k(op.Key))
-			case op.Unless == "":
-				greylistScript.EvalSha(ctx, p, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...)
-			case cluster:
+			case op.Unless != "" && cluster:
 				p.Get(ctx, r.k(op.Unless))
 				later = append(later, i)
 			default:
-				greylistUnlessScript.EvalSha(ctx, p, []string{r.k(op.Key), r.k(op.Unless)}, greylistUnlessArgs(op)...)
+				script, keys, args := r.greylistCall(op)
+				script.EvalSha(ctx, p, keys, args...)
 			}
 		}
 		return nil
@@ -211,11 +210,8 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 		if op.Greylist != nil && (op.Unless == "" || !cluster) {
 			res, err := c.(*redis.Cmd).Int64Slice()
 			if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-				if op.Unless == "" {
-					res, err = greylistScript.Run(ctx, r.c, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)...).Int64Slice()
-				} else {
-					res, err = greylistUnlessScript.Run(ctx, r.c, []string{r.k(op.Key), r.k(op.Unless)}, greylistUnlessArgs(*op)...).Int64Slice()
-				}
+				script, keys, args := r.greylistCall(*op)
+				res, err = script.Run(ctx, r.c, keys, args...).Int64Slice()
 			}
 			if err != nil {
 				return wrap(err)
@@ -235,9 +231,7 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 			return wrap(err)
 		}
 		if op.Greylist != nil { // Cluster: the Unless key's value
-			if n, _ := strconv.ParseInt(strings.TrimSpace(string(v)), 10, 64); n >= op.UnlessAtLeast {
-				op.Skipped = true
-			}
+			op.Skipped = parseCount(v) >= op.UnlessAtLeast
 			continue
 		}
 		op.Value = v
@@ -253,8 +247,12 @@ func (r *Redis) Do(ctx context.Context, ops []Op) error {
 	return nil
 }
 
-func greylistUnlessArgs(op Op) []any {
-	return append(greylistArgs(op.Now, *op.Greylist), op.UnlessAtLeast)
+// greylistCall is the script, keys and arguments of a Greylist op.
+func (r *Redis) greylistCall(op Op) (*redis.Script, []string, []any) {
+	if op.Unless == "" {
+		return greylistScript, []string{r.k(op.Key)}, greylistArgs(op.Now, *op.Greylist)
+	}
+	return greylistUnlessScript, []string{r.k(op.Key), r.k(op.Unless)}, append(greylistArgs(op.Now, *op.Greylist), op.UnlessAtLeast)
 }
 
 // Set implements Store.

@@ -167,21 +167,11 @@ func (e *Embedded) modify(key string, fn func(t kvTxn) error) error {
 	return nil
 }
 
-// read reads key through the write-back memory.
+// read reads key through the write-back memory (a live value, even an
+// empty one, is never nil).
 func (e *Embedded) read(key string) ([]byte, bool) {
-	if durable(key) {
-		var v []byte
-		var ok bool
-		e.db.View(func(tx *bolt.Tx) error { //nolint:errcheck
-			v, ok = e.live(tx.Bucket(bucketKV).Get([]byte(key)))
-			return nil
-		})
-		return v, ok
-	}
-	s := e.wb.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return (&wbTxn{e: e, s: s}).get(key)
+	v := e.readMany([]string{key})[0]
+	return v, v != nil
 }
 
 // readMany reads keys through the write-back memory, those it does not

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -16,16 +17,27 @@ import (
 	"github.com/wehr/wehr/resolver/dnstest"
 )
 
-// usage reads a process's usage for --pid; pid 0: none asked.
-func usage(pid int) (loadstat.Usage, error) {
-	if pid <= 0 {
-		return loadstat.Usage{}, nil
+// measured runs a load test and, when --pid names the process under
+// test, says what that process used per unit of work (run returns how
+// many units it did).
+func measured(w io.Writer, pid int, unit string, run func() (int, error)) error {
+	var before loadstat.Usage
+	if pid > 0 {
+		var err error
+		if before, err = loadstat.ReadUsage(pid); err != nil {
+			return usagef("--pid %d: %v", pid, err)
+		}
 	}
-	u, err := loadstat.ReadUsage(pid)
+	n, err := run()
+	if err != nil || pid <= 0 {
+		return err
+	}
+	after, err := loadstat.ReadUsage(pid)
 	if err != nil {
-		return u, usagef("--pid %d: %v", pid, err)
+		return fmt.Errorf("--pid %d: %w", pid, err)
 	}
-	return u, nil
+	loadstat.PrintUsage(w, pid, before, after, n, unit)
+	return nil
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -90,6 +102,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var o milterbench.Options
 	var labels []string
 	var mpid, ppid int
+	var warmup bool
 	mcmd := &cobra.Command{
 		Use:   "milter --addr ADDR [--addr ADDR2 ...] --corpus DIR [--concurrency N] [--duration D]",
 		Short: "Replay a corpus against a milter or a chain of milters and report throughput, latency and agreement",
@@ -98,25 +111,19 @@ func newBenchCmd(g *globals) *cobra.Command {
 			if len(o.Addrs) == 0 || o.Corpus == "" {
 				return usagef("--addr and --corpus are required")
 			}
-			before, err := usage(mpid)
-			if err != nil {
-				return err
-			}
-			rep, err := milterbench.Run(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			label := fmt.Sprint(o.Addrs)
-			if len(labels) > 0 {
-				label = labels[0]
-			}
-			rep.Print(g.stdout, label)
-			if mpid > 0 {
-				after, err := usage(mpid)
-				if err != nil {
-					return err
+			var rep *milterbench.Report
+			if err := measured(g.stdout, mpid, "message", func() (n int, err error) {
+				if rep, err = milterbench.Run(cmd.Context(), o); err != nil {
+					return 0, err
 				}
-				loadstat.PrintUsage(g.stdout, mpid, before, after, rep.Messages, "message")
+				label := fmt.Sprint(o.Addrs)
+				if len(labels) > 0 {
+					label = labels[0]
+				}
+				rep.Print(g.stdout, label)
+				return rep.Messages, nil
+			}); err != nil {
+				return err
 			}
 			if rep.Errors > 0 {
 				return fmt.Errorf("%d messages failed", rep.Errors)
@@ -143,33 +150,24 @@ func newBenchCmd(g *globals) *cobra.Command {
 				return usagef("--addr: %v", err)
 			}
 			po.Network, po.Addr = a.Network, a.Address
-			if po.Warmup {
-				// Warm up first, so that the CPU counted is the run's.
-				wo := po
-				wo.Requests = 1
-				if _, err := policybench.Run(cmd.Context(), wo); err != nil {
+			if warmup {
+				// Before measuring, so that the CPU counted is the run's.
+				if err := policybench.Warmup(cmd.Context(), po); err != nil {
 					return err
 				}
-				po.Warmup = false
 			}
-			before, err := usage(ppid)
-			if err != nil {
-				return err
-			}
-			rep, err := policybench.Run(cmd.Context(), po)
-			if err != nil {
-				return err
-			}
-			if plabel == "" {
-				plabel = paddr
-			}
-			rep.Print(g.stdout, plabel)
-			if ppid > 0 {
-				after, err := usage(ppid)
-				if err != nil {
-					return err
+			var rep *policybench.Report
+			if err := measured(g.stdout, ppid, "request", func() (n int, err error) {
+				if rep, err = policybench.Run(cmd.Context(), po); err != nil {
+					return 0, err
 				}
-				loadstat.PrintUsage(g.stdout, ppid, before, after, rep.Requests, "request")
+				if plabel == "" {
+					plabel = paddr
+				}
+				rep.Print(g.stdout, plabel)
+				return rep.Requests, nil
+			}); err != nil {
+				return err
 			}
 			if rep.Errors > 0 {
 				return fmt.Errorf("%d requests failed", rep.Errors)
@@ -179,7 +177,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	}
 	pcmd.Flags().StringVar(&paddr, "addr", "inet:127.0.0.1:10045", "policy service address, inet:HOST:PORT or unix:/path")
 	pcmd.Flags().IntVar(&po.Concurrency, "concurrency", 16, "connections")
-	pcmd.Flags().BoolVar(&po.Warmup, "warmup", true, "send every triplet once before measuring (the service's steady state)")
+	pcmd.Flags().BoolVar(&warmup, "warmup", true, "send every triplet once before measuring (the service's steady state)")
 	pcmd.Flags().DurationVar(&po.Duration, "duration", 10*time.Second, "how long to run")
 	pcmd.Flags().IntVar(&po.Triplets, "triplets", 20000, "distinct greylisting triplets")
 	pcmd.Flags().StringVar(&plabel, "label", "", "name for the report line")
