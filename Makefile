@@ -57,26 +57,11 @@ bench:
 bench-policyd:
 	sh scripts/bench-policyd
 
-# Run each fuzz target for a while (FUZZTIME=1m make fuzz).
+# Run each fuzz target for a while, one after the other, with a summary
+# line per target (FUZZTIME=10m FUZZPARALLEL=1 make fuzz).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./spf -run '^$$' -fuzz FuzzCheckSPFRecord -fuzztime $(FUZZTIME)
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzParseDMARCRecord -fuzztime $(FUZZTIME)
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzReadHeader -fuzztime $(FUZZTIME)
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME)
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzFromHeader -fuzztime $(FUZZTIME)
-	$(GO) test ./mailauth -run '^$$' -fuzz FuzzFoldedHeader -fuzztime $(FUZZTIME)
-	$(GO) test ./authres -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
-	$(GO) test ./resolver -run '^$$' -fuzz FuzzAnswer -fuzztime $(FUZZTIME)
-	$(GO) test ./config -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
-	$(GO) test ./policyd -run '^$$' -fuzz FuzzReadRequest -fuzztime $(FUZZTIME)
-	$(GO) test ./policyd -run '^$$' -fuzz FuzzEvaluate -fuzztime $(FUZZTIME)
-	$(GO) test ./milter -run '^$$' -fuzz FuzzServer -fuzztime $(FUZZTIME)
-	$(GO) test ./sendermap -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
-	$(GO) test ./store -run '^$$' -fuzz FuzzSalvage -fuzztime $(FUZZTIME)
-	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
-	$(GO) test ./dmarcreport -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
-	$(GO) test ./authpolicy -run '^$$' -fuzz FuzzServe -fuzztime $(FUZZTIME)
+	FUZZTIME=$(FUZZTIME) sh scripts/fuzz-all
 
 clean:
 	rm -f wehr
