@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build run test test-deps unit lint bench bench-policyd fuzz clean man completions
+.PHONY: build run test test-deps unit lint bench bench-policyd soak fuzz clean man completions
 
 build:
 	$(GO) build -o wehr ./cmd/wehr
@@ -56,6 +56,17 @@ bench:
 # separate processes (needs postgrey and redis-server; root).
 bench-policyd:
 	sh scripts/bench-policyd
+
+# The soak (issue 19): mail through real Postfix, wehr, Redis and Dovecot
+# for SOAK (1h) at half the rate a calibration run reached; samples of
+# wehr's memory, goroutines, files and CPU in $(SOAK_OUT)/soak.csv, drawn
+# into soak.png, the figures in summary.txt. Not part of `make test`.
+SOAK ?= 1h
+SOAK_OUT ?= soak
+soak: test-deps
+	@command -v gnuplot >/dev/null || apt-get install -y gnuplot-nox
+	WEHR_SOAK_DURATION=$(SOAK) WEHR_SOAK_OUT=$(abspath $(SOAK_OUT)) $(GO) test -tags soak -run '^TestSoak$$' -count=1 -v -timeout 3h ./integration; \
+		rc=$$?; sh scripts/soak-plot $(SOAK_OUT)/soak.csv $(SOAK_OUT)/soak.png; exit $$rc
 
 # Run each fuzz target for a while, one after the other, with a summary
 # line per target (FUZZTIME=10m FUZZPARALLEL=1 make fuzz).
