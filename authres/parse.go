@@ -137,7 +137,8 @@ func (p *parser) next() (token, bool) {
 // local part glued to "@domain".
 func (p *parser) value() (string, error) {
 	t, ok := p.next()
-	if !ok || (t.kind != tWord && t.kind != tQuoted) {
+	// A local part may start with "=" (RFC 5322 atext): smtp.mailfrom==x@example.org.
+	if !ok || (t.kind != tWord && t.kind != tQuoted && !(t.kind == tEquals && t.glued)) {
 		return "", fmt.Errorf("%w: value expected", ErrSyntax)
 	}
 	v := t.text

@@ -172,6 +172,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		defer d.st.Close()
 		if emb, ok := d.st.(*store.Embedded); ok && emb != nil {
+			emb.SetLogger(log)
 			if emb.Moved != "" {
 				log.Error("wehr: the embedded store was damaged and has been moved aside; starting with an empty one (greylisting, rates, reputation and pass history start over)",
 					"path", cfg.Store.Path, "moved_to", emb.Moved, "error", emb.MovedWhy,

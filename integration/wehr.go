@@ -33,8 +33,12 @@ type Wehr struct {
 	// NoFile, if set, is the open-file limit (soft and hard) the
 	// process runs with.
 	NoFile int
-	cmd    *exec.Cmd
-	done   chan struct{}
+	// Command, if set, is what runs instead of serve (e.g. policyd),
+	// and WaitPort the TCP port Start waits on for it.
+	Command  []string
+	WaitPort int
+	cmd      *exec.Cmd
+	done     chan struct{}
 }
 
 // StartWehr writes the config into dir and starts `wehr serve`.
@@ -58,10 +62,13 @@ func (w *Wehr) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(w.Bin, "--config", w.Config, "--resolver", w.Resolver, "serve")
+	args := append([]string{"--config", w.Config, "--resolver", w.Resolver}, w.Command...)
+	if w.Command == nil {
+		args = append(args, "serve")
+	}
+	cmd := exec.Command(w.Bin, args...)
 	if w.NoFile > 0 {
-		cmd = exec.Command("/bin/sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, w.NoFile),
-			w.Bin, "--config", w.Config, "--resolver", w.Resolver, "serve")
+		cmd = exec.Command("/bin/sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, w.NoFile), w.Bin}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -73,7 +80,9 @@ func (w *Wehr) Start() error {
 	w.done = make(chan struct{})
 	go func() { cmd.Wait(); close(w.done) }() //nolint:errcheck
 	wait := func() error { return WaitListening(w.MilterPort, 10*time.Second) }
-	if w.MilterSocket != "" {
+	if w.WaitPort != 0 {
+		wait = func() error { return WaitListening(w.WaitPort, 10*time.Second) }
+	} else if w.MilterSocket != "" {
 		wait = func() error { return WaitSocket(w.MilterSocket, 10*time.Second) }
 	}
 	if err := wait(); err != nil {

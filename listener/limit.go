@@ -24,7 +24,7 @@ import (
 // are in the log.
 func Limit(ln net.Listener, max int, name string, log *slog.Logger) net.Listener {
 	return &limited{Listener: ln, name: name, log: log, slots: make(chan struct{}, max), max: max, closed: make(chan struct{}),
-		conns: map[*slotConn]struct{}{}}
+		conns: map[*slotConn]struct{}{}, epoch: time.Now()}
 }
 
 type limited struct {
@@ -40,6 +40,10 @@ type limited struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 	full      atomic.Bool // logged that the limit was reached
+	// epoch is when the listener started: waits are measured from it
+	// on the monotonic clock, so that the wall clock jumping (an hour
+	// forward: every connection looks idle) does not pick victims.
+	epoch time.Time
 }
 
 func (l *limited) done() chan struct{} { return l.closed }
@@ -79,7 +83,7 @@ func (l *limited) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
-			sc := &slotConn{Conn: c}
+			sc := &slotConn{Conn: c, epoch: l.epoch}
 			sc.release = func() {
 				l.mu.Lock()
 				delete(l.conns, sc)
@@ -142,7 +146,7 @@ const (
 // client (silent ones first), if one has waited long enough, and waits
 // for its slot; it reports whether it took one.
 func (l *limited) evictIdle() bool {
-	now := time.Now().UnixNano()
+	now := int64(time.Since(l.epoch))
 	var victim *slotConn
 	var vSince int64
 	vSilent := false
@@ -188,14 +192,15 @@ type slotConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
-	since   atomic.Int64 // unix ns; 0: not waiting
+	epoch   time.Time
+	since   atomic.Int64 // ns since epoch (monotonic), at least 1; 0: not waiting
 	reading atomic.Bool
 	spoke   atomic.Bool
 }
 
 func (c *slotConn) Read(p []byte) (int, error) {
 	if c.since.Load() == 0 {
-		c.since.Store(time.Now().UnixNano())
+		c.since.Store(max(int64(time.Since(c.epoch)), 1))
 	}
 	c.reading.Store(true)
 	n, err := c.Conn.Read(p)

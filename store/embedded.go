@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,6 +35,7 @@ type Embedded struct {
 	stop chan struct{}
 	done sync.WaitGroup
 	now  func() time.Time // real time, for TTLs only
+	log  atomic.Pointer[slog.Logger]
 
 	// Moved is set when a damaged store file was moved aside at open:
 	// where it went, and MovedWhy why. Salvaged is how many records
@@ -87,6 +90,41 @@ func OpenEmbedded(path string) (*Embedded, error) {
 	e.done.Add(1)
 	go e.background()
 	return e, nil
+}
+
+// SetLogger has the store log what happens in its background: commits
+// to the file that fail (a full disk) and recover.
+func (e *Embedded) SetLogger(l *slog.Logger) { e.log.Store(l) }
+
+// flushFailure is the state of commits failing in a row: since when, and
+// when it was last logged (zero: commits succeed).
+type flushFailure struct{ since, logged time.Time }
+
+// noteFlush logs a flush's outcome when it changes the state, and a
+// failure that goes on once a minute: an admin sees the full disk at
+// once and sees when it is over, without a line every 100 ms.
+func (e *Embedded) noteFlush(err error, f flushFailure) flushFailure {
+	log := e.log.Load()
+	now := time.Now()
+	switch {
+	case err != nil && (f.since.IsZero() || now.Sub(f.logged) >= time.Minute):
+		if f.since.IsZero() {
+			f.since = now
+		}
+		f.logged = now
+		if log != nil {
+			log.Error("store: cannot save to the store file; writes wait in memory and are retried every 100ms "+
+				"(past the bound they are refused as \"store unavailable\" and the daemons take their store-down fallback, policyd.on_store_error)",
+				"path", e.path, "failing_for", now.Sub(f.since).Round(time.Second), "writes_waiting", e.wb.pending(), "bound", maxPending, "error", err)
+		}
+	case err == nil && !f.since.IsZero():
+		if log != nil {
+			log.Info("store: saving to the store file again; the writes that waited are saved",
+				"path", e.path, "failed_for", now.Sub(f.since).Round(time.Second))
+		}
+		f = flushFailure{}
+	}
+	return f
 }
 
 // ErrInUse is wrapped when another process holds the store file.
@@ -224,12 +262,13 @@ func (e *Embedded) background() {
 	defer syncTick.Stop()
 	gcTick := time.NewTicker(time.Minute)
 	defer gcTick.Stop()
+	var failing flushFailure
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-flushTick.C:
-			e.flush() //nolint:errcheck // kept and retried; writes fail once too much waits
+			failing = e.noteFlush(e.flush(), failing)
 		case <-syncTick.C:
 			e.db.Sync() //nolint:errcheck // retried next second
 		case <-gcTick.C:

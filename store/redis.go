@@ -344,11 +344,12 @@ var greylistUnlessScript = redis.NewScript(`
 if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) >= tonumber(ARGV[5]) then return {-1, 0, 0} end
 ` + greylistLua)
 
-const greylistLua = `
+// greylistLua is decideGreylist in Lua.
+var greylistLua = `
 local now, delay, window, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local v = redis.call('HMGET', KEYS[1], 'first', 'passed', 'count')
 local first, passed, count = tonumber(v[1]), v[2] == '1', tonumber(v[3] or '0')
-if first == nil or (not passed and now - first > window) then
+if first == nil or (not passed and (now - first > window or first - now > ` + strconv.FormatInt(clockSkew.Milliseconds(), 10) + `)) then
   first, passed, count = now, false, 0
 else
   if not passed and now - first >= delay then passed = true end

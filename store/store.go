@@ -119,8 +119,16 @@ func (g GreylistEntry) Wait(now time.Time, p GreylistPolicy) time.Duration {
 // decideGreylist is the greylisting rule both implementations apply
 // atomically: an entry passes once an attempt comes at least Delay and at
 // most Window after the first; past the Window, it starts over.
+// clockSkew is how far apart the clocks of nodes sharing a store may be;
+// a time further in the future means a clock jumped.
+const clockSkew = time.Minute
+
 func decideGreylist(e GreylistEntry, exists bool, now time.Time, p GreylistPolicy) GreylistEntry {
-	if !exists || (!e.Passed && now.Sub(e.First) > p.Window) {
+	// A first attempt more than a minute after now: the clock went back
+	// (nodes' clocks differing by less are normal). Start over now, so
+	// that the sender waits one delay rather than as long as the clock
+	// jumped.
+	if !exists || (!e.Passed && (now.Sub(e.First) > p.Window || e.First.Sub(now) > clockSkew)) {
 		return GreylistEntry{First: now, Last: now}
 	}
 	e.Last = now

@@ -209,6 +209,18 @@ func (e *Embedded) readMany(keys []string) [][]byte {
 	return out
 }
 
+// pending counts the writes not yet saved.
+func (w *writeback) pending() int {
+	n := 0
+	for i := range w.shards {
+		s := &w.shards[i]
+		s.mu.Lock()
+		n += len(s.dirty) + len(s.flushing)
+		s.mu.Unlock()
+	}
+	return n
+}
+
 func (w *writeback) err() error {
 	w.errMu.Lock()
 	defer w.errMu.Unlock()

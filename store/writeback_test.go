@@ -1,10 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,5 +184,38 @@ func TestWritebackReopen(t *testing.T) {
 	defer e.Close()
 	if v, ok, _ := e.Get(ctx, "grey-ok:192.0.2.0/24"); !ok || string(v) != "3" {
 		t.Fatalf("lost at close: %q", v)
+	}
+}
+
+// TestNoteFlush: a failing commit is logged at once, not again on every
+// retry, and its end is logged too.
+func TestNoteFlush(t *testing.T) {
+	e := stopped(t)
+	var buf bytes.Buffer
+	e.SetLogger(slog.New(slog.NewTextHandler(&buf, nil)))
+	var f flushFailure
+	f = e.noteFlush(errors.New("no space left on device"), f)
+	for range 10 {
+		f = e.noteFlush(errors.New("no space left on device"), f)
+	}
+	if n := strings.Count(buf.String(), "cannot save to the store file"); n != 1 {
+		t.Fatalf("%d failure lines, want 1:\n%s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), "no space left on device") || !strings.Contains(buf.String(), "level=ERROR") {
+		t.Errorf("the failure line lacks its error or level:\n%s", buf.String())
+	}
+	f.logged = f.logged.Add(-time.Minute) // a minute on: said again
+	f = e.noteFlush(errors.New("no space left on device"), f)
+	if n := strings.Count(buf.String(), "cannot save to the store file"); n != 2 {
+		t.Fatalf("%d failure lines after a minute, want 2", n)
+	}
+	f = e.noteFlush(nil, f)
+	if !strings.Contains(buf.String(), "saving to the store file again") || !f.since.IsZero() {
+		t.Errorf("recovery not logged or state not reset:\n%s", buf.String())
+	}
+	buf.Reset()
+	e.noteFlush(nil, f)
+	if buf.Len() != 0 {
+		t.Errorf("a commit that works is logged: %s", buf.String())
 	}
 }

@@ -293,6 +293,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		if e.Passed || !e.First.Equal(base.Add(5*time.Hour)) {
 			t.Errorf("late retry: %+v", e)
 		}
+		// A first attempt in the future (the clock jumped an hour
+		// forward, then back): the entry starts over now, so that the
+		// sender waits one delay, not the hour the clock jumped.
+		s.Greylist(ctx, k+"jump", base.Add(time.Hour), p) //nolint:errcheck
+		if e, _ := s.Greylist(ctx, k+"jump", base, p); e.Passed || !e.First.Equal(base) {
+			t.Errorf("after the clock went back: %+v, want first=+0", e)
+		}
+		if e, _ := s.Greylist(ctx, k+"jump", base.Add(6*time.Minute), p); !e.Passed {
+			t.Errorf("a retry one delay after the clock went back: %+v, want passed", e)
+		}
 		// Many first attempts at once agree on one first time.
 		var wg sync.WaitGroup
 		firsts := make(chan time.Time, 10)
