@@ -27,7 +27,7 @@ func TestLooseID(t *testing.T) {
 // reads it back (found by FuzzParse).
 func TestParseValueStartingWithEquals(t *testing.T) {
 	for in, want := range map[string]string{
-		"mx.example; spf=pass smtp.mailfrom==x@example.org": "=x@example.org",
+		"mx.example; spf=pass smtp.mailfrom==x@example.org":  "=x@example.org",
 		"mx.example; spf=pass smtp.mailfrom=a=b@example.org": "a=b@example.org",
 	} {
 		_, rs, err := Parse(in)
