@@ -29,6 +29,9 @@ run: build
 test: test-deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@# The clock jumping an hour forward and back (fault matrix): it sets
+	@# the system clock, so it runs alone, after everything else.
+	$(GO) test -count=1 -tags clockjump -run '^TestClockJump$$' ./integration
 	@# The conformance scores, for the CI log.
 	@$(GO) test -count=1 -run 'TestRFC7208Suite' -v ./spf | grep -E 'results match|miss:' | sed 's/^ *//'
 	@# Memory bounds are measured without the race detector (its shadow

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ import (
 // check: each accepted message delivered exactly once, each 4xx never,
 // no 5xx at all.
 type faultFlows struct {
+	grey     atomic.Int64 // greylisted senders so far
 	mu       sync.Mutex
 	sent     []faultSent
 	sendErrs []string
@@ -385,42 +387,11 @@ policyd:
 	addr := fmt.Sprintf("127.0.0.1:%d", mx.SMTPPort)
 	// plain.example publishes no DMARC: mail from unknown networks is
 	// accepted, after greylisting (no reverse DNS: suspicious).
-	if err := w.dns.AddZone("plain.example. 300 IN TXT \"v=spf1 ?all\"\nsteady.example. 300 IN TXT \"v=spf1 ip4:192.0.2.10 -all\"\n_dmarc.steady.example. 300 IN TXT \"v=DMARC1; p=reject\"\n"); err != nil {
+	if err := w.dns.AddZone(mixedZone); err != nil {
 		t.Fatal(err)
 	}
-	good := Client{IP: "192.0.2.10", Name: "mail.good.example", Helo: "mail.good.example"}
 	var f faultFlows
-	n := 0
-	run := func(phase string, d time.Duration) {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go f.flow(addr, phase, "steady.example", good, 50*time.Millisecond, stop, &wg)
-		// Greylisted senders, each from a network of its own (a new
-		// greylisting entry each), retrying like an MTA.
-		go func() {
-			defer wg.Done()
-			var gw sync.WaitGroup
-			for {
-				select {
-				case <-stop:
-					gw.Wait()
-					return
-				case <-time.After(200 * time.Millisecond):
-				}
-				n++
-				c := Client{IP: fmt.Sprintf("10.%d.%d.1", n/250, n%250), Helo: "client.plain.example"}
-				gw.Add(1)
-				go func(i int) {
-					defer gw.Done()
-					f.sendRetrying(addr, phase+"-grey", "plain.example", c, i, 8, 700*time.Millisecond)
-				}(n)
-			}
-		}()
-		time.Sleep(d)
-		close(stop)
-		wg.Wait()
-	}
+	run := func(phase string, d time.Duration) { f.mixed(addr, phase, d) }
 	run("room", 2*time.Second)
 	fillErr := fill(filepath.Join(state, "filler"))
 	if !errors.Is(fillErr, syscall.ENOSPC) {
@@ -456,6 +427,43 @@ policyd:
 		t.Errorf("other errors in the log:\n%s", Tail(wehr.Log, 20))
 	}
 }
+
+// mixed sends for d: steady.example from its own host, passing at once,
+// and a new greylisted sender every 200 ms (plain.example, no DMARC,
+// each from a network of its own without reverse DNS: a new greylisting
+// entry each), retrying like an MTA.
+func (f *faultFlows) mixed(addr, phase string, d time.Duration) {
+	good := Client{IP: "192.0.2.10", Name: "mail.good.example", Helo: "mail.good.example"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go f.flow(addr, phase, "steady.example", good, 50*time.Millisecond, stop, &wg)
+	go func() {
+		defer wg.Done()
+		var gw sync.WaitGroup
+		for {
+			select {
+			case <-stop:
+				gw.Wait()
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			n := int(f.grey.Add(1))
+			c := Client{IP: fmt.Sprintf("10.%d.%d.1", n/250%250, n%250), Helo: "client.plain.example"}
+			gw.Add(1)
+			go func() {
+				defer gw.Done()
+				f.sendRetrying(addr, phase+"-grey", "plain.example", c, n, 8, 700*time.Millisecond)
+			}()
+		}
+	}()
+	time.Sleep(d)
+	close(stop)
+	wg.Wait()
+}
+
+// mixedZone is the DNS the mixed flows need.
+const mixedZone = "plain.example. 300 IN TXT \"v=spf1 ?all\"\nsteady.example. 300 IN TXT \"v=spf1 ip4:192.0.2.10 -all\"\n_dmarc.steady.example. 300 IN TXT \"v=DMARC1; p=reject\"\n"
 
 // fill writes zeros into path until the file system is full, and
 // returns the error that stopped it.

@@ -32,7 +32,9 @@ example.          300 IN SOA ns.example. h.example. 1 3600 600 86400 3600
 org.              300 IN SOA ns.org. h.org. 1 3600 600 86400 3600
 `)
 	srv.AddTXT("sel._domainkey.example.org", keyRecord(b, key))
-	res, err := resolver.New(resolver.Config{Servers: []string{srv.Addr()}, Timeout: time.Second})
+	rc := resolver.Default() // with its cache
+	rc.ResolvConf, rc.Servers, rc.Timeout = "", []string{srv.Addr()}, time.Second
+	res, err := resolver.New(rc)
 	if err != nil {
 		b.Fatal(err)
 	}

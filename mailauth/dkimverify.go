@@ -1,7 +1,6 @@
 package mailauth
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -661,13 +660,14 @@ func verifyDKIM(ctx context.Context, res Resolver, cache *rsaKeys, h Header, msg
 			lookup(i, s)
 		}()
 	}
-	br := bufio.NewReader(msg)
+	br := getReader(msg)
 	var bodyErr error
 	if _, err := br.Discard(h.Size); err != nil && !errors.Is(err, io.EOF) {
 		bodyErr = err
 	} else {
 		bodyErr = bh.read(ctx, br)
 	}
+	putReader(br)
 	wg.Wait()
 
 	for i, s := range sigs {

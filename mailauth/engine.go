@@ -253,7 +253,9 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 	if env.ClientIP != nil {
 		v.ARC.remoteIP = env.ClientIP.String()
 	}
-	h, err := ReadHeader(bufio.NewReader(msg), e.cfg.Limits.HeaderBytes)
+	br := getReader(msg)
+	h, err := ReadHeader(br, e.cfg.Limits.HeaderBytes)
+	putReader(br)
 	if err != nil {
 		if !errors.Is(err, ErrHeaderTooLarge) {
 			return nil, fmt.Errorf("mailauth: %w", err)

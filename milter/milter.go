@@ -416,7 +416,7 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 	}
 	// With leading-space negotiation the value is exactly what followed
 	// the colon; continuation lines are LF-separated.
-	if _, err := fmt.Fprintf(ss.spool, "%s:%s\r\n", name, strings.ReplaceAll(value, "\n", "\r\n")); err != nil {
+	if err := ss.spool.writeField(name, value); err != nil {
 		ss.failed = err
 	}
 	return milter.RespContinue, nil

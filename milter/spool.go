@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -54,6 +55,46 @@ func (s *spool) Write(p []byte) (int, error) {
 		s.file = f
 	}
 	return s.file.Write(p)
+}
+
+// WriteString is Write without a copy of str while the message is in
+// memory.
+func (s *spool) WriteString(str string) (int, error) {
+	if s.file == nil && s.buf.Len()+len(str) <= s.max {
+		s.size += int64(len(str))
+		return s.buf.WriteString(str)
+	}
+	return s.Write([]byte(str))
+}
+
+// writeField spools a header field as the milter protocol delivers it:
+// the value exactly as it followed the colon, its continuation lines
+// LF-separated, which the spool gets as CRLF.
+func (s *spool) writeField(name, value string) error {
+	if _, err := s.WriteString(name); err != nil {
+		return err
+	}
+	if _, err := s.WriteString(":"); err != nil {
+		return err
+	}
+	for {
+		i := strings.IndexByte(value, '\n')
+		if i < 0 {
+			break
+		}
+		if _, err := s.WriteString(value[:i]); err != nil {
+			return err
+		}
+		if _, err := s.WriteString("\r\n"); err != nil {
+			return err
+		}
+		value = value[i+1:]
+	}
+	if _, err := s.WriteString(value); err != nil {
+		return err
+	}
+	_, err := s.WriteString("\r\n")
+	return err
 }
 
 // Reader returns the whole message from the start.
