@@ -99,10 +99,25 @@ func (p *Pipeline) greylistPolicy() store.GreylistPolicy {
 }
 
 var (
-	batv   = regexp.MustCompile(`^(prvs|btv1|msprvs1)=[^=]*=`)
-	srs    = regexp.MustCompile(`^srs[01][=+-][^=]+=[^=]+=([^=]+)=(.+)$`)
-	digits = regexp.MustCompile(`\d+`)
+	batv = regexp.MustCompile(`^(prvs|btv1|msprvs1)=[^=]*=`)
+	srs  = regexp.MustCompile(`^srs[01][=+-][^=]+=[^=]+=([^=]+)=(.+)$`)
 )
+
+// hashDigits replaces each run of digits with "#".
+func hashDigits(s string) string {
+	if strings.IndexAny(s, "0123456789") < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < '0' || c > '9' {
+			b = append(b, c)
+		} else if i == 0 || s[i-1] < '0' || s[i-1] > '9' {
+			b = append(b, '#')
+		}
+	}
+	return string(b)
+}
 
 // NormalizeSender makes the greylisting key of a sender: bounce address
 // tags (BATV prvs=), SRS rewriting and VERP-style numbers vary between
@@ -114,9 +129,11 @@ func NormalizeSender(s string) string {
 	if !ok {
 		return s
 	}
-	local = batv.ReplaceAllString(local, "")
-	if m := srs.FindStringSubmatch(local); m != nil {
-		return digits.ReplaceAllString(m[2], "#") + "@" + m[1]
+	if strings.IndexByte(local, '=') >= 0 { // BATV and SRS have one
+		local = batv.ReplaceAllString(local, "")
+		if m := srs.FindStringSubmatch(local); m != nil {
+			return hashDigits(m[2]) + "@" + m[1]
+		}
 	}
-	return digits.ReplaceAllString(local, "#") + "@" + domain
+	return hashDigits(local) + "@" + domain
 }

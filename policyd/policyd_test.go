@@ -62,6 +62,9 @@ func TestNormalizeSender(t *testing.T) {
 		{"prvs=1234abcd=bounce@example.org", "bounce@example.org"},
 		{"SRS0=HHH=TT=orig.example=alice@forwarder.example", "alice@orig.example"},
 		{"bounce-12345-67@lists.example.net", "bounce-#-#@lists.example.net"},
+		{"1a22b333@example.net", "#a#b#@example.net"},
+		{"SRS0=HHH=TT=orig.example=a12@forwarder.example", "a#@orig.example"},
+		{"no-digits@example.net", "no-digits@example.net"},
 		{"", ""},
 	}
 	for _, tc := range tests {

@@ -438,21 +438,49 @@ type greyRecord struct {
 	Count       int64
 }
 
+// greyV1 starts a greylisting record in binary: the version byte, First,
+// Last, Passed (0 or 1) and Count, 26 bytes. Files written before hold
+// JSON, which starts with "{" and is still read.
+const greyV1 = 1
+
+func (r greyRecord) append(b []byte) []byte {
+	b = append(b, greyV1)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.First))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Last))
+	p := byte(0)
+	if r.Passed {
+		p = 1
+	}
+	b = append(b, p)
+	return binary.BigEndian.AppendUint64(b, uint64(r.Count))
+}
+
+// parseGreyRecord reads a record in either form; false if it is neither.
+func parseGreyRecord(v []byte) (r greyRecord, ok bool) {
+	if len(v) > 0 && v[0] == '{' {
+		return r, json.Unmarshal(v, &r) == nil
+	}
+	if len(v) != 26 || v[0] != greyV1 || v[17] > 1 {
+		return r, false
+	}
+	return greyRecord{First: int64(binary.BigEndian.Uint64(v[1:])), Last: int64(binary.BigEndian.Uint64(v[9:])),
+		Passed: v[17] == 1, Count: int64(binary.BigEndian.Uint64(v[18:]))}, true
+}
+
 // Greylist implements Store.
 func (e *Embedded) Greylist(_ context.Context, key string, now time.Time, p GreylistPolicy) (out GreylistEntry, err error) {
 	err = e.modify(key, func(t kvTxn) error {
 		var cur GreylistEntry
 		v, exists := t.get(key)
 		if exists {
-			var r greyRecord
-			if json.Unmarshal(v, &r) != nil {
+			if r, ok := parseGreyRecord(v); !ok {
 				exists = false
 			} else {
 				cur = GreylistEntry{First: time.Unix(0, r.First), Last: time.Unix(0, r.Last), Passed: r.Passed, Count: r.Count}
 			}
 		}
 		out = decideGreylist(cur, exists, now, p)
-		rec, _ := json.Marshal(greyRecord{First: out.First.UnixNano(), Last: out.Last.UnixNano(), Passed: out.Passed, Count: out.Count})
+		rec := greyRecord{First: out.First.UnixNano(), Last: out.Last.UnixNano(), Passed: out.Passed, Count: out.Count}.append(nil)
 		ttl := p.Window
 		if out.Passed {
 			ttl = p.Keep

@@ -219,3 +219,23 @@ func TestNoteFlush(t *testing.T) {
 		t.Errorf("a commit that works is logged: %s", buf.String())
 	}
 }
+
+// TestGreyRecordForms: greylisting records are written in binary and
+// read back; those of files written before (JSON) are still read, and a
+// damaged one is a new entry, not an error.
+func TestGreyRecordForms(t *testing.T) {
+	r := greyRecord{First: 1764662400123456789, Last: 1764662500000000000, Passed: true, Count: 7}
+	if got, ok := parseGreyRecord(r.append(nil)); !ok || got != r {
+		t.Errorf("binary round trip: %+v %v", got, ok)
+	}
+	if got, ok := parseGreyRecord([]byte(`{"First":1764662400123456789,"Last":1764662500000000000,"Passed":true,"Count":7}`)); !ok || got != r {
+		t.Errorf("JSON of earlier files: %+v %v", got, ok)
+	}
+	bad := r.append(nil)
+	bad[17] = 9
+	for _, v := range [][]byte{nil, {greyV1}, bad, r.append(nil)[:25], []byte("{broken")} {
+		if _, ok := parseGreyRecord(v); ok {
+			t.Errorf("%q parsed", v)
+		}
+	}
+}
