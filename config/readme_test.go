@@ -22,7 +22,7 @@ func TestREADMEKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Names that are files or domains, not keys.
-	notKey := regexp.MustCompile(`\.(json|yaml|pem|eml|db|sock|service|cf|conf|yml|org|net|com|example|test)$`)
+	notKey := regexp.MustCompile(`\.(json|yaml|pem|eml|db|sock|service|cf|conf|yml|csv|png|txt|org|net|com|example|test)$`)
 	seen := 0
 	for _, m := range regexp.MustCompile("`([a-z_0-9]+(?:\\.[a-z_0-9]+)+)`").FindAllStringSubmatch(string(readme), -1) {
 		key := m[1]

@@ -105,7 +105,7 @@ var (
 
 // hashDigits replaces each run of digits with "#".
 func hashDigits(s string) string {
-	if strings.IndexAny(s, "0123456789") < 0 {
+	if !strings.ContainsAny(s, "0123456789") {
 		return s
 	}
 	b := make([]byte, 0, len(s))
