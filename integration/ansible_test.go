@@ -484,8 +484,10 @@ reports: {record: false}
 type customerServer struct {
 	ln    net.Listener
 	known map[string]bool
-	mu    sync.Mutex
-	got   []string
+	// tls, if set, is offered with STARTTLS.
+	tls *tls.Config
+	mu  sync.Mutex
+	got []string
 }
 
 func newCustomerServer(t *testing.T, known ...string) *customerServer {
@@ -511,9 +513,10 @@ func newCustomerServer(t *testing.T, known ...string) *customerServer {
 }
 
 func (s *customerServer) serve(c net.Conn) {
-	defer c.Close()
+	defer func() { c.Close() }()
 	br := bufio.NewReader(c)
 	io.WriteString(c, "220 mail.customer.example ESMTP\r\n")
+	secure := false
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
@@ -521,6 +524,15 @@ func (s *customerServer) serve(c net.Conn) {
 		}
 		cmd := strings.ToUpper(strings.TrimSpace(line))
 		switch {
+		case strings.HasPrefix(cmd, "EHLO") && s.tls != nil && !secure:
+			io.WriteString(c, "250-mail.customer.example\r\n250-STARTTLS\r\n250 8BITMIME\r\n")
+		case cmd == "STARTTLS" && s.tls != nil && !secure:
+			io.WriteString(c, "220 go ahead\r\n")
+			tc := tls.Server(c, s.tls)
+			if err := tc.Handshake(); err != nil {
+				return // the client gave up on our certificate
+			}
+			c, br, secure = tc, bufio.NewReader(tc), true
 		case strings.HasPrefix(cmd, "EHLO"), strings.HasPrefix(cmd, "HELO"):
 			io.WriteString(c, "250-mail.customer.example\r\n250 8BITMIME\r\n")
 		case strings.HasPrefix(cmd, "RCPT TO:"):

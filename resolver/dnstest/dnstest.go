@@ -34,6 +34,8 @@ type Server struct {
 	queries  map[string]int             // "name/TYPE" → count
 	total    int
 	tcpCount int
+	// validating: answer like a validating resolver (Validating).
+	validating bool
 	closeMu  sync.Once
 }
 
@@ -310,6 +312,17 @@ func key(name string) string {
 	return strings.ToLower(name)
 }
 
+// Validating makes the server answer as a validating resolver would
+// answer for a signed zone: every answer to a query with the DO bit
+// carries the AD bit. Programs that trust their resolver's AD bit
+// (Postfix's DANE, glibc with "options trust-ad") then take the data as
+// DNSSEC-validated.
+func (s *Server) Validating(on bool) {
+	s.mu.Lock()
+	s.validating = on
+	s.mu.Unlock()
+}
+
 // ServeDNS answers one query. It implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if len(r.Question) != 1 {
@@ -332,7 +345,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	answered, times := s.timeout[name]
 	servfail, refused, tc := s.servfail[name], s.refused[name], s.tcTCP[name]
 	m := s.answer(r, q, name)
+	validating := s.validating
 	s.mu.Unlock()
+	if o := r.IsEdns0(); validating && o != nil && o.Do() {
+		// What a validating resolver says of data it validated: the
+		// AD bit (RFC 4035 3.2.3), to a client that asked with DO.
+		m.AuthenticatedData, m.RecursionAvailable = true, true
+		m.SetEdns0(o.UDPSize(), true)
+	}
 
 	if times && !answered[q.Qtype] {
 		return // no answer: the client times out
