@@ -43,6 +43,13 @@ func ansiblePlaybook(t *testing.T, playbook string, vars map[string]any, extra .
 // host list ending in a comma).
 func ansiblePlaybookInv(t *testing.T, playbook, inventory string, vars map[string]any, extra ...string) (string, error) {
 	t.Helper()
+	return ansiblePlaybookVia(t, nil, playbook, inventory, vars, extra...)
+}
+
+// ansiblePlaybookVia is ansiblePlaybookInv run through a command prefix
+// (nsenter into a mount namespace).
+func ansiblePlaybookVia(t *testing.T, via []string, playbook, inventory string, vars map[string]any, extra ...string) (string, error) {
+	t.Helper()
 	if _, err := exec.LookPath("ansible-playbook"); err != nil {
 		t.Fatal("ansible-playbook missing: scripts/install-test-deps installs Debian's ansible (make test does)")
 	}
@@ -50,10 +57,12 @@ func ansiblePlaybookInv(t *testing.T, playbook, inventory string, vars map[strin
 	vf := filepath.Join(dir, "vars.json")
 	b, _ := json.Marshal(vars)
 	os.WriteFile(vf, b, 0o644)
-	args := append([]string{"-c", "local", "-i", inventory, "-e", "@" + vf, filepath.Join("..", "ansible", "tests", playbook)}, extra...)
-	cmd := exec.Command("ansible-playbook", args...)
+	abs, _ := filepath.Abs(filepath.Join("..", "ansible"))
+	args := append([]string{"-c", "local", "-i", inventory, "-e", "@" + vf, filepath.Join(abs, "tests", playbook)}, extra...)
+	args = append(append(append([]string{}, via...), "ansible-playbook"), args...)
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "ANSIBLE_RETRY_FILES_ENABLED=0", "ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "tmp"),
-		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "rtmp"), "ANSIBLE_ROLES_PATH="+filepath.Join("..", "ansible", "roles"),
+		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "rtmp"), "ANSIBLE_ROLES_PATH="+filepath.Join(abs, "roles"),
 		"ANSIBLE_PYTHON_INTERPRETER=/usr/bin/python3", "ANSIBLE_STDOUT_CALLBACK=default", "ANSIBLE_PIPELINING=1")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
