@@ -283,6 +283,7 @@ policyd:
 store: {path: %[2]s/wehr.db, admin_socket: %[2]s/admin.sock}
 dkim: {keys_dir: %[3]s, sender_map: %[4]s}
 reports: {record: false}
+arc: {seal: relay, seal_domain: example.test, local_domains: [example.test]}
 `, sock, wdir, filepath.Join(w.dir, "dkim"), senders, bulkPort)
 	wh, err := NewWehr(w.wehr.Bin, wdir, cfg, w.dns.Addr(), 0)
 	if err != nil {
@@ -477,6 +478,20 @@ reports: {record: false}
 	got := customer.wait(t, marker)
 	if !strings.Contains(got, "Authentication-Results: mx.example.test") || !strings.Contains(got, "dmarc=pass") {
 		t.Errorf("the customer's server got no A-R of ours:\n%.600s", got)
+	}
+	// ... and our ARC seal (arc.seal: relay), which verifies: the
+	// customer's server can trust our results whatever it changes.
+	if seals := header(got, "ARC-Seal"); len(seals) != 1 || !strings.Contains(seals[0], "i=1") || !strings.Contains(seals[0], "d=example.test") {
+		t.Errorf("ARC-Seal at the customer's server: %q", seals)
+	}
+	relayed := filepath.Join(t.TempDir(), "relayed.eml")
+	os.WriteFile(relayed, []byte(strings.ReplaceAll(strings.ReplaceAll(got, "\r\n", "\n"), "\n", "\r\n")), 0o644)
+	vout, err = wehrCmd(t, emptyCfg(t), "--json", "check", "message", "--ip", "127.0.0.1", relayed)
+	var arcv struct {
+		ARC struct{ Result string } `json:"arc"`
+	}
+	if jerr := json.Unmarshal([]byte(vout[strings.Index(vout, "{"):]), &arcv); jerr != nil || arcv.ARC.Result != "pass" {
+		t.Errorf("our seal does not verify: %v %v\n%s", err, jerr, vout)
 	}
 
 	out, err = ansiblePlaybook(t, "postfix.yml", vars)
