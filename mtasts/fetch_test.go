@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,14 +47,16 @@ const enforcePolicy = "version: STSv1\nmode: enforce\nmx: mx.good.test\nmax_age:
 
 // policyServer serves a policy per domain, as mta-sts.DOMAIN, on one
 // address; its certificate names every test domain but wrongcert.test.
-func policyServer(t *testing.T) (*Fetcher, *x509.CertPool) {
+func policyServer(t *testing.T) (*Fetcher, *atomic.Int64) {
 	t.Helper()
 	var names []string
 	for _, d := range []string{"good", "redirect", "big", "html", "slow", "missing", "garbage"} {
 		names = append(names, "mta-sts."+d+".test")
 	}
 	pool, cert := testCA(t, names...)
+	hits := new(atomic.Int64)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
 		if r.URL.Path != "/.well-known/mta-sts.txt" {
 			http.NotFound(w, r)
 			return
@@ -87,7 +90,7 @@ func policyServer(t *testing.T) (*Fetcher, *x509.CertPool) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}}
-	return f, pool
+	return f, hits
 }
 
 func TestFetch(t *testing.T) {
