@@ -34,6 +34,7 @@ import (
 
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
+	"github.com/wehr/wehr/mtasts"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/store"
@@ -66,6 +67,9 @@ type Config struct {
 	AuthPolicy authpolicy.Config `yaml:"authpolicy"`
 	// ARC is whether and as whom we seal the mail we pass on.
 	ARC arc.Config `yaml:"arc"`
+	// MTASTS is the MTA-STS policy service Postfix asks before it
+	// delivers (smtp_tls_policy_maps).
+	MTASTS mtasts.Config `yaml:"mtasts"`
 }
 
 // Log configures logging.
@@ -96,6 +100,7 @@ func Default() *Config {
 		Reports:    dmarcreport.Default(),
 		AuthPolicy: authpolicy.Default(),
 		ARC:        arc.Default(),
+		MTASTS:     mtasts.Default(),
 	}
 }
 
@@ -214,6 +219,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.Reports.Check(sp.Section("reports"))
 	c.AuthPolicy.Check(sp.Section("authpolicy"))
 	c.ARC.Check(sp.Section("arc"))
+	c.MTASTS.Check(sp.Section("mtasts"))
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {

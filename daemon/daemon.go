@@ -35,6 +35,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/milter"
+	"github.com/wehr/wehr/mtasts"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/sendermap"
@@ -69,6 +70,8 @@ type Options struct {
 	// authpolicy.listen (or AuthPolicyListen) says.
 	AuthPolicy       bool
 	AuthPolicyListen string
+	// MTASTS runs the MTA-STS policy service where mtasts.listen says.
+	MTASTS bool
 }
 
 // Daemon is a running process. Reload and Config are safe to call while
@@ -155,7 +158,7 @@ func openStore(cfg *config.Config, owner bool) (store.Store, error) {
 func (d *Daemon) Run(ctx context.Context) error {
 	grp, ctx := errgroup.WithContext(ctx)
 	cfg, log := d.cfg, d.log
-	if d.opt.Policyd || d.opt.AuthPolicy && d.authListen() != "" || cfg.Store.Backend == "redis" {
+	if d.opt.Policyd || d.opt.AuthPolicy && d.authListen() != "" || d.opt.MTASTS && cfg.MTASTS.Listen != "" || cfg.Store.Backend == "redis" {
 		var err error
 		if d.st, err = openStore(cfg, d.opt.Milter && d.opt.Policyd); err != nil {
 			var se SetupError
@@ -262,6 +265,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		log.Info("wehr: auth policy service listening", "url", scheme+"://"+a.Address+"/", "api_key", cfg.AuthPolicy.APIKey != "")
 		grp.Go(func() error { return d.ap.Serve(ctx, ln, cfg.AuthPolicy.TLSCert, cfg.AuthPolicy.TLSKey) })
+	}
+	if d.opt.MTASTS && cfg.MTASTS.Listen != "" {
+		a, err := listener.ParseAddress(cfg.MTASTS.Listen, cfg.MTASTS.AllowRemote)
+		if err != nil {
+			return setupf("mtasts.listen: %v", err)
+		}
+		pool, err := cfg.MTASTS.RootCAs()
+		if err != nil {
+			return setupf("mtasts.ca_file: %v", err)
+		}
+		ln, err := listener.Listen(a, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout},
+			Cache: mtasts.StoreCache{P: store.NewStsPolicies(d.st)}}
+		srv := &mtasts.SocketmapServer{Log: log, Timeout: cfg.MTASTS.LookupTimeout, Lookup: mtasts.PostfixLookup(r, log)}
+		log.Info("wehr: MTA-STS policy service listening", "listen", a.String())
+		grp.Go(func() error { return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log)) })
 	}
 	if d.opt.Milter {
 		addr, perms, err := cfg.Milter.Address(d.opt.MilterListen)

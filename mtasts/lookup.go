@@ -122,3 +122,27 @@ func (r Result) Postfix() (answer string, found bool) {
 	}
 	return "secure match=" + strings.Join(pats, ":") + " servername=hostname", true
 }
+
+// Explain says in lines what Postfix is told for the domain, and why.
+func (r Result) Explain() []string {
+	out := []string{"domain: " + r.Domain}
+	if r.Policy != nil {
+		p := r.Policy
+		out = append(out, fmt.Sprintf("policy: id %s, mode %s, max_age %s, mx %s (%s)", r.ID, p.Mode, p.MaxAge, strings.Join(p.MX, " "), r.How))
+	} else {
+		out = append(out, "policy: none")
+	}
+	if a, ok := r.Postfix(); ok {
+		out = append(out, "Postfix is told: "+a)
+	} else {
+		out = append(out, "Postfix is told: nothing (NOTFOUND: its own smtp_tls_security_level applies)")
+	}
+	if r.Err != nil {
+		why := "why"
+		if r.Policy != nil {
+			why = "not refreshed"
+		}
+		out = append(out, why+": "+r.Err.Error())
+	}
+	return out
+}

@@ -3,9 +3,12 @@ package mtasts
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wehr/wehr/store"
 )
 
 type fakeDNS map[string][]string // name → TXT; "SERVFAIL" as the only value fails
@@ -88,5 +91,30 @@ func TestLookup(t *testing.T) {
 	}
 	if a, _ := (Result{Policy: &Policy{Mode: Enforce, MX: []string{"*.example.net", "mx.example.org"}}}).Postfix(); a != "secure match=.example.net:mx.example.org servername=hostname" {
 		t.Errorf("wildcard: %q", a)
+	}
+}
+
+// TestStoreCache: policies round-trip through the store, and what does
+// not decode there (another version's record, damage) is no policy.
+func TestStoreCache(t *testing.T) {
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	now := time.Now()
+	c := StoreCache{P: store.NewStsPolicies(st)}
+	want := Cached{ID: "abc", Policy: Policy{Mode: Enforce, MaxAge: time.Hour, MX: []string{"*.example.net"}}, Fetched: now.UTC().Truncate(time.Second), Expires: now.Add(time.Hour).UTC().Truncate(time.Second)}
+	if err := c.Put(ctx, "Example.NET.", want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := c.Get(ctx, "example.net")
+	if err != nil || !ok || got.ID != want.ID || got.Policy.Mode != Enforce || !got.Expires.Equal(want.Expires) || got.Policy.MX[0] != "*.example.net" {
+		t.Fatalf("got %+v %v %v", got, ok, err)
+	}
+	st.Set(ctx, "sts:broken.example", []byte("{not json"), time.Hour)
+	if _, ok, err := c.Get(ctx, "broken.example"); ok || err != nil {
+		t.Errorf("a broken record: %v %v", ok, err)
 	}
 }

@@ -168,3 +168,28 @@ func oneLine(s string) string {
 	}, s)
 	return clip(s)
 }
+
+// PostfixLookup answers Postfix's smtp_tls_policy_maps from r, for any
+// map name, and logs every answer. Keys that are not domains (Postfix
+// also asks "[host]:port" for bracketed next hops) have no policy.
+func PostfixLookup(r *Resolver, log *slog.Logger) LookupFunc {
+	return func(ctx context.Context, _, key string) (string, bool, error) {
+		if strings.ContainsAny(key, "[]: /") || !strings.Contains(key, ".") {
+			return "", false, nil
+		}
+		res := r.Lookup(ctx, key)
+		answer, found := res.Postfix()
+		attrs := []slog.Attr{slog.String("domain", res.Domain), slog.String("how", res.How)}
+		if res.Policy != nil {
+			attrs = append(attrs, slog.String("mode", string(res.Policy.Mode)), slog.String("id", res.ID))
+		}
+		if found {
+			attrs = append(attrs, slog.String("answer", answer))
+		}
+		if res.Err != nil {
+			attrs = append(attrs, slog.String("error", res.Err.Error()))
+		}
+		log.LogAttrs(ctx, slog.LevelInfo, "mtasts: policy", attrs...)
+		return answer, found, nil
+	}
+}

@@ -14,6 +14,7 @@
 //	PassHistory   hist:               networks that delivered DMARC-passing mail per domain
 //	Rates         rate:, urate:, uvol: sliding windows per address, network, user
 //	Transactions  inst:               Postfix transactions already counted
+//	StsPolicies   sts:                MTA-STS policies of the domains we deliver to
 //	Store.Lock    lock: (in the backend) leases with fencing tokens
 //
 // All of these rebuild themselves: after a crash that damages the

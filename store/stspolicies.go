@@ -1,0 +1,28 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// StsPolicies are the MTA-STS policies of the domains we deliver to
+// (RFC 8461 5.1), under sts:DOMAIN, shared by every node so that one
+// fetch serves all. The value's encoding is package mtasts's; each
+// lives until its policy expires.
+type StsPolicies struct{ st Store }
+
+// NewStsPolicies is the MTA-STS policy cache in st.
+func NewStsPolicies(st Store) StsPolicies { return StsPolicies{st: st} }
+
+func stsKey(domain string) string { return "sts:" + strings.ToLower(strings.TrimSuffix(domain, ".")) }
+
+// Get returns domain's cached policy, and whether there is one.
+func (s StsPolicies) Get(ctx context.Context, domain string) ([]byte, bool, error) {
+	return s.st.Get(ctx, stsKey(domain))
+}
+
+// Put caches domain's policy for ttl (at least a minute).
+func (s StsPolicies) Put(ctx context.Context, domain string, v []byte, ttl time.Duration) error {
+	return s.st.Set(ctx, stsKey(domain), v, max(ttl, time.Minute))
+}
