@@ -36,7 +36,7 @@ type Server struct {
 	tcpCount int
 	// validating: answer like a validating resolver (Validating).
 	validating bool
-	closeMu  sync.Once
+	closeMu    sync.Once
 }
 
 // Start starts a server on 127.0.0.1 with an ephemeral port, serving the
