@@ -110,11 +110,20 @@ func TestAnsibleWehrRole(t *testing.T) {
 	for p, mode := range map[string]os.FileMode{
 		"/usr/local/bin/wehr": 0o755, "/etc/wehr/wehr.yaml": 0o640, "/etc/wehr/senders": 0o640,
 		"/var/lib/wehr": 0o700, "/etc/systemd/system/wehr.service": 0o644,
+		"/usr/local/share/man/man1/wehr.1": 0o644, "/usr/local/share/man/man1/wehr-serve.1": 0o644,
+		"/usr/share/bash-completion/completions/wehr": 0o644, "/usr/local/share/zsh/site-functions/_wehr": 0o644,
+		"/usr/share/fish/vendor_completions.d/wehr.fish": 0o644,
 	} {
 		fi, err := os.Stat(root + p)
 		if err != nil || fi.Mode().Perm() != mode {
 			t.Errorf("%s: %v %v, want %v", p, err, fi, mode)
 		}
+	}
+	if b := readFile(root + "/usr/share/bash-completion/completions/wehr"); !strings.Contains(b, "__start_wehr") {
+		t.Errorf("the bash completion is not wehr's: %.200s", b)
+	}
+	if b := readFile(root + "/usr/local/share/man/man1/wehr.1"); !strings.Contains(b, ".TH") {
+		t.Errorf("wehr.1 is not a man page: %.200s", b)
 	}
 	unit, _ := os.ReadFile(root + "/etc/systemd/system/wehr.service")
 	dist, _ := os.ReadFile("../dist/wehr.service")
