@@ -279,7 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout},
+		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(d.res)},
 			Cache: mtasts.StoreCache{P: store.NewStsPolicies(d.st)}}
 		srv := &mtasts.SocketmapServer{Log: log, Timeout: cfg.MTASTS.LookupTimeout, Lookup: mtasts.PostfixLookup(r, log)}
 		log.Info("wehr: MTA-STS policy service listening", "listen", a.String())

@@ -524,7 +524,12 @@ type customerServer struct {
 }
 
 func newCustomerServer(t *testing.T, known ...string) *customerServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newCustomerServerAt(t, "127.0.0.1:0", known...)
+}
+
+// newCustomerServerAt is newCustomerServer on a given address.
+func newCustomerServerAt(t *testing.T, addr string, known ...string) *customerServer {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ type Postfix struct {
 	Hostname       string
 	SMTPPort       int
 	SubmissionPort int
+	via            []string
 }
 
 // PostfixConfig is what a test chooses about an instance.
@@ -35,6 +36,9 @@ type PostfixConfig struct {
 	PolicyAddr string
 	// Extra main.cf lines.
 	Extra string
+	// Via, if set, prefixes the postfix commands (nsenter into a mount
+	// namespace with a resolv.conf of its own).
+	Via []string
 }
 
 // readmeSubmission returns the -o lines of the README's submission block.
@@ -60,7 +64,7 @@ func readmeSubmission() ([]string, error) {
 
 // StartPostfix writes an instance's configuration under dir and starts it.
 func StartPostfix(dir string, c PostfixConfig) (*Postfix, error) {
-	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort, SubmissionPort: c.SubmissionPort}
+	p := &Postfix{Dir: dir, Hostname: c.Hostname, SMTPPort: c.SMTPPort, SubmissionPort: c.SubmissionPort, via: c.Via}
 	for _, d := range []string{"etc", "queue", "data"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, err
@@ -154,6 +158,7 @@ delay_warning_time = 0
 %spickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
 defer     unix  -       -       n       -       0       bounce
@@ -193,8 +198,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 }
 
 func (p *Postfix) command(args ...string) ([]byte, error) {
-	cmd := exec.Command(programs["postfix"], append([]string{"-c", filepath.Join(p.Dir, "etc")}, args...)...)
-	return cmd.CombinedOutput()
+	argv := append(append(append([]string{}, p.via...), programs["postfix"], "-c", filepath.Join(p.Dir, "etc")), args...)
+	return exec.Command(argv[0], argv[1:]...).CombinedOutput()
 }
 
 // Maillog is the instance's log file.

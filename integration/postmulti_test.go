@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,35 +38,12 @@ func TestAnsiblePostmulti(t *testing.T) {
 	if out, err := exec.Command("chown", "postfix:postfix", lib).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	// The namespace: a process that holds it, and nsenter to run in it.
-	holder := exec.Command("unshare", "-m", "--propagation", "private", "sleep", "3600")
-	if err := holder.Start(); err != nil {
-		t.Fatalf("unshare: %v", err)
+	ns, err := NewMountNamespace(map[string]string{etc: "/etc/postfix", spool: "/var/spool/postfix", lib: "/var/lib/postfix"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	defer func() { holder.Process.Kill(); holder.Wait() }() //nolint:errcheck
-	via := []string{"nsenter", "-t", strconv.Itoa(holder.Process.Pid), "-m"}
-	in := func(args ...string) (string, error) {
-		out, err := exec.Command(via[0], append(via[1:], args...)...).CombinedOutput()
-		return string(out), err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		// unshare has made the namespace once the holder runs sleep.
-		if l1, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", holder.Process.Pid)); l1 != "" {
-			if l0, _ := os.Readlink("/proc/self/ns/mnt"); l0 != l1 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no mount namespace")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for from, to := range map[string]string{etc: "/etc/postfix", spool: "/var/spool/postfix", lib: "/var/lib/postfix"} {
-		if out, err := in("mount", "--bind", from, to); err != nil {
-			t.Fatalf("mount --bind %s %s: %v %s", from, to, err, out)
-		}
-	}
+	defer ns.Close()
+	via, in := ns.Via, ns.Run
 	cert, key := selfSigned(t, t.TempDir(), "mx.example.test")
 	ps, err := FreePorts(4)
 	if err != nil {

@@ -28,6 +28,42 @@ type Fetcher struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
+// IPResolver looks up a host's addresses.
+type IPResolver interface {
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+// DialVia makes a Dial that finds the policy host through res (wehr's
+// own resolver, the one every other lookup uses, not the system's) and
+// tries its addresses in turn.
+func DialVia(res IPResolver) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := res.LookupIPAddr(ctx, host)
+		if err != nil {
+			return nil, fmt.Errorf("lookup %s: %w", host, err)
+		}
+		var d net.Dialer
+		var first error
+		for _, ip := range ips {
+			c, err := d.DialContext(ctx, network, net.JoinHostPort(ip.IP.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		if first == nil {
+			first = fmt.Errorf("%s has no address", host)
+		}
+		return nil, first
+	}
+}
+
 // ErrFetch is wrapped by every error of Fetch.
 var ErrFetch = errors.New("mtasts: fetching the policy")
 

@@ -170,11 +170,13 @@ func oneLine(s string) string {
 }
 
 // PostfixLookup answers Postfix's smtp_tls_policy_maps from r, for any
-// map name, and logs every answer. Keys that are not domains (Postfix
-// also asks "[host]:port" for bracketed next hops) have no policy.
+// map name, and logs every answer. Keys that are not domains have no
+// policy.
 func PostfixLookup(r *Resolver, log *slog.Logger) LookupFunc {
 	return func(ctx context.Context, _, key string) (string, bool, error) {
-		if strings.ContainsAny(key, "[]: /") || !strings.Contains(key, ".") {
+		// Postfix also asks the parent domains (".example") and, for a
+		// bracketed next hop, "[host]:port": no policy for those.
+		if strings.ContainsAny(key, "[]: /") || !strings.Contains(key, ".") || strings.HasPrefix(key, ".") {
 			return "", false, nil
 		}
 		res := r.Lookup(ctx, key)

@@ -57,7 +57,7 @@ the service's, unless --no-cache.`,
 				defer st.Close()
 				cache = mtasts.StoreCache{P: store.NewStsPolicies(st)}
 			}
-			r := &mtasts.Resolver{DNS: e.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: e.cfg.MTASTS.FetchTimeout}, Cache: cache}
+			r := &mtasts.Resolver{DNS: e.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: e.cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(e.res)}, Cache: cache}
 			ctx, cancel := context.WithTimeout(cmd.Context(), e.cfg.MTASTS.LookupTimeout)
 			defer cancel()
 			res := r.Lookup(ctx, args[0])
