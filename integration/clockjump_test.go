@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,16 +44,59 @@ func TestClockJump(t *testing.T) {
 		t.Fatalf("setting the clock an hour forward (needs root): %v", err)
 	}
 	f.mixed(w.smtpAddr(), "ahead", 3*time.Second)
+	// Senders greylisted while the clock is ahead, retrying once it is
+	// back: their first attempts are an hour in the future.
+	type pending struct {
+		c            Client
+		marker, data string
+	}
+	var jumped []pending
+	for i := range 5 {
+		c := Client{IP: fmt.Sprintf("10.251.%d.1", i), Helo: "client.plain.example"}
+		marker := fmt.Sprintf("fault-jumped-grey-plain.example-%d-%d", i, time.Now().UnixNano())
+		data := "From: <a@plain.example>\r\nTo: alice@example.test\r\nSubject: " + marker + "\r\nMessage-ID: <" + marker + "@plain.example>\r\n\r\n" + marker + "\r\n"
+		r, err := Send(w.smtpAddr(), c, "a@plain.example", []string{"alice@example.test"}, data)
+		if err != nil || r.Code != 450 {
+			t.Fatalf("a new sender while ahead: %v %v, want greylisted (450)", r, err)
+		}
+		jumped = append(jumped, pending{c, marker, data})
+	}
 	if err := restore(); err != nil {
 		t.Fatalf("putting the clock back: %v", err)
 	}
+	// Retried like an MTA, they pass one greylisting delay (2 s here)
+	// after the clock came back, not an hour later.
+	for _, p := range jumped {
+		var r Reply
+		var err error
+		for range 8 {
+			if r, err = Send(w.smtpAddr(), p.c, "a@plain.example", []string{"alice@example.test"}, p.data); err != nil || r.OK() {
+				break
+			}
+			time.Sleep(700 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+		f.mu.Lock()
+		f.sent = append(f.sent, faultSent{"jumped-grey", p.marker, r})
+		f.mu.Unlock()
+	}
 	f.mixed(w.smtpAddr(), "back", 4*time.Second)
-	// Dovecot holds off new processes for a while after the clock went
-	// back; Postfix keeps what it could not deliver and tries again now.
+	// Dovecot's LMTP processes end themselves when the clock goes back,
+	// and its master starts no new ones for 3 minutes: restarted, as an
+	// admin would. Postfix kept what it could not deliver meanwhile, and
+	// tries again now.
+	if err := w.dovecot.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := w.postfix.command("flush"); err != nil {
 		t.Errorf("postfix flush: %v: %s", err, out)
 	}
 	counts := f.check(t)
+	if counts["jumped-grey delivered"] != len(jumped) {
+		t.Errorf("senders greylisted while the clock was ahead: %d of %d passed after it came back: %v", counts["jumped-grey delivered"], len(jumped), counts)
+	}
 	for _, ph := range []string{"before", "ahead", "back"} {
 		if counts[ph+" delivered"] == 0 || counts[ph+"-grey delivered"] == 0 {
 			t.Errorf("phase %s: no message accepted: %v", ph, counts)

@@ -119,22 +119,34 @@ protocol lmtp {
 			return nil, fmt.Errorf("chown %s: %v: %s", sub, err, out)
 		}
 	}
+	return d, d.start()
+}
+
+// start starts the instance from its written configuration.
+func (d *Dovecot) start() error {
+	dir := d.Dir
 	cmd := exec.Command(programs["dovecot"], "-c", filepath.Join(dir, "dovecot.conf"))
 	// Dovecot keeps the caller's stderr open after it daemonizes; hand
 	// it a file, never a pipe.
 	logf, err := os.OpenFile(filepath.Join(dir, "dovecot.stderr"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("dovecot: %v\n%s\n%s", err, Tail(filepath.Join(dir, "dovecot.stderr"), 10), Tail(filepath.Join(dir, "dovecot.log"), 10))
+		return fmt.Errorf("dovecot: %v\n%s\n%s", err, Tail(filepath.Join(dir, "dovecot.stderr"), 10), Tail(filepath.Join(dir, "dovecot.log"), 10))
 	}
-	if err := WaitListening(c.LMTPPort, 10*time.Second); err != nil {
-		return nil, fmt.Errorf("dovecot: %w\n%s", err, Tail(filepath.Join(dir, "dovecot.log"), 20))
+	if err := WaitListening(d.LMTPPort, 10*time.Second); err != nil {
+		return fmt.Errorf("dovecot: %w\n%s", err, Tail(filepath.Join(dir, "dovecot.log"), 20))
 	}
-	return d, nil
+	return nil
+}
+
+// Restart stops and starts the instance.
+func (d *Dovecot) Restart() error {
+	d.Stop()
+	return d.start()
 }
 
 // Stop stops the instance.
