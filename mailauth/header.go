@@ -371,17 +371,20 @@ func ToASCII(d string) (string, error) {
 			break
 		}
 	}
-	if ascii {
-		if d == "" || strings.ContainsAny(d, " \t\\\"<>()[],;:@") {
-			return "", fmt.Errorf("%q is not a domain name", d)
+	if !ascii {
+		// IDNA maps some characters to nothing (U+034F, the
+		// combining grapheme joiner): "@\u034f" must not become the
+		// empty domain (found by FuzzFromHeader).
+		a, err := idna.Lookup.ToASCII(d)
+		if err != nil {
+			return "", err
 		}
-		return strings.ToLower(d), nil
+		d = strings.TrimSuffix(a, ".")
 	}
-	a, err := idna.Lookup.ToASCII(d)
-	if err != nil {
-		return "", err
+	if d == "" || strings.ContainsAny(d, " \t\\\"<>()[],;:@") {
+		return "", fmt.Errorf("%q is not a domain name", d)
 	}
-	return strings.ToLower(a), nil
+	return strings.ToLower(d), nil
 }
 
 func truncate(s string, n int) string {

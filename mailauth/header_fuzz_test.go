@@ -147,3 +147,22 @@ func FuzzFoldedHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestIgnorableInDomain: characters IDNA maps to nothing neither empty a
+// From domain nor hide the one a reader sees: "@\u034f" has no domain,
+// and "bank.example" with a combining grapheme joiner in front is
+// bank.example, whose DMARC policy then applies.
+func TestIgnorableInDomain(t *testing.T) {
+	for from, want := range map[string]string{
+		"ceo@\u034f":             "",
+		"ceo@\u034fbank.example": "bank.example",
+		"ceo@bank\u00ad.example": "bank.example", // a soft hyphen
+	} {
+		h, _ := ReadHeader(bufio.NewReader(strings.NewReader("From: "+from+"\r\n\r\n")), 0)
+		domains, why := AuthorDomains(h)
+		got := strings.Join(domains, ",")
+		if got != want || want == "" && why == "" {
+			t.Errorf("From %q: domains %q (%s), want %q", from, got, why, want)
+		}
+	}
+}
