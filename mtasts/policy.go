@@ -5,6 +5,8 @@
 package mtasts
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -151,4 +153,19 @@ func clip(s string) string {
 		return s[:80] + "..."
 	}
 	return s
+}
+
+// Publish is what a domain publishes for MTA-STS: the policy file and
+// the TXT record whose id names it (RFC 8461 3.1, 3.2). The id is taken
+// from the policy's text, so it changes exactly when the policy does.
+func Publish(p Policy) (policyFile, record string) {
+	var b strings.Builder
+	b.WriteString("version: STSv1\r\nmode: " + string(p.Mode) + "\r\n")
+	for _, m := range p.MX {
+		b.WriteString("mx: " + m + "\r\n")
+	}
+	b.WriteString("max_age: " + strconv.FormatInt(int64(p.MaxAge/time.Second), 10) + "\r\n")
+	policyFile = b.String()
+	sum := sha256.Sum256([]byte(policyFile))
+	return policyFile, "v=STSv1; id=" + hex.EncodeToString(sum[:8]) + ";"
 }

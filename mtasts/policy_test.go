@@ -147,3 +147,22 @@ func FuzzSelectRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestPublish: what we publish parses back to the same policy, its
+// record to a valid id, and the id changes with the policy.
+func TestPublish(t *testing.T) {
+	p := Policy{Mode: Enforce, MaxAge: 7 * 24 * time.Hour, MX: []string{"mx1.example.net", "*.mx.example.net"}}
+	file, rec := Publish(p)
+	got, err := ParsePolicy([]byte(file))
+	if err != nil || got.Mode != p.Mode || got.MaxAge != p.MaxAge || strings.Join(got.MX, " ") != strings.Join(p.MX, " ") {
+		t.Fatalf("%q parses to %+v %v", file, got, err)
+	}
+	r, err := ParseRecord(rec)
+	if err != nil || len(r.ID) != 16 {
+		t.Fatalf("record %q: %+v %v", rec, r, err)
+	}
+	p.Mode = Testing
+	if _, rec2 := Publish(p); rec2 == rec {
+		t.Error("the id did not change with the policy")
+	}
+}

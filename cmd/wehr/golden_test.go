@@ -83,3 +83,26 @@ func TestCheckMessageGolden(t *testing.T) {
 		t.Errorf("the golden table lacks an action: %v", seen)
 	}
 }
+
+// The records a domain publishes for MTA-STS and TLS reports.
+func TestPublishRecordsGolden(t *testing.T) {
+	code, out, errOut := wehr(t, "mtasts", "record", "example.net", "--mode", "enforce", "--mx", "mx1.example.net,*.mx.example.net", "--max-age", "168h")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	code, out2, errOut := wehr(t, "tlsrpt", "record", "example.net.", "--rua", "mailto:tls-reports@example.net")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden(t, "publish-records.txt", []byte(out+out2))
+	for _, bad := range [][]string{
+		{"mtasts", "record", "example.net", "--mode", "enforce"},
+		{"mtasts", "record", "example.net", "--mode", "enforce", "--mx", "a.*.example"},
+		{"mtasts", "record", "example.net", "--mode", "report", "--mx", "mx.example.net"},
+		{"tlsrpt", "record", "example.net", "--rua", "tls@example.net"},
+	} {
+		if code, _, errOut := wehr(t, bad...); code != 2 || errOut == "" {
+			t.Errorf("%v: exit %d, %q; want 2 and a reason", bad, code, errOut)
+		}
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -81,7 +83,78 @@ the service's, unless --no-cache.`,
 		},
 	}
 	query.Flags().BoolVar(&noCache, "no-cache", false, "neither read nor write the policy cache")
-	cmd.AddCommand(query)
+	var mode string
+	var mx []string
+	var maxAge time.Duration
+	record := &cobra.Command{
+		Use:   "record DOMAIN --mode testing|enforce --mx PATTERN...",
+		Short: "The _mta-sts TXT record and the policy file to publish for DOMAIN",
+		Long: `Print the _mta-sts TXT record to publish for DOMAIN and the policy file to serve
+at https://mta-sts.DOMAIN/.well-known/mta-sts.txt (as text/plain, with a
+certificate valid for mta-sts.DOMAIN). The record's id is taken from the
+policy's text: it changes exactly when the policy does, which is what tells
+senders to fetch it again. Start with --mode testing and TLS reports
+(wehr tlsrpt record), then enforce.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if mode != string(mtasts.Testing) && mode != string(mtasts.Enforce) && mode != string(mtasts.None) {
+				return usagef("--mode %q: testing, enforce or none", mode)
+			}
+			if len(mx) == 0 && mode != string(mtasts.None) {
+				return usagef("--mx: name your MX hosts (mx.example.net, or *.example.net for any one label below it)")
+			}
+			if maxAge <= 0 || maxAge > mtasts.MaxMaxAge {
+				return usagef("--max-age %v: more than 0, at most %v", maxAge, mtasts.MaxMaxAge)
+			}
+			file, rec := mtasts.Publish(mtasts.Policy{Mode: mtasts.Mode(mode), MaxAge: maxAge.Truncate(time.Second), MX: mx})
+			if _, err := mtasts.ParsePolicy([]byte(file)); err != nil {
+				return usagef("%v", err)
+			}
+			domain := strings.TrimSuffix(args[0], ".")
+			fmt.Fprintf(g.stdout, "; in the DNS zone of %s:\n_mta-sts.%s. IN TXT %q\n", domain, domain, rec)
+			fmt.Fprintf(g.stdout, "; at https://mta-sts.%s/.well-known/mta-sts.txt (text/plain):\n%s", domain, strings.ReplaceAll(file, "\r\n", "\n"))
+			return nil
+		},
+	}
+	record.Flags().StringVar(&mode, "mode", "testing", "testing, enforce or none")
+	record.Flags().StringSliceVar(&mx, "mx", nil, "an MX host name or *.domain pattern (repeat or comma-separate)")
+	record.Flags().DurationVar(&maxAge, "max-age", 7*24*time.Hour, "how long senders keep the policy")
+	cmd.AddCommand(query, record)
+	return cmd
+}
+
+func newTLSRPTCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "tlsrpt",
+		Short: "SMTP TLS reporting (RFC 8460): the record to publish",
+		Args:  exactArgs(0),
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var rua []string
+	record := &cobra.Command{
+		Use:   "record DOMAIN --rua URI...",
+		Short: "The _smtp._tls TXT record that asks senders for TLS reports about DOMAIN",
+		Long: `Print the _smtp._tls TXT record to publish for DOMAIN (RFC 8460 3): senders
+then report, once a day, the TLS connections they made to its MX hosts and
+the failures (with MTA-STS or DANE). --rua is where: mailto:ADDRESS or an
+https: URL.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(rua) == 0 {
+				return usagef("--rua: where the reports go (mailto:tls-reports@example.net)")
+			}
+			for _, u := range rua {
+				if !strings.HasPrefix(u, "mailto:") && !strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " ,;!") {
+					return usagef("--rua %q: mailto:ADDRESS or https://URL (RFC 8460 3)", u)
+				}
+			}
+			domain := strings.TrimSuffix(args[0], ".")
+			fmt.Fprintf(g.stdout, "_smtp._tls.%s. IN TXT %q\n", domain, "v=TLSRPTv1; rua="+strings.Join(rua, ","))
+			return nil
+		},
+	}
+	record.Flags().StringSliceVar(&rua, "rua", nil, "mailto:ADDRESS or https://URL (repeat or comma-separate)")
+	cmd.AddCommand(record)
 	return cmd
 }
 
