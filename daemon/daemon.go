@@ -279,8 +279,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		sts := store.NewStsPolicies(d.st)
 		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(d.res)},
-			Cache: mtasts.StoreCache{P: store.NewStsPolicies(d.st)}}
+			Cache: mtasts.StoreCache{P: sts}}
+		// Every 15 minutes one node looks at every cached policy: those
+		// whose id changed or that expire within 6 hours are fetched.
+		owner := fmt.Sprintf("%s/%d", cfg.Hostname, os.Getpid())
+		grp.Go(func() error { r.RefreshLoop(ctx, sts, owner, 15*time.Minute, 6*time.Hour, log); return nil })
 		srv := &mtasts.SocketmapServer{Log: log, Timeout: cfg.MTASTS.LookupTimeout, Lookup: mtasts.PostfixLookup(r, log)}
 		log.Info("wehr: MTA-STS policy service listening", "listen", a.String())
 		grp.Go(func() error { return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log)) })

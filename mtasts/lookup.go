@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/wehr/wehr/store"
 )
 
 // Cached is a policy as kept between lookups (RFC 8461 5.1).
@@ -57,7 +60,19 @@ type Result struct {
 }
 
 // Lookup finds domain's policy.
-func (r *Resolver) Lookup(ctx context.Context, domain string) Result {
+func (r *Resolver) Lookup(ctx context.Context, domain string) Result { return r.lookup(ctx, domain, 0) }
+
+// Refresh is Lookup, except that a cached policy expiring within
+// `within` (at most half its max_age) is fetched again even if its id
+// did not change: the background refresh, so that a domain's policy
+// does not lapse between two messages to it (RFC 8461 5.1 asks senders
+// to check for updates periodically). A failed fetch keeps the cached
+// policy, as always.
+func (r *Resolver) Refresh(ctx context.Context, domain string, within time.Duration) Result {
+	return r.lookup(ctx, domain, within)
+}
+
+func (r *Resolver) lookup(ctx context.Context, domain string, within time.Duration) Result {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	now := time.Now()
 	if r.Now != nil {
@@ -88,7 +103,7 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) Result {
 	case err != nil:
 		res.Err = err
 		return res
-	case valid && cached.ID == rec.ID:
+	case valid && cached.ID == rec.ID && cached.Expires.Sub(now) > min(within, cached.Policy.MaxAge/2):
 		return useCache(nil)
 	}
 	p, err := r.Fetcher.Fetch(ctx, domain)
@@ -145,4 +160,49 @@ func (r Result) Explain() []string {
 		out = append(out, why+": "+r.Err.Error())
 	}
 	return out
+}
+
+// RefreshLoop refreshes the cached policies every `every` on the node
+// holding the store's refresh lease (one node at a time): each cached
+// domain is looked up again, which fetches the policies whose id changed
+// or that expire within `within`. It logs what it did, and returns when
+// ctx ends.
+func (r *Resolver) RefreshLoop(ctx context.Context, p store.StsPolicies, owner string, every, within time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, err := p.Lock(ctx, owner, time.Now(), every+every/2)
+		if err != nil {
+			log.Warn("mtasts: refresh: the store's lease", "error", err)
+			continue
+		}
+		if !ok {
+			continue // another node refreshes
+		}
+		domains, err := p.Domains(ctx, 1000000)
+		if err != nil {
+			log.Warn("mtasts: refresh: listing the cached policies", "error", err)
+			continue
+		}
+		fetched, failed := 0, 0
+		for _, d := range domains {
+			if ctx.Err() != nil {
+				return
+			}
+			res := r.Refresh(ctx, d, within)
+			switch {
+			case res.How == "fetched":
+				fetched++
+			case res.Err != nil:
+				failed++
+				log.Info("mtasts: refresh failed; the cached policy stays until it expires", "domain", d, "how", res.How, "error", res.Err.Error())
+			}
+		}
+		log.Info("mtasts: cached policies refreshed", "domains", len(domains), "fetched", fetched, "failed", failed)
+	}
 }

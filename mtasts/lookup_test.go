@@ -2,9 +2,11 @@ package mtasts
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,3 +120,76 @@ func TestStoreCache(t *testing.T) {
 		t.Errorf("a broken record: %v %v", ok, err)
 	}
 }
+
+// TestRefresh: the background refresh fetches a policy about to expire
+// even though its id did not change; a lookup for mail does not.
+func TestRefresh(t *testing.T) {
+	f, hits := policyServer(t)
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	cache := mapCache{"good.test": {ID: "one", Policy: Policy{Mode: Enforce, MaxAge: 24 * time.Hour, MX: []string{"mx.good.test"}},
+		Fetched: now.Add(-22 * time.Hour), Expires: now.Add(2 * time.Hour)}}
+	r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: cache, Now: func() time.Time { return now }}
+	ctx := context.Background()
+	if res := r.Lookup(ctx, "good.test"); res.How != "cached" || hits.Load() != 0 {
+		t.Fatalf("lookup: %+v, %d fetches", res, hits.Load())
+	}
+	if res := r.Refresh(ctx, "good.test", time.Hour); res.How != "cached" || hits.Load() != 0 {
+		t.Fatalf("refresh, 2h left, within 1h: %+v", res)
+	}
+	if res := r.Refresh(ctx, "good.test", 6*time.Hour); res.How != "fetched" || hits.Load() != 1 || !cache["good.test"].Expires.Equal(now.Add(24*time.Hour)) {
+		t.Fatalf("refresh, 2h left, within 6h: %+v, cache %+v", res, cache["good.test"])
+	}
+	// within is at most half the max_age: a one-hour policy with 40
+	// minutes left is not fetched on every round.
+	cache["good.test"] = Cached{ID: "one", Policy: Policy{Mode: Enforce, MaxAge: time.Hour, MX: []string{"mx.good.test"}}, Expires: now.Add(40 * time.Minute)}
+	if res := r.Refresh(ctx, "good.test", 6*time.Hour); res.How != "cached" {
+		t.Fatalf("short policy: %+v", res)
+	}
+}
+
+// TestRefreshLoop: the node holding the lease refreshes what is cached
+// in the store, and says so in the log.
+func TestRefreshLoop(t *testing.T) {
+	f, hits := policyServer(t)
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	p := store.NewStsPolicies(st)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := StoreCache{P: p}
+	c.Put(ctx, "good.test", Cached{ID: "old", Policy: Policy{Mode: Testing, MaxAge: time.Hour, MX: []string{"mx.good.test"}}, Fetched: time.Now(), Expires: time.Now().Add(time.Hour)})
+	r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=new"}}, Fetcher: f, Cache: c}
+	var buf safeBuffer
+	done := make(chan struct{})
+	go func() {
+		r.RefreshLoop(ctx, p, "node-a", 20*time.Millisecond, time.Hour, slog.New(slog.NewTextHandler(&buf, nil)))
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), "fetched=1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refresh: %s", buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got, _, _ := c.Get(context.Background(), "good.test"); got.ID != "new" || got.Policy.Mode != Enforce || hits.Load() == 0 {
+		t.Errorf("after the refresh: %+v, %d fetches", got, hits.Load())
+	}
+}
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *safeBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -26,3 +26,26 @@ func (s StsPolicies) Get(ctx context.Context, domain string) ([]byte, bool, erro
 func (s StsPolicies) Put(ctx context.Context, domain string, v []byte, ttl time.Duration) error {
 	return s.st.Set(ctx, stsKey(domain), v, max(ttl, time.Minute))
 }
+
+// Domains lists up to limit domains with a cached policy.
+func (s StsPolicies) Domains(ctx context.Context, limit int) ([]string, error) {
+	keys, err := s.st.Scan(ctx, "sts:", limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, strings.TrimPrefix(k, "sts:"))
+	}
+	return out, nil
+}
+
+// RefreshLock is the lease the node refreshing the cached policies holds,
+// so that one node at a time does it.
+const RefreshLock = "sts-refresh"
+
+// Lock takes or renews the refresh lease for owner.
+func (s StsPolicies) Lock(ctx context.Context, owner string, now time.Time, lease time.Duration) (bool, error) {
+	_, ok, err := s.st.Lock(ctx, RefreshLock, owner, now, lease)
+	return ok, err
+}
