@@ -86,6 +86,9 @@ func Run(ctx context.Context, in Inputs) []Finding {
 	if cfg.Metrics.Listen != "" {
 		add(checkListening("metrics", cfg.Metrics.Listen, "only the metrics are missing"))
 	}
+	if cfg.MTASTS.Listen != "" {
+		add(checkListening("mtasts", cfg.MTASTS.Listen, "Postfix delivers with its own smtp_tls_security_level, MTA-STS unenforced (a socketmap that does not answer defers nothing)"))
+	}
 	if cfg.AuthPolicy.Listen != "" {
 		add(checkListening("authpolicy", cfg.AuthPolicy.Listen, "Dovecot lets every login through unchecked (with auth_policy_reject_on_fail = no, as the README sets it)"))
 	}
@@ -341,6 +344,20 @@ func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx con
 			"add to smtpd_recipient_restrictions, after reject_unauth_destination: check_policy_service { " + postfixForm(pa, queue) + ", timeout=10s, default_action=DUNNO, policy_context=mx }"})
 	} else {
 		out = append(out, Finding{"postfix", OK, where + " asks the policy service", ""})
+	}
+	if cfg.MTASTS.Listen != "" {
+		sa, _ := listener.ParseAddress(cfg.MTASTS.Listen, true)
+		maps, _ := get("smtp_tls_policy_maps")
+		if mentions(maps, sa) && strings.Contains(maps, "socketmap:") {
+			out = append(out, Finding{"postfix", OK, "smtp_tls_policy_maps asks wehr's MTA-STS policy service", ""})
+		} else {
+			out = append(out, Finding{"postfix", Warn, "smtp_tls_policy_maps = " + maps + " does not ask wehr's MTA-STS policy service at " + sa.String(),
+				"smtp_tls_policy_maps = socketmap:" + sa.String() + ":postfix"})
+		}
+		if lvl, _ := get("smtp_tls_security_level"); lvl == "dane" || lvl == "dane-only" {
+			out = append(out, Finding{"postfix", Warn, "smtp_tls_security_level = " + lvl + ": for a domain with an enforced MTA-STS policy, wehr's answer (secure) replaces DANE, even where the domain publishes TLSA records",
+				"accept it for now (MTA-STS is checked instead), or leave mtasts.listen empty on DANE hosts"})
+		}
 	}
 	return out
 }

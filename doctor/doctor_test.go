@@ -81,7 +81,7 @@ func TestRun(t *testing.T) {
 		return nil, errors.New("dial unix /run/wehr/admin.sock: connection refused")
 	}
 
-	milterAddr, policyAddr := listen(t), listen(t)
+	milterAddr, policyAddr, stsAddr := listen(t), listen(t), listen(t)
 	wired := map[string]string{
 		"smtpd_milters":                "inet:" + milterAddr,
 		"non_smtpd_milters":            "$smtpd_milters",
@@ -131,6 +131,25 @@ func TestRun(t *testing.T) {
 			})},
 			want: map[string]string{
 				"postfix smtpd_relay_restrictions asks the policy service": OK,
+			},
+		},
+		{
+			name: "MTA-STS wired",
+			in: Inputs{Config: cfg(func(c *config.Config) { c.MTASTS.Listen = "inet:" + stsAddr }), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore,
+				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_tls_policy_maps": "socketmap:inet:" + stsAddr + ":postfix"})},
+			want: map[string]string{
+				"mtasts listening": OK,
+				"postfix smtp_tls_policy_maps asks wehr's MTA-STS policy service": OK,
+			},
+		},
+		{
+			name: "MTA-STS not wired, DANE host",
+			in: Inputs{Config: cfg(func(c *config.Config) { c.MTASTS.Listen = "inet:127.0.0.1:1" }), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore,
+				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_tls_security_level": "dane"})},
+			want: map[string]string{
+				"mtasts nothing listens":                             Fail,
+				"postfix does not ask wehr's MTA-STS policy service": Warn,
+				"postfix wehr's answer (secure) replaces DANE":       Warn,
 			},
 		},
 		{
