@@ -281,7 +281,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		sts := store.NewStsPolicies(d.st)
 		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(d.res)},
-			Cache: mtasts.StoreCache{P: sts}}
+			Cache: mtasts.StoreCache{P: sts}, Secure: d.res}
 		// Every 15 minutes one node looks at every cached policy: those
 		// whose id changed or that expire within 6 hours are fetched.
 		owner := fmt.Sprintf("%s/%d", cfg.Hostname, os.Getpid())

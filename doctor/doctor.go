@@ -354,9 +354,9 @@ func checkPostfix(ctx context.Context, cfg *config.Config, postconf func(ctx con
 			out = append(out, Finding{"postfix", Warn, "smtp_tls_policy_maps = " + maps + " does not ask wehr's MTA-STS policy service at " + sa.String(),
 				"smtp_tls_policy_maps = socketmap:" + sa.String() + ":postfix"})
 		}
-		if lvl, _ := get("smtp_tls_security_level"); lvl == "dane" || lvl == "dane-only" {
-			out = append(out, Finding{"postfix", Warn, "smtp_tls_security_level = " + lvl + ": for a domain with an enforced MTA-STS policy, wehr's answer (secure) replaces DANE, even where the domain publishes TLSA records",
-				"accept it for now (MTA-STS is checked instead), or leave mtasts.listen empty on DANE hosts"})
+		if lvl, _ := get("smtp_dns_support_level"); lvl != "dnssec" {
+			out = append(out, Finding{"postfix", Warn, "smtp_dns_support_level = " + lvl + ": where this host's resolver validates DNSSEC, wehr answers dane-only for domains whose MX hosts all publish validated TLSA records (DANE before MTA-STS), and Postfix then defers their mail",
+				"smtp_dns_support_level = dnssec (with a local validating resolver), or a resolver that does not validate"})
 		}
 	}
 	return out

@@ -136,20 +136,20 @@ func TestRun(t *testing.T) {
 		{
 			name: "MTA-STS wired",
 			in: Inputs{Config: cfg(func(c *config.Config) { c.MTASTS.Listen = "inet:" + stsAddr }), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore,
-				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_tls_policy_maps": "socketmap:inet:" + stsAddr + ":postfix"})},
+				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_tls_policy_maps": "socketmap:inet:" + stsAddr + ":postfix", "smtp_dns_support_level": "dnssec"})},
 			want: map[string]string{
 				"mtasts listening": OK,
 				"postfix smtp_tls_policy_maps asks wehr's MTA-STS policy service": OK,
 			},
 		},
 		{
-			name: "MTA-STS not wired, DANE host",
+			name: "MTA-STS not wired, no DNSSEC",
 			in: Inputs{Config: cfg(func(c *config.Config) { c.MTASTS.Listen = "inet:127.0.0.1:1" }), ConfigPath: "/etc/wehr/wehr.yaml", Resolver: res, OpenStore: goodStore,
-				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_tls_security_level": "dane"})},
+				Postconf: fakePostconf(map[string]string{"smtpd_milters": "inet:" + milterAddr, "smtp_dns_support_level": "enabled"})},
 			want: map[string]string{
 				"mtasts nothing listens":                             Fail,
 				"postfix does not ask wehr's MTA-STS policy service": Warn,
-				"postfix wehr's answer (secure) replaces DANE":       Warn,
+				"postfix Postfix then defers their mail":             Warn,
 			},
 		},
 		{

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/wehr/wehr/store"
 )
 
@@ -44,6 +46,41 @@ type Resolver struct {
 	Fetcher *Fetcher
 	Cache   Cache
 	Now     func() time.Time // nil: time.Now
+	// Secure, if set, answers DNSSEC-aware lookups (the AD bit of a
+	// validating resolver): a domain whose MX hosts all publish
+	// validated TLSA records gets DANE rather than MTA-STS (DANEFirst).
+	Secure SecureResolver
+}
+
+// SecureResolver looks up MX and TLSA records and says whether a
+// validating resolver vouched for them.
+type SecureResolver interface {
+	LookupSecure(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error)
+}
+
+// DANEFirst reports whether DANE covers every MX host of domain: its MX
+// records and, for each host, TLSA records at _25._tcp.HOST, all
+// DNSSEC-validated. Then DANE takes precedence over MTA-STS (RFC 8461
+// 2): it does not depend on a policy fetched over the web PKI.
+func (r *Resolver) DANEFirst(ctx context.Context, domain string) bool {
+	if r.Secure == nil {
+		return false
+	}
+	mxs, secure, err := r.Secure.LookupSecure(ctx, domain, dns.TypeMX)
+	if err != nil || !secure || len(mxs) == 0 {
+		return false
+	}
+	for _, rr := range mxs {
+		mx, ok := rr.(*dns.MX)
+		if !ok || mx.Mx == "." {
+			return false // a null MX (RFC 7505): nothing to protect
+		}
+		tlsa, secure, err := r.Secure.LookupSecure(ctx, "_25._tcp."+mx.Mx, dns.TypeTLSA)
+		if err != nil || !secure || len(tlsa) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Result is what a lookup found, and how.

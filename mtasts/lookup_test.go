@@ -2,6 +2,7 @@ package mtasts
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/wehr/wehr/store"
 )
@@ -193,3 +196,61 @@ func (s *safeBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *safeBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type fakeSecure map[string]struct {
+	rrs    []dns.RR
+	secure bool
+}
+
+func (f fakeSecure) LookupSecure(_ context.Context, name string, qtype uint16) ([]dns.RR, bool, error) {
+	v, ok := f[name+"/"+dns.TypeToString[qtype]]
+	if !ok {
+		return nil, false, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	}
+	return v.rrs, v.secure, nil
+}
+
+// TestDANEFirst: a domain with an enforced MTA-STS policy whose MX hosts
+// all publish DNSSEC-validated TLSA records gets mandatory DANE; any
+// gap (an unvalidated MX or TLSA answer, a host without TLSA) leaves
+// MTA-STS in charge.
+func TestDANEFirst(t *testing.T) {
+	f, _ := policyServer(t)
+	rr := func(s string) dns.RR {
+		r, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	mx1, mx2 := rr("good.test. 300 IN MX 10 mx1.good.test."), rr("good.test. 300 IN MX 20 mx2.good.test.")
+	tlsa := rr("_25._tcp.mx1.good.test. 300 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+	type entry = struct {
+		rrs    []dns.RR
+		secure bool
+	}
+	tests := []struct {
+		name string
+		dns  fakeSecure
+		want string
+	}{
+		{"all covered", fakeSecure{"good.test/MX": entry{[]dns.RR{mx1, mx2}, true},
+			"_25._tcp.mx1.good.test./TLSA": entry{[]dns.RR{tlsa}, true}, "_25._tcp.mx2.good.test./TLSA": entry{[]dns.RR{tlsa}, true}}, "dane-only"},
+		{"MX not validated", fakeSecure{"good.test/MX": entry{[]dns.RR{mx1}, false},
+			"_25._tcp.mx1.good.test./TLSA": entry{[]dns.RR{tlsa}, true}}, "secure match=mx.good.test servername=hostname"},
+		{"one host without TLSA", fakeSecure{"good.test/MX": entry{[]dns.RR{mx1, mx2}, true},
+			"_25._tcp.mx1.good.test./TLSA": entry{[]dns.RR{tlsa}, true}}, "secure match=mx.good.test servername=hostname"},
+		{"TLSA not validated", fakeSecure{"good.test/MX": entry{[]dns.RR{mx1}, true},
+			"_25._tcp.mx1.good.test./TLSA": entry{[]dns.RR{tlsa}, false}}, "secure match=mx.good.test servername=hostname"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: mapCache{}, Secure: tc.dns}
+			lookup := PostfixLookup(r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			got, found, err := lookup(context.Background(), "postfix", "good.test")
+			if err != nil || !found || got != tc.want {
+				t.Errorf("got %q %v %v, want %q", got, found, err, tc.want)
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ type entry struct {
 	rrs     []dns.RR
 	rcode   int // dns.RcodeSuccess with no rrs = NODATA
 	expires time.Time
+	// ad: the server said it validated the answer (the AD bit), for the
+	// types asked with the DO bit (secureType).
+	ad bool
 }
 
 // cache is a TTL cache with a size cap; when full, the least recently

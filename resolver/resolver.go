@@ -372,7 +372,10 @@ func (r *Resolver) exchangeOne(ctx context.Context, srv string, k cacheKey) (*dn
 	m := new(dns.Msg)
 	m.SetQuestion(k.name, k.qtype)
 	m.RecursionDesired = true
-	m.SetEdns0(ednsSize, false)
+	// MX and TLSA are asked with the DO bit: whether a validating
+	// resolver vouches for them decides DANE (LookupSecure).
+	m.SetEdns0(ednsSize, secureType(k.qtype))
+	m.AuthenticatedData = secureType(k.qtype)
 
 	r.exchanges.Add(1)
 	resp, err := roundTrip(ctx, r.udp, m, srv)
@@ -475,7 +478,7 @@ func sameName(a, b string) bool {
 
 // entryFrom builds the cache entry for a NOERROR or NXDOMAIN answer.
 func (r *Resolver) entryFrom(k cacheKey, resp *dns.Msg) *entry {
-	e := &entry{key: k, rcode: resp.Rcode}
+	e := &entry{key: k, rcode: resp.Rcode, ad: resp.AuthenticatedData && secureType(k.qtype)}
 	var ttl uint32
 	first := true
 	for _, rr := range resp.Answer {
@@ -515,6 +518,29 @@ func (r *Resolver) entryFrom(k cacheKey, resp *dns.Msg) *entry {
 		}
 	}
 	return e
+}
+
+// secureType: MX and TLSA are asked with the DO bit, so that the AD bit
+// of a validating resolver tells whether the answer is DNSSEC-validated.
+func secureType(t uint16) bool { return t == dns.TypeMX || t == dns.TypeTLSA }
+
+// LookupSecure returns the records of type qtype (MX or TLSA) at name,
+// and whether the server vouched for them with the AD bit (RFC 4035
+// 3.2.3): only meaningful when the server is a validating resolver this
+// host trusts (on the same host, or over a trusted path), as Postfix's
+// DANE assumes too. A name without such records is a *net.DNSError
+// with IsNotFound; its secure flag still says whether the denial was
+// validated.
+func (r *Resolver) LookupSecure(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error) {
+	if !secureType(qtype) {
+		return nil, false, fmt.Errorf("resolver: %s is not asked with DNSSEC", dns.TypeToString[qtype])
+	}
+	e, err := r.lookup(ctx, name, qtype)
+	if err != nil {
+		return nil, false, err
+	}
+	rrs, err := r.result(e, name)
+	return rrs, e.ad, err
 }
 
 // LookupTXT returns the TXT records at name, each record's strings joined

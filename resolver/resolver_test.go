@@ -595,3 +595,30 @@ func rawServer(tb testing.TB, reply func(query []byte) [][]byte) string {
 	}()
 	return pc.LocalAddr().String()
 }
+
+// TestLookupSecure: MX and TLSA answers carry whether the server
+// vouched for them (the AD bit of a validating resolver); others are
+// not asked that way, and a server that does not validate vouches for
+// nothing.
+func TestLookupSecure(t *testing.T) {
+	srv := dnstest.New(t, zone+"_25._tcp.mx.example.org. 300 IN TLSA 3 1 1 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n")
+	ctx := context.Background()
+	r, _ := newResolver(t, srv, nil)
+	if rrs, secure, err := r.LookupSecure(ctx, "example.org", dns.TypeMX); err != nil || len(rrs) != 1 || secure {
+		t.Errorf("not validating: %v %v %v", rrs, secure, err)
+	}
+	srv.Validating(true)
+	r, _ = newResolver(t, srv, nil) // a fresh cache
+	if rrs, secure, err := r.LookupSecure(ctx, "_25._tcp.mx.example.org", dns.TypeTLSA); err != nil || len(rrs) != 1 || !secure {
+		t.Errorf("validating, TLSA: %v %v %v", rrs, secure, err)
+	}
+	if _, secure, _ := r.LookupSecure(ctx, "example.org", dns.TypeMX); !secure {
+		t.Error("validating, MX: not secure")
+	}
+	if _, secure, err := r.LookupSecure(ctx, "_25._tcp.nothing.example.org", dns.TypeTLSA); err == nil || !secure {
+		t.Errorf("validated denial: %v %v", secure, err)
+	}
+	if _, _, err := r.LookupSecure(ctx, "example.org", dns.TypeTXT); err == nil {
+		t.Error("TXT asked as secure")
+	}
+}
