@@ -14,8 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/wehr/wehr/resolver/dnstest"
 )
 
 // TestAnsiblePostfixDANE: the postfix_wehr role with
@@ -28,14 +26,13 @@ import (
 // whose TLSA record does not match stays in the queue (deferred, never
 // bounced, never sent in clear or to the wrong server).
 func TestAnsiblePostfixDANE(t *testing.T) {
-	// The resolver Postfix asks, on port 53 (resolv.conf has no ports)
-	// of a loopback address nothing else uses.
-	dnsAddr := "127.77.0.1:53"
-	dns, err := dnstest.StartAt(dnsAddr, "")
+	// The resolver Postfix's processes ask, validating.
+	dns, ns, err := ResolverNamespace(t.TempDir(), "127.77.0.1", true)
 	if err != nil {
-		t.Fatalf("a test resolver on %s: %v", dnsAddr, err)
+		t.Fatal(err)
 	}
 	defer dns.Close()
+	defer ns.Close()
 	dns.Validating(true)
 
 	tlsDir := t.TempDir()
@@ -125,11 +122,8 @@ reports: {record: false}
 		t.Fatal(err)
 	}
 	defer wh.Stop()
-	resolvConf := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(resolvConf, []byte("nameserver "+strings.TrimSuffix(dnsAddr, ":53")+"\noptions trust-ad\n"), 0o644)
 	// postfix start forks the master, which stays in the namespace.
-	start := exec.Command("unshare", "-m", "sh", "-c", `mount --bind "$0" /etc/resolv.conf && exec postfix -c "$1" start`, resolvConf, etc)
-	if out, err := start.CombinedOutput(); err != nil {
+	if out, err := ns.Run("postfix", "-c", etc, "start"); err != nil {
 		t.Fatalf("postfix start in its own mount namespace: %v %s\n%s", err, out, Tail(root+"/var/log/maillog", 20))
 	}
 	defer exec.Command("postfix", "-c", etc, "stop").Run()

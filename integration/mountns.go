@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/wehr/wehr/resolver/dnstest"
 )
 
 // MountNamespace is a private mount namespace held open by a sleeping
@@ -59,4 +62,32 @@ func (ns *MountNamespace) Run(args ...string) (string, error) {
 func (ns *MountNamespace) Close() {
 	ns.holder.Process.Kill() //nolint:errcheck
 	ns.holder.Wait()         //nolint:errcheck
+}
+
+// ResolverNamespace starts a test DNS server on port 53 of ip (a
+// loopback address nothing else uses: resolv.conf has no ports) and a
+// mount namespace whose /etc/resolv.conf names it, with glibc's "options
+// trust-ad" when trustAD (programs then take its AD bit as DNSSEC
+// validation). Programs started through the namespace's Via resolve
+// through the test DNS; the machine's resolv.conf is not touched.
+func ResolverNamespace(dir, ip string, trustAD bool) (*dnstest.Server, *MountNamespace, error) {
+	dns, err := dnstest.StartAt(ip+":53", "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("a test resolver on %s:53: %w", ip, err)
+	}
+	conf := "nameserver " + ip + "\n"
+	if trustAD {
+		conf += "options trust-ad\n"
+	}
+	path := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		dns.Close()
+		return nil, nil, err
+	}
+	ns, err := NewMountNamespace(map[string]string{path: "/etc/resolv.conf"})
+	if err != nil {
+		dns.Close()
+		return nil, nil, err
+	}
+	return dns, ns, nil
 }

@@ -20,8 +20,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/wehr/wehr/resolver/dnstest"
 )
 
 // testCA is a certificate authority made for one test: its PEM file,
@@ -81,12 +79,15 @@ func (ca *testCA) issue(t *testing.T, names ...string) tls.Certificate {
 // the policies are served over HTTPS on port 443 of a loopback address
 // the test DNS names, as mta-sts.DOMAIN.
 func TestMTASTSThroughPostfix(t *testing.T) {
-	dnsAddr := "127.77.0.2:53"
-	dns, err := dnstest.StartAt(dnsAddr, "")
+	// The test DNS, for wehr and (through their own resolv.conf) for
+	// Postfix's processes.
+	dns, ns, err := ResolverNamespace(t.TempDir(), "127.77.0.2", false)
 	if err != nil {
-		t.Fatalf("a test resolver on %s: %v", dnsAddr, err)
+		t.Fatal(err)
 	}
 	defer dns.Close()
+	defer ns.Close()
+	dnsAddr := dns.Addr()
 	ca := newTestCA(t)
 
 	// The receivers: the good MX and the impostor, on one port (Postfix's
@@ -151,13 +152,6 @@ mtasts: {listen: "inet:127.0.0.1:%[3]d", ca_file: %[5]s}
 	defer wh.Stop()
 
 	// Postfix, asking wehr, resolving through the test DNS.
-	resolvConf := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(resolvConf, []byte("nameserver "+strings.TrimSuffix(dnsAddr, ":53")+"\n"), 0o644)
-	ns, err := NewMountNamespace(map[string]string{resolvConf: "/etc/resolv.conf"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
 	pf, err := StartPostfix(filepath.Join(w.dir, "mx-mtasts"), PostfixConfig{Hostname: "mx.example.test", SMTPPort: ports[3],
 		LMTPPort: w.dovecot.LMTPPort, Domain: "example.test", Users: []string{"alice"}, Via: ns.Via,
 		Extra: fmt.Sprintf(`smtp_dns_support_level = enabled
