@@ -290,6 +290,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		log.Info("wehr: MTA-STS policy service listening", "listen", a.String())
 		grp.Go(func() error { return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log)) })
 	}
+	if d.opt.MTASTS && cfg.MTASTS.Serve.Listen != "" {
+		ps, err := mtasts.NewPolicyServer(cfg.MTASTS.Serve, log)
+		if err != nil {
+			return setupf("mtasts.serve: %v", err)
+		}
+		a, err := listener.ParseAddress(cfg.MTASTS.Serve.Listen, true)
+		if err != nil {
+			return setupf("mtasts.serve.listen: %v", err)
+		}
+		ln, err := listener.Listen(a, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		log.Info("wehr: serving MTA-STS policies over HTTPS", "listen", a.String(), "domains", len(cfg.MTASTS.Serve.Policies))
+		grp.Go(func() error { return ps.Serve(ctx, listener.Limit(ln, 500, "mtasts-https", log)) })
+	}
 	if d.opt.Milter {
 		addr, perms, err := cfg.Milter.Address(d.opt.MilterListen)
 		if err != nil {

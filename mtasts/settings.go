@@ -1,9 +1,11 @@
 package mtasts
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wehr/wehr/listener"
@@ -24,6 +26,9 @@ type Config struct {
 	// CAFile, if set, holds the certificate authorities (PEM) trusted
 	// for policy hosts instead of the system's.
 	CAFile string `yaml:"ca_file"`
+	// Serve: the policy files wehr serves for domains that point
+	// mta-sts.DOMAIN at this host.
+	Serve ServeConfig `yaml:"serve"`
 }
 
 // Default is the mtasts: section's defaults.
@@ -48,6 +53,7 @@ func (c Config) Check(p *setting.Problems) {
 			p.Add("ca_file", "%v", err)
 		}
 	}
+	c.Serve.check(p)
 }
 
 // RootCAs reads CAFile (nil: the system's authorities).
@@ -64,4 +70,87 @@ func (c Config) RootCAs() (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", c.CAFile)
 	}
 	return pool, nil
+}
+
+// Served is a policy wehr serves for a domain (ours or a customer's that
+// points mta-sts.DOMAIN at our hosts).
+type Served struct {
+	Domain string        `yaml:"domain"`
+	Mode   string        `yaml:"mode"`
+	MX     []string      `yaml:"mx"`
+	MaxAge time.Duration `yaml:"max_age"`
+	// CertFile and KeyFile: a certificate valid for mta-sts.DOMAIN.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// ServeConfig is mtasts.serve: the policy files wehr serves over HTTPS.
+type ServeConfig struct {
+	// Listen is the HTTPS address (inet:0.0.0.0:443); "" serves none.
+	Listen   string   `yaml:"listen"`
+	Policies []Served `yaml:"policies"`
+}
+
+// check reports the problems of mtasts.serve.
+func (c ServeConfig) check(p *setting.Problems) {
+	if c.Listen == "" {
+		if len(c.Policies) > 0 {
+			p.Add("serve.listen", "policies are configured but serve.listen is empty: nothing serves them")
+		}
+		return
+	}
+	if a, err := listener.ParseAddress(c.Listen, true); err != nil {
+		p.Add("serve.listen", "%v", err)
+	} else if a.Network != "tcp" {
+		p.Add("serve.listen", "%q: senders fetch policies over HTTPS: write inet:HOST:443", c.Listen)
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Policies {
+		key := fmt.Sprintf("serve.policies[%d]", i)
+		if _, err := s.Policy(); err != nil {
+			p.Add(key, "%v", err)
+		}
+		d := strings.ToLower(strings.TrimSuffix(s.Domain, "."))
+		if seen[d] {
+			p.Add(key+".domain", "%s is served twice", d)
+		}
+		seen[d] = true
+		if _, err := s.certificate(); err != nil {
+			p.Add(key+".cert_file", "%v", err)
+		}
+	}
+}
+
+// Policy is what s serves.
+func (s Served) Policy() (Policy, error) {
+	if !validPattern(strings.ToLower(strings.TrimSuffix(s.Domain, "."))) {
+		return Policy{}, fmt.Errorf("domain %q is not a domain name", s.Domain)
+	}
+	if s.MaxAge <= 0 || s.MaxAge > MaxMaxAge {
+		return Policy{}, fmt.Errorf("max_age %v: more than 0, at most %v", s.MaxAge, MaxMaxAge)
+	}
+	file, _ := Publish(Policy{Mode: Mode(s.Mode), MaxAge: s.MaxAge.Truncate(time.Second), MX: s.MX})
+	return ParsePolicy([]byte(file))
+}
+
+// certificate loads s's certificate and checks that it is valid for
+// mta-sts.DOMAIN now.
+func (s Served) certificate() (tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+	if err != nil {
+		return c, err
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return c, err
+	}
+	host := "mta-sts." + strings.ToLower(strings.TrimSuffix(s.Domain, "."))
+	if err := leaf.VerifyHostname(host); err != nil {
+		return c, fmt.Errorf("%s: %v", s.CertFile, err)
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return c, fmt.Errorf("%s expired on %s", s.CertFile, leaf.NotAfter.Format(time.DateOnly))
+	}
+	c.Leaf = leaf
+	return c, nil
 }

@@ -106,10 +106,14 @@ senders to fetch it again. Start with --mode testing and TLS reports
 			if maxAge <= 0 || maxAge > mtasts.MaxMaxAge {
 				return usagef("--max-age %v: more than 0, at most %v", maxAge, mtasts.MaxMaxAge)
 			}
-			file, rec := mtasts.Publish(mtasts.Policy{Mode: mtasts.Mode(mode), MaxAge: maxAge.Truncate(time.Second), MX: mx})
-			if _, err := mtasts.ParsePolicy([]byte(file)); err != nil {
+			// As mtasts.serve serves it: parsed (names lower-cased), then
+			// written, so that the ids agree.
+			file, _ := mtasts.Publish(mtasts.Policy{Mode: mtasts.Mode(mode), MaxAge: maxAge.Truncate(time.Second), MX: mx})
+			pol, err := mtasts.ParsePolicy([]byte(file))
+			if err != nil {
 				return usagef("%v", err)
 			}
+			file, rec := mtasts.Publish(pol)
 			domain := strings.TrimSuffix(args[0], ".")
 			fmt.Fprintf(g.stdout, "; in the DNS zone of %s:\n_mta-sts.%s. IN TXT %q\n", domain, domain, rec)
 			fmt.Fprintf(g.stdout, "; at https://mta-sts.%s/.well-known/mta-sts.txt (text/plain):\n%s", domain, strings.ReplaceAll(file, "\r\n", "\n"))
