@@ -78,7 +78,9 @@ type Limits struct {
 
 // DefaultLimits are generous for real reports (the biggest senders list
 // a few hundred failure details a day).
-func DefaultLimits() Limits { return Limits{MaxBytes: 32 << 20, MaxPolicies: 10000, MaxDetails: 100000} }
+func DefaultLimits() Limits {
+	return Limits{MaxBytes: 32 << 20, MaxPolicies: 10000, MaxDetails: 100000}
+}
 
 // ErrNotReport is wrapped by every error about the report's content.
 var ErrNotReport = errors.New("tlsrpt: not a TLS report")
