@@ -271,17 +271,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return setupf("mtasts.listen: %v", err)
 		}
-		pool, err := cfg.MTASTS.RootCAs()
+		sts := store.NewStsPolicies(d.st)
+		r, err := mtasts.NewResolver(cfg.MTASTS, d.res, mtasts.StoreCache{P: sts})
 		if err != nil {
-			return setupf("mtasts.ca_file: %v", err)
+			return setupf("%v", err)
 		}
 		ln, err := listener.Listen(a, listener.SocketPerms{})
 		if err != nil {
 			return err
 		}
-		sts := store.NewStsPolicies(d.st)
-		r := &mtasts.Resolver{DNS: d.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(d.res)},
-			Cache: mtasts.StoreCache{P: sts}, Secure: d.res}
 		// Every 15 minutes one node looks at every cached policy: those
 		// whose id changed or that expire within 6 hours are fetched.
 		owner := fmt.Sprintf("%s/%d", cfg.Hostname, os.Getpid())

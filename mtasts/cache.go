@@ -40,3 +40,16 @@ func (c StoreCache) Put(ctx context.Context, domain string, v Cached) error {
 	}
 	return c.P.Put(ctx, domain, b, v.Expires.Sub(now))
 }
+
+// MemCache keeps policies in memory: for one query (wehr mtasts query
+// --no-cache) and tests.
+type MemCache map[string]Cached
+
+// Get implements Cache.
+func (m MemCache) Get(_ context.Context, d string) (Cached, bool, error) {
+	c, ok := m[d]
+	return c, ok, nil
+}
+
+// Put implements Cache.
+func (m MemCache) Put(_ context.Context, d string, c Cached) error { m[d] = c; return nil }

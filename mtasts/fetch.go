@@ -67,7 +67,7 @@ func DialVia(res IPResolver) func(ctx context.Context, network, addr string) (ne
 // ErrFetch is wrapped by every error of Fetch.
 var ErrFetch = errors.New("mtasts: fetching the policy")
 
-// Fetch returns domain's policy and its body.
+// Fetch returns domain's policy.
 func (f *Fetcher) Fetch(ctx context.Context, domain string) (Policy, error) {
 	timeout := f.Timeout
 	if timeout == 0 {

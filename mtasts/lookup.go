@@ -48,8 +48,28 @@ type Resolver struct {
 	Now     func() time.Time // nil: time.Now
 	// Secure, if set, answers DNSSEC-aware lookups (the AD bit of a
 	// validating resolver): a domain whose MX hosts all publish
-	// validated TLSA records gets DANE rather than MTA-STS (DANEFirst).
+	// validated TLSA records gets DANE rather than MTA-STS (Result.DANE).
 	Secure SecureResolver
+}
+
+// DNS is what the service needs of wehr's resolver: TXT records, the
+// policy hosts' addresses, and MX and TLSA with the AD bit.
+type DNS interface {
+	TXTResolver
+	IPResolver
+	SecureResolver
+}
+
+// NewResolver is the Resolver that the policy service and wehr mtasts
+// query use: cfg's trusted authorities and fetch deadline, every lookup
+// through res, policies kept in cache.
+func NewResolver(cfg Config, res DNS, cache Cache) (*Resolver, error) {
+	pool, err := cfg.RootCAs()
+	if err != nil {
+		return nil, fmt.Errorf("mtasts.ca_file: %w", err)
+	}
+	return &Resolver{DNS: res, Secure: res, Cache: cache,
+		Fetcher: &Fetcher{RootCAs: pool, Timeout: cfg.FetchTimeout, Dial: DialVia(res)}}, nil
 }
 
 // SecureResolver looks up MX and TLSA records and says whether a
@@ -58,11 +78,11 @@ type SecureResolver interface {
 	LookupSecure(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error)
 }
 
-// DANEFirst reports whether DANE covers every MX host of domain: its MX
+// daneCovers reports whether DANE covers every MX host of domain: its MX
 // records and, for each host, TLSA records at _25._tcp.HOST, all
 // DNSSEC-validated. Then DANE takes precedence over MTA-STS (RFC 8461
 // 2): it does not depend on a policy fetched over the web PKI.
-func (r *Resolver) DANEFirst(ctx context.Context, domain string) bool {
+func (r *Resolver) daneCovers(ctx context.Context, domain string) bool {
 	if r.Secure == nil {
 		return false
 	}
@@ -94,10 +114,20 @@ type Result struct {
 	// Err is why there is no policy, or why a cached one was used
 	// (the refresh failed); nil when all went well.
 	Err error
+	// DANE: the policy is enforced, and DNSSEC-validated TLSA records
+	// cover every MX host of the domain, so DANE takes precedence.
+	DANE bool
 }
 
-// Lookup finds domain's policy.
-func (r *Resolver) Lookup(ctx context.Context, domain string) Result { return r.lookup(ctx, domain, 0) }
+// Lookup finds domain's policy, and for an enforced one whether DANE
+// covers the domain instead (Result.DANE).
+func (r *Resolver) Lookup(ctx context.Context, domain string) Result {
+	res := r.lookup(ctx, domain, 0)
+	if res.Policy != nil && res.Policy.Mode == Enforce {
+		res.DANE = r.daneCovers(ctx, res.Domain)
+	}
+	return res
+}
 
 // Refresh is Lookup, except that a cached policy expiring within
 // `within` (at most half its max_age) is fetched again even if its id
@@ -162,11 +192,16 @@ func (r *Resolver) lookup(ctx context.Context, domain string, within time.Durati
 // enforced policy, "secure" with the MX patterns to match the
 // certificate against ("*.example.net" becomes ".example.net", which
 // Postfix matches at any depth: one label in RFC 8461 4.1, so Postfix is
-// a little more lenient there); nothing (Postfix's own default) for
-// testing, none and no policy.
+// a little more lenient there), or "dane-only" where DANE covers the
+// domain (mandatory DANE: a Postfix that cannot do DANE, without
+// smtp_dns_support_level = dnssec, defers rather than fall back to
+// less); nothing (Postfix's own default) for testing, none and no policy.
 func (r Result) Postfix() (answer string, found bool) {
 	if r.Policy == nil || r.Policy.Mode != Enforce {
 		return "", false
+	}
+	if r.DANE {
+		return "dane-only", true
 	}
 	pats := make([]string, len(r.Policy.MX))
 	for i, m := range r.Policy.MX {
@@ -183,6 +218,9 @@ func (r Result) Explain() []string {
 		out = append(out, fmt.Sprintf("policy: id %s, mode %s, max_age %s, mx %s (%s)", r.ID, p.Mode, p.MaxAge, strings.Join(p.MX, " "), r.How))
 	} else {
 		out = append(out, "policy: none")
+	}
+	if r.DANE {
+		out = append(out, "DANE: validated TLSA records cover every MX host, so DANE takes precedence (RFC 8461 2)")
 	}
 	if a, ok := r.Postfix(); ok {
 		out = append(out, "Postfix is told: "+a)

@@ -29,19 +29,10 @@ func (d fakeDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
 	return v, nil
 }
 
-type mapCache map[string]Cached
-
-func (m mapCache) Get(_ context.Context, d string) (Cached, bool, error) {
-	c, ok := m[d]
-	return c, ok, nil
-}
-
-func (m mapCache) Put(_ context.Context, d string, c Cached) error { m[d] = c; return nil }
-
 func TestLookup(t *testing.T) {
 	f, hits := policyServer(t)
 	dns := fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}, "_mta-sts.wrongcert.test": {"v=STSv1; id=1"}}
-	cache := mapCache{}
+	cache := MemCache{}
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
 	r := &Resolver{DNS: dns, Fetcher: f, Cache: cache, Now: func() time.Time { return now }}
 	ctx := context.Background()
@@ -129,7 +120,7 @@ func TestStoreCache(t *testing.T) {
 func TestRefresh(t *testing.T) {
 	f, hits := policyServer(t)
 	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	cache := mapCache{"good.test": {ID: "one", Policy: Policy{Mode: Enforce, MaxAge: 24 * time.Hour, MX: []string{"mx.good.test"}},
+	cache := MemCache{"good.test": {ID: "one", Policy: Policy{Mode: Enforce, MaxAge: 24 * time.Hour, MX: []string{"mx.good.test"}},
 		Fetched: now.Add(-22 * time.Hour), Expires: now.Add(2 * time.Hour)}}
 	r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: cache, Now: func() time.Time { return now }}
 	ctx := context.Background()
@@ -245,7 +236,7 @@ func TestDANEFirst(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: mapCache{}, Secure: tc.dns}
+			r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: MemCache{}, Secure: tc.dns}
 			lookup := PostfixLookup(r, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			got, found, err := lookup(context.Background(), "postfix", "good.test")
 			if err != nil || !found || got != tc.want {

@@ -171,8 +171,7 @@ func oneLine(s string) string {
 
 // PostfixLookup answers Postfix's smtp_tls_policy_maps from r, for any
 // map name, and logs every answer. Keys that are not domains have no
-// policy. A domain with an enforced policy whose MX hosts DANE covers
-// (Resolver.DANEFirst) gets "dane-only" instead of "secure".
+// policy.
 func PostfixLookup(r *Resolver, log *slog.Logger) LookupFunc {
 	return func(ctx context.Context, _, key string) (string, bool, error) {
 		// Postfix also asks the parent domains (".example") and, for a
@@ -182,15 +181,12 @@ func PostfixLookup(r *Resolver, log *slog.Logger) LookupFunc {
 		}
 		res := r.Lookup(ctx, key)
 		answer, found := res.Postfix()
-		if found && r.DANEFirst(ctx, res.Domain) {
-			// Mandatory DANE: if Postfix cannot do DANE (no
-			// smtp_dns_support_level = dnssec), it defers; it never
-			// falls back to less.
-			answer, res.How = "dane-only", res.How+", DANE first"
-		}
 		attrs := []slog.Attr{slog.String("domain", res.Domain), slog.String("how", res.How)}
 		if res.Policy != nil {
 			attrs = append(attrs, slog.String("mode", string(res.Policy.Mode)), slog.String("id", res.ID))
+		}
+		if res.DANE {
+			attrs = append(attrs, slog.String("dane", "TLSA covers every MX host"))
 		}
 		if found {
 			attrs = append(attrs, slog.String("answer", answer))

@@ -27,7 +27,7 @@ store.backend: redis, where the policies are cached for every node.`,
 				return err
 			}
 			if e.cfg.MTASTS.Listen == "" {
-				return usagef("mtasts.listen is not set")
+				return usagef("mtasts.listen is not set: set it (inet:127.0.0.1:10047) and point smtp_tls_policy_maps = socketmap:inet:127.0.0.1:10047:postfix at it")
 			}
 			return runDaemons(cmd.Context(), e, daemons{mtasts: true})
 		},
@@ -46,11 +46,7 @@ the service's, unless --no-cache.`,
 			if err != nil {
 				return err
 			}
-			pool, err := e.cfg.MTASTS.RootCAs()
-			if err != nil {
-				return usagef("mtasts.ca_file: %v", err)
-			}
-			var cache mtasts.Cache = memCache{}
+			var cache mtasts.Cache = mtasts.MemCache{}
 			if !noCache {
 				st, err := opsStore(e)
 				if err != nil {
@@ -59,7 +55,10 @@ the service's, unless --no-cache.`,
 				defer st.Close()
 				cache = mtasts.StoreCache{P: store.NewStsPolicies(st)}
 			}
-			r := &mtasts.Resolver{DNS: e.res, Fetcher: &mtasts.Fetcher{RootCAs: pool, Timeout: e.cfg.MTASTS.FetchTimeout, Dial: mtasts.DialVia(e.res)}, Cache: cache}
+			r, err := mtasts.NewResolver(e.cfg.MTASTS, e.res, cache)
+			if err != nil {
+				return usageError{err}
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), e.cfg.MTASTS.LookupTimeout)
 			defer cancel()
 			res := r.Lookup(ctx, args[0])
@@ -161,13 +160,3 @@ https: URL.`,
 	cmd.AddCommand(record)
 	return cmd
 }
-
-// memCache is a cache for one query.
-type memCache map[string]mtasts.Cached
-
-func (m memCache) Get(_ context.Context, d string) (mtasts.Cached, bool, error) {
-	c, ok := m[d]
-	return c, ok, nil
-}
-
-func (m memCache) Put(_ context.Context, d string, c mtasts.Cached) error { m[d] = c; return nil }
