@@ -603,6 +603,23 @@ func (s *customerServer) serve(c net.Conn) {
 	}
 }
 
+// heldBack checks that a message Postfix (configuration in etc) refused
+// to send to the server s is still in its queue for rcpt and that s
+// never got it: deferred, not bounced, not sent anyway.
+func (s *customerServer) heldBack(t *testing.T, etc, marker, rcpt string) {
+	t.Helper()
+	s.mu.Lock()
+	for _, m := range s.got {
+		if strings.Contains(m, marker) {
+			t.Errorf("the server got the message for %s", rcpt)
+		}
+	}
+	s.mu.Unlock()
+	if q, _ := exec.Command("postqueue", "-c", etc, "-p").CombinedOutput(); !strings.Contains(string(q), rcpt) {
+		t.Errorf("the deferred message for %s is not in the queue:\n%s", rcpt, q)
+	}
+}
+
 func (s *customerServer) wait(t *testing.T, marker string) string {
 	t.Helper()
 	for range 100 {

@@ -53,8 +53,7 @@ func TestClockJump(t *testing.T) {
 	var jumped []pending
 	for i := range 5 {
 		c := Client{IP: fmt.Sprintf("10.251.%d.1", i), Helo: "client.plain.example"}
-		marker := fmt.Sprintf("fault-jumped-grey-plain.example-%d-%d", i, time.Now().UnixNano())
-		data := "From: <a@plain.example>\r\nTo: alice@example.test\r\nSubject: " + marker + "\r\nMessage-ID: <" + marker + "@plain.example>\r\n\r\n" + marker + "\r\n"
+		marker, data := faultMessage("jumped-grey", "plain.example", i)
 		r, err := Send(w.smtpAddr(), c, "a@plain.example", []string{"alice@example.test"}, data)
 		if err != nil || r.Code != 450 {
 			t.Fatalf("a new sender while ahead: %v %v, want greylisted (450)", r, err)
@@ -67,20 +66,7 @@ func TestClockJump(t *testing.T) {
 	// Retried like an MTA, they pass one greylisting delay (2 s here)
 	// after the clock came back, not an hour later.
 	for _, p := range jumped {
-		var r Reply
-		var err error
-		for range 8 {
-			if r, err = Send(w.smtpAddr(), p.c, "a@plain.example", []string{"alice@example.test"}, p.data); err != nil || r.OK() {
-				break
-			}
-			time.Sleep(700 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("retry: %v", err)
-		}
-		f.mu.Lock()
-		f.sent = append(f.sent, faultSent{"jumped-grey", p.marker, r})
-		f.mu.Unlock()
+		f.retry(w.smtpAddr(), "jumped-grey", "plain.example", p.marker, p.data, p.c, 8, 700*time.Millisecond)
 	}
 	f.mixed(w.smtpAddr(), "back", 4*time.Second)
 	// Dovecot's LMTP processes end themselves when the clock goes back,

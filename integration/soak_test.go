@@ -232,9 +232,11 @@ type soakWorld struct {
 
 	mu        sync.Mutex
 	delivered map[int64]int
-	folder    map[int64]string
-	stopScan  chan struct{}
-	scanDone  chan struct{}
+	// deliveries is the sum of delivered's counts.
+	deliveries int64
+	folder     map[int64]string
+	stopScan   chan struct{}
+	scanDone   chan struct{}
 }
 
 const soakUser = "soak@example.test"
@@ -349,29 +351,17 @@ func (sw *soakWorld) stop() {
 		<-sw.scanDone
 		sw.stopScan = nil
 	}
-	for _, f := range []func(){
-		func() {
-			if sw.postfix != nil {
-				sw.postfix.Stop()
-			}
-		},
-		func() {
-			if sw.wehr != nil {
-				sw.wehr.Stop()
-			}
-		},
-		func() {
-			if sw.dovecot != nil {
-				sw.dovecot.Stop()
-			}
-		},
-		func() {
-			if sw.redis != nil {
-				sw.redis.Stop()
-			}
-		},
-	} {
-		f()
+	if sw.postfix != nil {
+		sw.postfix.Stop()
+	}
+	if sw.wehr != nil {
+		sw.wehr.Stop()
+	}
+	if sw.dovecot != nil {
+		sw.dovecot.Stop()
+	}
+	if sw.redis != nil {
+		sw.redis.Stop()
 	}
 	if os.Getenv("WEHR_KEEP") == "" {
 		os.RemoveAll(sw.dir)
@@ -466,6 +456,7 @@ func (sw *soakWorld) scan() {
 					seq := soakSeq(p)
 					sw.mu.Lock()
 					sw.delivered[seq]++
+					sw.deliveries++
 					sw.folder[seq] = folder
 					sw.mu.Unlock()
 					os.Remove(p)
@@ -506,11 +497,7 @@ func soakSeq(path string) int64 {
 func (sw *soakWorld) deliveredCount() int64 {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	var n int64
-	for _, c := range sw.delivered {
-		n += int64(c)
-	}
-	return n
+	return sw.deliveries
 }
 
 func (sw *soakWorld) twice() int {

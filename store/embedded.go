@@ -439,9 +439,12 @@ type greyRecord struct {
 }
 
 // greyV1 starts a greylisting record in binary: the version byte, First,
-// Last, Passed (0 or 1) and Count, 26 bytes. Files written before hold
-// JSON, which starts with "{" and is still read.
-const greyV1 = 1
+// Last, Passed (0 or 1) and Count, greyLen bytes. Files written before
+// hold JSON, which starts with "{" and is still read.
+const (
+	greyV1  = 1
+	greyLen = 1 + 8 + 8 + 1 + 8
+)
 
 func (r greyRecord) append(b []byte) []byte {
 	b = append(b, greyV1)
@@ -460,11 +463,11 @@ func parseGreyRecord(v []byte) (r greyRecord, ok bool) {
 	if len(v) > 0 && v[0] == '{' {
 		return r, json.Unmarshal(v, &r) == nil
 	}
-	if len(v) != 26 || v[0] != greyV1 || v[17] > 1 {
+	if len(v) != greyLen || v[0] != greyV1 || v[17] > 1 {
 		return r, false
 	}
-	return greyRecord{First: int64(binary.BigEndian.Uint64(v[1:])), Last: int64(binary.BigEndian.Uint64(v[9:])),
-		Passed: v[17] == 1, Count: int64(binary.BigEndian.Uint64(v[18:]))}, true
+	return greyRecord{First: int64(binary.BigEndian.Uint64(v[1:9])), Last: int64(binary.BigEndian.Uint64(v[9:17])),
+		Passed: v[17] == 1, Count: int64(binary.BigEndian.Uint64(v[18:26]))}, true
 }
 
 // Greylist implements Store.
