@@ -6,13 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/wehr/wehr/reportmail"
 	"github.com/wehr/wehr/store"
 )
 
@@ -22,13 +22,6 @@ const ChunkRecords = 500
 
 // ReceivedKeep is how long received reports are kept.
 const ReceivedKeep = 400 * 24 * time.Hour
-
-// StoreError wraps what the store refused while a report was ingested:
-// the report is fine, try again later (sysexits 75 for Postfix).
-type StoreError struct{ Err error }
-
-func (e StoreError) Error() string { return "dmarcreport: store: " + e.Err.Error() }
-func (e StoreError) Unwrap() error { return e.Err }
 
 // Stored is a received report as the store keeps it: the report
 // without its records, and where they are.
@@ -56,7 +49,7 @@ type Ingested struct {
 	Messages                      int64
 	Duplicate                     bool
 	Repairs                       []string
-	Attachment                    Attachment
+	Attachment                    reportmail.Attachment
 }
 
 // Ingest reads one report (an email or a bare file) and stores it under
@@ -64,7 +57,8 @@ type Ingested struct {
 // stays bounded by ChunkRecords, however large the report). A report
 // already stored (same organisation and report id) is not stored again.
 // A report that cannot be read is an error wrapping ErrNotReport,
-// ErrBomb or an XML error; one the store refused is a StoreError.
+// reportmail.ErrNotReport or reportmail.ErrBomb; one the store refused
+// is a reportmail.StoreError.
 func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, now time.Time) (Ingested, error) {
 	rr := store.NewReceivedReports(st, ReceivedKeep)
 	var tb [12]byte
@@ -85,7 +79,7 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 			return err
 		}
 		if err := rr.PutChunk(ctx, token, chunks, b); err != nil {
-			return StoreError{err}
+			return reportmail.StoreError{Err: err}
 		}
 		chunks++
 		buf = buf[:0]
@@ -116,7 +110,7 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 	has, err := rr.Has(ctx, rep.Policy.Domain, id)
 	if err != nil {
 		cleanup()
-		return out, StoreError{err}
+		return out, reportmail.StoreError{Err: err}
 	}
 	if has {
 		cleanup()
@@ -129,16 +123,35 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 	}
 	if err := rr.PutMeta(ctx, rep.Policy.Domain, id, b); err != nil {
 		cleanup()
-		return out, StoreError{err}
+		return out, reportmail.StoreError{Err: err}
 	}
 	return out, nil
 }
 
-// Unreadable says whether err is about the report itself (keep it aside
-// with the reason) rather than about the store (try again later).
-func Unreadable(err error) bool {
-	var se StoreError
-	return err != nil && !errors.As(err, &se) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+// Taker is Ingest as the report inbox calls it.
+func Taker(st store.Store, lim Limits) reportmail.Taker {
+	return func(ctx context.Context, r io.Reader) (reportmail.Taken, error) {
+		res, err := Ingest(ctx, st, r, lim, time.Now())
+		if err != nil {
+			return reportmail.Taken{}, err
+		}
+		return reportmail.Taken{
+			Duplicate: res.Duplicate,
+			What: fmt.Sprintf("report %s from %s about %s: %d records, %d messages (%s)",
+				res.ReportID, res.OrgName, res.Domain, res.Records, res.Messages, res.ID),
+			Attrs: []any{"domain", res.Domain, "org", res.OrgName, "report_id", res.ReportID, "id", res.ID,
+				"records", res.Records, "messages", res.Messages, "repairs", strings.Join(res.Repairs, "; ")},
+		}, nil
+	}
+}
+
+// Open finds the DMARC report in input, an email or a bare .xml,
+// .xml.gz or .zip file, and returns a reader of its XML
+// (reportmail.Open, with the limits that concern it).
+func Open(input io.Reader, lim Limits) (io.Reader, reportmail.Attachment, error) {
+	lim = lim.withDefaults()
+	return reportmail.Open(input, reportmail.XML, reportmail.Limits{MaxAttachment: lim.MaxAttachment,
+		MaxSize: lim.MaxXML, MaxRatio: lim.MaxRatio, MaxMembers: lim.MaxMembers, MaxParts: lim.MaxParts})
 }
 
 // Reports returns the stored reports of domain ("" for all) whose

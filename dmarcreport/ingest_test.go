@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wehr/wehr/reportmail"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
 	"github.com/wehr/wehr/store"
@@ -97,17 +98,17 @@ func (downStore) Set(context.Context, string, []byte, time.Duration) error {
 func TestIngestErrors(t *testing.T) {
 	ctx := context.Background()
 	_, err := Ingest(ctx, downStore{open(t)}, bytes.NewReader(report(t, "G", "1", 3)), Limits{}, time.Now())
-	var se StoreError
-	if !errors.As(err, &se) || Unreadable(err) {
+	var se reportmail.StoreError
+	if !errors.As(err, &se) || reportmail.Unreadable(err) {
 		t.Fatalf("store down: %v", err)
 	}
 	_, err = Ingest(ctx, open(t), strings.NewReader("<feedback><x>"), Limits{}, time.Now())
-	if !Unreadable(err) || !errors.Is(err, ErrNotReport) {
+	if !reportmail.Unreadable(err) || !errors.Is(err, ErrNotReport) {
 		t.Fatalf("broken report: %v", err)
 	}
 	// A hostile policy domain cannot reach into other keys.
 	bad := strings.Replace(string(report(t, "G", "2", 1)), "<domain>bank.example</domain>", "<domain>x:rsent:y</domain>", 1)
-	if _, err = Ingest(ctx, open(t), strings.NewReader(bad), Limits{}, time.Now()); !Unreadable(err) {
+	if _, err = Ingest(ctx, open(t), strings.NewReader(bad), Limits{}, time.Now()); !reportmail.Unreadable(err) {
 		t.Fatalf("domain with a colon: %v", err)
 	}
 }
@@ -152,7 +153,7 @@ func TestInbox(t *testing.T) {
 	ctx := context.Background()
 	var out bytes.Buffer
 	dir := t.TempDir()
-	in := &Inbox{Store: open(t), Failed: filepath.Join(dir, "failed"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: &out}
+	in := &reportmail.Inbox{Kind: "dmarc", Take: Taker(open(t), Limits{}), Failed: filepath.Join(dir, "failed"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Out: &out}
 	if err := in.One(ctx, bytes.NewReader(report(t, "G", "1", 2)), "stdin"); err != nil || !strings.Contains(out.String(), "stored report 1 from G") {
 		t.Fatalf("%v %s", err, out.String())
 	}
@@ -163,8 +164,8 @@ func TestInbox(t *testing.T) {
 	if len(kept) != 1 || strings.Contains(kept[0], "passwd") {
 		t.Fatalf("kept %v", kept)
 	}
-	down := &Inbox{Store: downStore{open(t)}, Failed: filepath.Join(dir, "failed"), Log: in.Log, Out: &out}
-	if err := down.One(ctx, bytes.NewReader(report(t, "G", "2", 2)), "stdin"); !errors.Is(err, ErrTryLater) {
+	down := &reportmail.Inbox{Kind: "dmarc", Take: Taker(downStore{open(t)}, Limits{}), Failed: filepath.Join(dir, "failed"), Log: in.Log, Out: &out}
+	if err := down.One(ctx, bytes.NewReader(report(t, "G", "2", 2)), "stdin"); !errors.Is(err, reportmail.ErrTryLater) {
 		t.Fatalf("store down: %v", err)
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "failed", ".incoming-*")); len(left) != 0 {

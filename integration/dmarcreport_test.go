@@ -24,6 +24,7 @@ import (
 
 	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/tlsrpt"
 )
 
 // reportsConfig is a config for the wehr dmarc commands: the world's
@@ -424,11 +425,13 @@ reports: {failed: %s}
 	}
 	// The README's lines, with this test's binary and config.
 	postconf("-M", "dmarcreports/unix=dmarcreports unix - n n - 2 pipe flags=q user=nobody argv="+w.wehr.Bin+" --config "+cfg+" dmarc ingest")
-	postconf("-e", "transport_maps = inline:{ reports@example.test=dmarcreports: }")
+	postconf("-M", "tlsreports/unix=tlsreports unix - n n - 2 pipe flags=q user=nobody argv="+w.wehr.Bin+" --config "+cfg+" tlsrpt ingest")
+	postconf("-e", "transport_maps = inline:{ reports@example.test=dmarcreports:, tls-reports@example.test=tlsreports: }")
 	reload()
 	t.Cleanup(func() {
 		postconf("-X", "transport_maps")
 		postconf("-MX", "dmarcreports/unix")
+		postconf("-MX", "tlsreports/unix")
 		reload()
 	})
 	st := redisStore(t)
@@ -481,6 +484,26 @@ reports: {failed: %s}
 	waitFor("report pipe-1 stored", func() bool { return stored("pipe-1") })
 	waitFor("delivered to the pipe", func() bool {
 		return w.postfix.LogContains("to=<reports@example.test>", "relay=dmarcreports", "status=sent")
+	})
+
+	// A TLS report (RFC 8460 5.3: multipart/report, the report as
+	// application/tlsrpt+gzip) through the TLS report pipe.
+	example, err := os.ReadFile("../tlsrpt/testdata/rfc8460.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsReport := strings.NewReplacer("company-y.example", "pipe.example", "5065427c-23d3-47ca-b6e0-946ea0e8c4be", "tls-pipe-1").Replace(string(example))
+	tlsMsg := "From: tls-reports@reporter.example\r\nTo: tls-reports@example.test\r\nSubject: Report Domain: pipe.example Submitter: reporter.example Report-ID: <tls-pipe-1>\r\n" +
+		"TLS-Report-Domain: pipe.example\r\nTLS-Report-Submitter: reporter.example\r\nMessage-ID: <tls-pipe-1@reporter.example>\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/report; report-type=\"tlsrpt\"; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nA TLS report.\r\n--B\r\n" +
+		"Content-Type: application/tlsrpt+gzip\r\nContent-Disposition: attachment; filename=\"reporter.example!pipe.example!1459468800!1459555199.json.gz\"\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n" + base64.StdEncoding.EncodeToString(gzipped([]byte(tlsReport))) + "\r\n--B--\r\n"
+	if r, err := Send(w.smtpAddr(), Client{Helo: "mail.reporter.example"}, "tls-reports@reporter.example", []string{"tls-reports@example.test"}, tlsMsg); err != nil || !r.OK() {
+		t.Fatalf("TLS report: %v %v", r, err)
+	}
+	waitFor("TLS report tls-pipe-1 stored", func() bool {
+		sum, _ := tlsrpt.Summarize(ctx, st, "pipe.example", time.Time{})
+		return sum.Reports == 1 && sum.Failed == 303
 	})
 
 	// Unreadable: kept aside with the reason, delivered (status=sent),

@@ -216,7 +216,7 @@ policyd:
 	}
 	wo.postfix, err = StartPostfix(filepath.Join(dir, "mx1"), PostfixConfig{
 		Hostname: authservID, SMTPPort: ports["smtp"], MilterAddr: "unix:wehr/milter.sock",
-		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc", "reports"},
+		LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc", "reports", "tls-reports"},
 		SubmissionPort: ports["submission"], SASLPath: wo.dovecot.SASLPath(),
 		PolicyAddr: "unix:wehr/policy.sock",
 	})
@@ -225,7 +225,7 @@ policyd:
 	}
 	// The bulk instance: a second Postfix that newsletters leave through.
 	wo.bulk, err = StartPostfix(filepath.Join(dir, "bulk"), PostfixConfig{
-		Hostname: "bulk.example.test", SMTPPort: ports["bulk"], LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc", "reports"},
+		Hostname: "bulk.example.test", SMTPPort: ports["bulk"], LMTPPort: ports["lmtp"], Domain: "example.test", Users: []string{"alice", "bob", "carol", "dmarc", "reports", "tls-reports"},
 	})
 	if err != nil {
 		return wo, err

@@ -8,12 +8,15 @@ import (
 	"time"
 )
 
-// ReceivedReports owns the DMARC aggregate reports others sent about
-// the domains we host (package dmarcreport reads and writes them):
+// ReceivedReports owns the reports others sent about the domains we
+// host: DMARC aggregate reports (package dmarcreport reads and writes
+// them) and TLS reports (package tlsrpt):
 //
-//	rinm:DOMAIN:ID     the report without its records (JSON); written
-//	                   last, so a report is stored once this exists
+//	rinm:DOMAIN:ID     a DMARC report without its records (JSON);
+//	                   written last, so a report is stored once this
+//	                   exists
 //	rinr:TOKEN:NNNNNN  its records, a chunk of them (JSON)
+//	tlsm:DOMAIN:ID     a TLS report, the part about DOMAIN (JSON)
 //
 // ID is derived from the reporting organisation and its report id, so
 // a report sent twice is stored once. TOKEN is new for every ingest, so
@@ -22,11 +25,19 @@ import (
 type ReceivedReports struct {
 	st   Store
 	keep time.Duration
+	meta string // rinm: or tlsm:
 }
 
-// NewReceivedReports is the received reports in st, kept for keep.
+// NewReceivedReports is the received DMARC reports in st, kept for
+// keep.
 func NewReceivedReports(st Store, keep time.Duration) ReceivedReports {
-	return ReceivedReports{st: st, keep: keep}
+	return ReceivedReports{st: st, keep: keep, meta: "rinm:"}
+}
+
+// NewTLSReports is the received TLS reports in st, kept for keep. They
+// are small (a few KB a day per reporter): they have no chunks.
+func NewTLSReports(st Store, keep time.Duration) ReceivedReports {
+	return ReceivedReports{st: st, keep: keep, meta: "tlsm:"}
 }
 
 func checkPart(what, s string) error {
@@ -38,7 +49,7 @@ func checkPart(what, s string) error {
 
 // Has says whether the report ID of domain is stored.
 func (r ReceivedReports) Has(ctx context.Context, domain, id string) (bool, error) {
-	_, ok, err := r.st.Get(ctx, "rinm:"+strings.ToLower(domain)+":"+id)
+	_, ok, err := r.st.Get(ctx, r.meta+strings.ToLower(domain)+":"+id)
 	return ok, err
 }
 
@@ -81,7 +92,7 @@ func (r ReceivedReports) PutMeta(ctx context.Context, domain, id string, b []byt
 	if err := checkPart("id", id); err != nil {
 		return err
 	}
-	return r.st.Set(ctx, "rinm:"+strings.ToLower(domain)+":"+id, b, r.keep)
+	return r.st.Set(ctx, r.meta+strings.ToLower(domain)+":"+id, b, r.keep)
 }
 
 // StoredReport is a stored report's key parts and value.
@@ -93,7 +104,7 @@ type StoredReport struct {
 // Metas returns the reports of domain ("" for every domain), sorted by
 // domain and id.
 func (r ReceivedReports) Metas(ctx context.Context, domain string) ([]StoredReport, error) {
-	prefix := "rinm:"
+	prefix := r.meta
 	if domain != "" {
 		prefix += strings.ToLower(domain) + ":"
 	}

@@ -1,7 +1,8 @@
 // Package tlsrpt is SMTP TLS Reporting (RFC 8460): the reports other
 // providers send about the TLS connections they made, or failed to
 // make, to our customers' MX hosts, read with the caps hostile input
-// needs. (Ingesting them by mail shares dmarcreport's entry points.)
+// needs, stored per policy domain (Ingest), and added up (Summarize).
+// Taking them from mail is package reportmail's job.
 package tlsrpt
 
 import (

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/tlsrpt"
 )
 
 const stalwartDir = "../../dmarcreport/testdata/stalwart"
@@ -235,5 +236,49 @@ func TestDMARCSuppress(t *testing.T) {
 	wehr(t, "--config", cfg, "dmarc", "suppress", "--remove", "d@bank.example")
 	if code, out, _ := wehr(t, "--config", cfg, "--json", "dmarc", "suppress", "--list"); code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Fatalf("%d %s", code, out)
+	}
+}
+
+// The TLS report pipe: the same contract as the DMARC one (stored,
+// duplicate, unreadable kept, 75 without a store), and what was stored
+// is listed, shown and summarised.
+func TestTLSRPTIngest(t *testing.T) {
+	cfg, dir := serveStore(t, "")
+	rep, err := os.ReadFile("../../tlsrpt/testdata/rfc8460.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := wehrStdin(t, string(rep), "--config", cfg, "tlsrpt", "ingest")
+	if code != 0 || !strings.Contains(out, "stored TLS report 5065427c-23d3-47ca-b6e0-946ea0e8c4be from Company-X about company-y.example: 5629 sessions, 303 failed") {
+		t.Fatalf("ingest: %d %q %s", code, out, errs)
+	}
+	if code, out, _ = wehrStdin(t, string(rep), "--config", cfg, "tlsrpt", "ingest", "-"); code != 0 || !strings.Contains(out, "duplicate") {
+		t.Fatalf("again: %d %q", code, out)
+	}
+	// A DMARC report sent to the TLS address: kept aside, the reason
+	// names the command that reads it.
+	code, out, _ = wehr(t, "--config", cfg, "tlsrpt", "ingest", filepath.Join(stalwartDir, "003.xml"))
+	if code != 0 || !strings.Contains(out, "cannot be read, kept as") || !strings.Contains(out, "wehr dmarc ingest") {
+		t.Fatalf("a DMARC report: %d %q", code, out)
+	}
+	down := emptyConfig(t, fmt.Sprintf("store: {path: %s/x.db, admin_socket: %s/none.sock}\nreports: {failed: %s/failed2}\n", dir, dir, dir))
+	if code, _, errs = wehrStdin(t, string(rep), "--config", down, "tlsrpt", "ingest"); code != 75 {
+		t.Fatalf("store down: exit %d, want 75: %s", code, errs)
+	}
+	code, out, _ = wehr(t, "--config", cfg, "tlsrpt", "reports", "list", "--domain", "company-y.example")
+	if code != 0 || !strings.Contains(out, "TLS reports about company-y.example: 1") || !strings.Contains(out, "5326 ok    303 failed") {
+		t.Fatalf("list: %d %q", code, out)
+	}
+	code, out, _ = wehr(t, "--config", cfg, "tlsrpt", "reports", "show", "5065427c-23d3-47ca-b6e0-946ea0e8c4be")
+	if code != 0 || !strings.Contains(out, "starttls-not-supported") || !strings.Contains(out, "mx2.mail.company-y.example") {
+		t.Fatalf("show: %d %q", code, out)
+	}
+	code, out, _ = wehr(t, "--config", cfg, "--json", "tlsrpt", "reports", "summary", "--domain", "company-y.example")
+	var sum tlsrpt.DomainSummary
+	if err := json.Unmarshal([]byte(out), &sum); code != 0 || err != nil || sum.Failed != 303 || len(sum.Failures) != 3 || sum.Failures[0].Sessions != 200 {
+		t.Fatalf("summary: %d %v %q", code, err, out)
+	}
+	if code, out, _ = wehr(t, "--config", cfg, "tlsrpt", "reports", "list", "--domain", "other.example"); code != 0 || !strings.Contains(out, ": 0") {
+		t.Fatalf("another domain: %d %q", code, out)
 	}
 }

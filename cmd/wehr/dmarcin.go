@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/reportmail"
 	"github.com/wehr/wehr/store"
 )
 
@@ -26,20 +27,28 @@ func tempfail(format string, args ...any) error {
 // sysexit gives an inbox error its exit status: EX_TEMPFAIL when the
 // report must come again.
 func sysexit(err error) error {
-	if errors.Is(err, dmarcreport.ErrTryLater) {
+	if errors.Is(err, reportmail.ErrTryLater) {
 		return exitError{code: exTempFail, err: err}
 	}
 	return err
 }
 
 func newIngestCmd(g *globals) *cobra.Command {
+	return newInboxCmd(g, "dmarc", "Store a received DMARC aggregate report (an email, or a .xml, .xml.gz or .zip file)",
+		`Reads one report email, as a Postfix pipe transport hands it on standard
+input, or a bare report file, and stores the report under its policy domain
+(once per reporting organisation and report id).`,
+		func(st store.Store) reportmail.Taker { return dmarcreport.Taker(st, dmarcreport.Limits{}) })
+}
+
+// newInboxCmd is the ingest command of a kind of report: a Postfix pipe
+// transport's, or an admin's with a file or a Maildir.
+func newInboxCmd(g *globals, kind, short, long string, take func(store.Store) reportmail.Taker) *cobra.Command {
 	var maildir, failed string
 	cmd := &cobra.Command{
 		Use:   "ingest [FILE|-]",
-		Short: "Store a received DMARC aggregate report (an email, or a .xml, .xml.gz or .zip file)",
-		Long: `Reads one report email, as a Postfix pipe transport hands it on standard
-input, or a bare report file, and stores the report under its policy domain
-(once per reporting organisation and report id).
+		Short: short,
+		Long: long + `
 
 Exit status, for Postfix: 0 when the report was stored, was a duplicate, or
 could not be read (then the message is kept in reports.failed, or --failed,
@@ -63,7 +72,7 @@ report is stored, or to the failed folder with the reason.`,
 				return tempfail("store: %v", err)
 			}
 			defer st.Close()
-			in := &dmarcreport.Inbox{Store: st, Failed: failed, Log: e.log, Out: g.stdout}
+			in := &reportmail.Inbox{Kind: kind, Take: take(st), Failed: failed, Log: e.log, Out: g.stdout}
 			if maildir != "" {
 				if len(args) > 0 {
 					return usagef("name a FILE or --maildir, not both")
@@ -86,6 +95,28 @@ report is stored, or to the failed folder with the reason.`,
 	cmd.Flags().StringVar(&maildir, "maildir", "", "process every message in this Maildir's new/")
 	cmd.Flags().StringVar(&failed, "failed", "", "folder for reports that cannot be read (default: reports.failed)")
 	return cmd
+}
+
+// parseSince reads a --since value: a duration back from now (48h, 7d)
+// or a date.
+func parseSince(since string) (time.Time, error) {
+	if since == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(since); err == nil {
+		return time.Now().Add(-d), nil
+	}
+	if strings.HasSuffix(since, "d") {
+		var n int
+		if _, err := fmt.Sscanf(since, "%dd", &n); err == nil {
+			return time.Now().AddDate(0, 0, -n), nil
+		}
+	}
+	t, err := parseUntil(since)
+	if err != nil {
+		return t, usagef("--since %q: write 7d, 48h or a date", since)
+	}
+	return t, nil
 }
 
 func newReportParseCmd(g *globals) *cobra.Command {
@@ -155,25 +186,6 @@ func printReport(w io.Writer, name string, rep *dmarcreport.Report) {
 func newReportsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "reports", Short: "The reports received about our domains (and those we sent): list, show, summary"}
 	var domain, since string
-	sinceTime := func() (time.Time, error) {
-		if since == "" {
-			return time.Time{}, nil
-		}
-		if d, err := time.ParseDuration(since); err == nil {
-			return time.Now().Add(-d), nil
-		}
-		if strings.HasSuffix(since, "d") {
-			var n int
-			if _, err := fmt.Sscanf(since, "%dd", &n); err == nil {
-				return time.Now().AddDate(0, 0, -n), nil
-			}
-		}
-		t, err := parseUntil(since)
-		if err != nil {
-			return t, usagef("--since %q: write 7d, 48h or a date", since)
-		}
-		return t, nil
-	}
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List a domain's received reports, and the reports we sent about it",
@@ -182,7 +194,7 @@ func newReportsCmd(g *globals) *cobra.Command {
 			if domain == "" {
 				return usagef("--domain is required")
 			}
-			t, err := sinceTime()
+			t, err := parseSince(since)
 			if err != nil {
 				return err
 			}
@@ -280,8 +292,7 @@ func newReportsCmd(g *globals) *cobra.Command {
 			if sdomain == "" {
 				return usagef("--domain is required")
 			}
-			since = ssince
-			t, err := sinceTime()
+			t, err := parseSince(ssince)
 			if err != nil {
 				return err
 			}

@@ -125,38 +125,3 @@ senders to fetch it again. Start with --mode testing and TLS reports
 	cmd.AddCommand(query, record)
 	return cmd
 }
-
-func newTLSRPTCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "tlsrpt",
-		Short: "SMTP TLS reporting (RFC 8460): the record to publish",
-		Args:  exactArgs(0),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
-	}
-	var rua []string
-	record := &cobra.Command{
-		Use:   "record DOMAIN --rua URI...",
-		Short: "The _smtp._tls TXT record that asks senders for TLS reports about DOMAIN",
-		Long: `Print the _smtp._tls TXT record to publish for DOMAIN (RFC 8460 3): senders
-then report, once a day, the TLS connections they made to its MX hosts and
-the failures (with MTA-STS or DANE). --rua is where: mailto:ADDRESS or an
-https: URL.`,
-		Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(rua) == 0 {
-				return usagef("--rua: where the reports go (mailto:tls-reports@example.net)")
-			}
-			for _, u := range rua {
-				if !strings.HasPrefix(u, "mailto:") && !strings.HasPrefix(u, "https://") || strings.ContainsAny(u, " ,;!") {
-					return usagef("--rua %q: mailto:ADDRESS or https://URL (RFC 8460 3)", u)
-				}
-			}
-			domain := strings.TrimSuffix(args[0], ".")
-			fmt.Fprintf(g.stdout, "_smtp._tls.%s. IN TXT %q\n", domain, "v=TLSRPTv1; rua="+strings.Join(rua, ","))
-			return nil
-		},
-	}
-	record.Flags().StringSliceVar(&rua, "rua", nil, "mailto:ADDRESS or https://URL (repeat or comma-separate)")
-	cmd.AddCommand(record)
-	return cmd
-}

@@ -1,4 +1,4 @@
-package dmarcreport
+package reportmail
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/wehr/wehr/store"
 )
 
 // ErrTryLater wraps what keeps a report from being taken now (the store,
@@ -26,15 +24,45 @@ func tryLater(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrTryLater, fmt.Sprintf(format, args...))
 }
 
+// StoreError wraps what the store refused while a report was taken:
+// the report is fine, try again later (sysexits 75 for Postfix).
+type StoreError struct{ Err error }
+
+func (e StoreError) Error() string { return "store: " + e.Err.Error() }
+func (e StoreError) Unwrap() error { return e.Err }
+
+// Unreadable says whether err is about the report itself (keep it aside
+// with the reason) rather than about the store (try again later).
+func Unreadable(err error) bool {
+	var se StoreError
+	return err != nil && !errors.As(err, &se) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// Taken says what became of one report.
+type Taken struct {
+	// Duplicate: the report was stored before (same reporter and report
+	// id); nothing changed.
+	Duplicate bool
+	// What names the report for the admin ("report 123 from Google about
+	// example.com: 4 records, 10 messages (id)").
+	What string
+	// Attrs are the log attributes of the report (domain, org, ...).
+	Attrs []any
+}
+
+// Taker stores the one report r holds; an error that is not a
+// StoreError (nor the context's) says the report cannot be read.
+type Taker func(ctx context.Context, r io.Reader) (Taken, error)
+
 // Inbox takes received reports as mail delivers them: one message at a
 // time (a Postfix pipe transport) or a Maildir. A report that cannot be
 // read is kept in Failed with the reason, never bounced to its sender.
 type Inbox struct {
-	Store  store.Store
+	Kind   string // "dmarc" or "tlsrpt", for the log
+	Take   Taker
 	Failed string // the folder for unreadable reports
 	Log    *slog.Logger
 	Out    io.Writer // a line per report, for the admin
-	Limits Limits
 }
 
 // spool copies r into a new file in the failed folder, so that a report
@@ -76,16 +104,15 @@ func (in *Inbox) keep(path, source string, why error) (string, error) {
 	return dst, nil
 }
 
-func (in *Inbox) report(name string, res Ingested) {
-	log := in.Log.With("source", name, "domain", res.Domain, "org", res.OrgName, "report_id", res.ReportID, "id", res.ID)
+func (in *Inbox) report(name string, res Taken) {
+	log := in.Log.With("source", name).With(res.Attrs...)
 	if res.Duplicate {
-		log.Info("dmarc ingest: duplicate report, already stored")
-		fmt.Fprintf(in.Out, "%s: duplicate: report %s from %s about %s is already stored (%s)\n", name, res.ReportID, res.OrgName, res.Domain, res.ID)
+		log.Info(in.Kind + " ingest: duplicate report, already stored")
+		fmt.Fprintf(in.Out, "%s: duplicate: %s is already stored\n", name, res.What)
 		return
 	}
-	log.Info("dmarc ingest: report stored", "records", res.Records, "messages", res.Messages, "repairs", strings.Join(res.Repairs, "; "))
-	fmt.Fprintf(in.Out, "%s: stored report %s from %s about %s: %d records, %d messages (%s)\n",
-		name, res.ReportID, res.OrgName, res.Domain, res.Records, res.Messages, res.ID)
+	log.Info(in.Kind + " ingest: report stored")
+	fmt.Fprintf(in.Out, "%s: stored %s\n", name, res.What)
 }
 
 // One takes one report (an email or a bare file) from r. It returns nil
@@ -100,7 +127,7 @@ func (in *Inbox) One(ctx context.Context, r io.Reader, name string) error {
 	if err != nil {
 		return tryLater("%v", err)
 	}
-	res, err := Ingest(ctx, in.Store, f, in.Limits, time.Now())
+	res, err := in.Take(ctx, f)
 	f.Close()
 	if err == nil {
 		os.Remove(path)
@@ -109,14 +136,14 @@ func (in *Inbox) One(ctx context.Context, r io.Reader, name string) error {
 	}
 	if !Unreadable(err) {
 		os.Remove(path)
-		in.Log.Warn("dmarc ingest: the store did not take the report; Postfix will try again", "source", name, "error", err)
+		in.Log.Warn(in.Kind+" ingest: the store did not take the report; Postfix will try again", "source", name, "error", err)
 		return tryLater("%v", err)
 	}
 	dst, kerr := in.keep(path, name, err)
 	if kerr != nil {
 		return tryLater("the report cannot be read (%v), and cannot be kept aside: %v", err, kerr)
 	}
-	in.Log.Warn("dmarc ingest: report cannot be read; kept aside", "source", name, "kept", dst, "error", err)
+	in.Log.Warn(in.Kind+" ingest: report cannot be read; kept aside", "source", name, "kept", dst, "error", err)
 	fmt.Fprintf(in.Out, "%s: cannot be read, kept as %s: %v\n", name, dst, err)
 	return nil
 }
@@ -144,7 +171,7 @@ func (in *Inbox) Maildir(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
-		res, err := Ingest(ctx, in.Store, f, in.Limits, time.Now())
+		res, err := in.Take(ctx, f)
 		f.Close()
 		switch {
 		case err == nil:
@@ -164,7 +191,7 @@ func (in *Inbox) Maildir(ctx context.Context, dir string) error {
 			if kerr != nil {
 				return fmt.Errorf("maildir: %w", kerr)
 			}
-			in.Log.Warn("dmarc ingest: report cannot be read; kept aside", "source", de.Name(), "kept", dst, "error", err)
+			in.Log.Warn(in.Kind+" ingest: report cannot be read; kept aside", "source", de.Name(), "kept", dst, "error", err)
 			fmt.Fprintf(in.Out, "%s: cannot be read, kept as %s: %v\n", de.Name(), dst, err)
 		default:
 			return tryLater("%s: %v (it stays in new/; run again)", de.Name(), err)

@@ -1,4 +1,11 @@
-package dmarcreport
+// Package reportmail takes the reports other mail systems send us
+// (DMARC aggregate reports, RFC 9990; TLS reports, RFC 8460): it finds
+// the report file in a message or takes a bare file, decompresses it
+// within caps a hostile sender cannot talk past, and runs the inbox a
+// Postfix pipe or a Maildir feeds, where a report that cannot be read is
+// kept aside with the reason and a store that does not answer means
+// "try later". What a report says is its format package's business.
+package reportmail
 
 import (
 	"archive/zip"
@@ -21,6 +28,69 @@ import (
 // ErrBomb says a compressed report expands beyond what a report can be.
 var ErrBomb = errors.New("decompression bomb")
 
+// ErrNotReport says the input holds no report file of the format asked
+// for.
+var ErrNotReport = errors.New("not a readable report")
+
+// Format is what a report file holds.
+type Format int
+
+const (
+	XML  Format = iota + 1 // DMARC aggregate reports
+	JSON                   // TLS reports
+)
+
+func (f Format) String() string {
+	switch f {
+	case XML:
+		return "XML"
+	case JSON:
+		return "JSON"
+	}
+	return "unknown"
+}
+
+// kinds of report: the other one's name, for the error that says it
+// came to the wrong command.
+func (f Format) report() string {
+	if f == JSON {
+		return "a TLS report (JSON: wehr tlsrpt ingest reads it)"
+	}
+	return "a DMARC aggregate report (XML: wehr dmarc ingest reads it)"
+}
+
+// Limits bound what taking a report may cost; the zero value takes the
+// defaults.
+type Limits struct {
+	MaxAttachment int64 // compressed bytes of the attachment (64 MiB)
+	MaxSize       int64 // decompressed bytes of the report (1 GiB)
+	// MaxRatio is the largest decompressed/compressed ratio taken past
+	// the first MiB: reports compress 10-50 times, a bomb a thousand
+	// (200).
+	MaxRatio   int64
+	MaxMembers int // files in a zip (16)
+	MaxParts   int // MIME parts of a message (200)
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxAttachment <= 0 {
+		l.MaxAttachment = 64 << 20
+	}
+	if l.MaxSize <= 0 {
+		l.MaxSize = 1 << 30
+	}
+	if l.MaxRatio <= 0 {
+		l.MaxRatio = 200
+	}
+	if l.MaxMembers <= 0 {
+		l.MaxMembers = 16
+	}
+	if l.MaxParts <= 0 {
+		l.MaxParts = 200
+	}
+	return l
+}
+
 // Attachment is where a report was found.
 type Attachment struct {
 	Name        string // the file name the sender gave (never used as a path)
@@ -28,14 +98,17 @@ type Attachment struct {
 	Compression string // gzip, zip or none
 }
 
-// Open finds the report in input, which is a report email (RFC 9990
-// "Email": any MIME structure, the report in a part of type
-// application/gzip, application/zip, text/xml or a look-alike) or a
-// bare .xml, .xml.gz or .zip file, and returns a reader of its XML. The
-// reader enforces the limits as it is read: decompressed size, the
-// compression ratio (a bomb is refused within its first megabytes),
-// zip members. Nothing from the input reaches the file system.
-func Open(input io.Reader, lim Limits) (io.Reader, Attachment, error) {
+// Open finds the report file of format f in input, which is a report
+// email (RFC 9990 "Email", RFC 8460 3: any MIME structure, the report in
+// a part of type application/gzip, application/zip, text/xml,
+// application/tlsrpt+gzip, application/tlsrpt+json or a look-alike) or a
+// bare file (.xml, .json, gzipped or zipped), and returns a reader of
+// its decompressed content. The reader enforces the limits as it is
+// read: decompressed size, the compression ratio (a bomb is refused
+// within its first megabytes), zip members. A file of the other format
+// is refused with an error that says which command takes it. Nothing
+// from the input reaches the file system.
+func Open(input io.Reader, f Format, lim Limits) (io.Reader, Attachment, error) {
 	lim = lim.withDefaults()
 	br := bufio.NewReaderSize(input, 64<<10)
 	head, _ := br.Peek(512)
@@ -43,15 +116,15 @@ func Open(input io.Reader, lim Limits) (io.Reader, Attachment, error) {
 		return nil, Attachment{}, fmt.Errorf("%w: the input is empty", ErrNotReport)
 	}
 	if k := sniff(head); k != "" {
-		return decompress(br, k, Attachment{Name: "(file)", Compression: k}, lim)
+		return decompress(br, k, f, Attachment{Name: "(file)", Compression: k}, lim)
 	}
 	msg, err := mail.ReadMessage(br)
 	if err != nil {
-		return nil, Attachment{}, fmt.Errorf("%w: neither XML, gzip, zip nor an email: %v", ErrNotReport, err)
+		return nil, Attachment{}, fmt.Errorf("%w: neither %s, gzip, zip nor an email: %v", ErrNotReport, f, err)
 	}
 	parts := 0
 	var seen []string
-	r, att, err := findPart(textproto.MIMEHeader(msg.Header), msg.Body, lim, 0, &parts, &seen)
+	r, att, err := findPart(textproto.MIMEHeader(msg.Header), msg.Body, f, lim, 0, &parts, &seen)
 	if err != nil {
 		return nil, att, err
 	}
@@ -69,16 +142,27 @@ func sniff(b []byte) string {
 	case len(b) >= 4 && string(b[:4]) == "PK\x03\x04":
 		return "zip"
 	}
-	t := bytes.TrimLeft(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")), " \t\r\n")
-	if len(t) > 0 && t[0] == '<' {
+	if format(b) != 0 {
 		return "none"
 	}
 	return ""
 }
 
+// format names the format of a file's first decompressed bytes.
+func format(b []byte) Format {
+	t := bytes.TrimLeft(bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")), " \t\r\n")
+	switch {
+	case len(t) > 0 && t[0] == '<':
+		return XML
+	case len(t) > 0 && t[0] == '{':
+		return JSON
+	}
+	return 0
+}
+
 // findPart walks the MIME tree depth first and returns the first part
 // that holds a report.
-func findPart(h textproto.MIMEHeader, body io.Reader, lim Limits, depth int, parts *int, seen *[]string) (io.Reader, Attachment, error) {
+func findPart(h textproto.MIMEHeader, body io.Reader, f Format, lim Limits, depth int, parts *int, seen *[]string) (io.Reader, Attachment, error) {
 	*parts++
 	if *parts > lim.MaxParts || depth > 10 {
 		return nil, Attachment{}, fmt.Errorf("%w: over %d MIME parts or nested over 10 deep", ErrNotReport, lim.MaxParts)
@@ -103,7 +187,7 @@ func findPart(h textproto.MIMEHeader, body io.Reader, lim Limits, depth int, par
 			if err != nil {
 				return nil, Attachment{}, fmt.Errorf("%w: MIME: %v", ErrNotReport, err)
 			}
-			r, att, err := findPart(p.Header, p, lim, depth+1, parts, seen)
+			r, att, err := findPart(p.Header, p, f, lim, depth+1, parts, seen)
 			if err != nil || r != nil {
 				return r, att, err
 			}
@@ -118,11 +202,12 @@ func findPart(h textproto.MIMEHeader, body io.Reader, lim Limits, depth int, par
 	kind := ""
 	switch {
 	case ct == "application/gzip" || ct == "application/x-gzip" || ct == "application/gzip-compressed" ||
-		strings.HasSuffix(lname, ".gz") || strings.HasSuffix(lname, ".gzip"):
+		ct == "application/tlsrpt+gzip" || strings.HasSuffix(lname, ".gz") || strings.HasSuffix(lname, ".gzip"):
 		kind = "gzip"
 	case ct == "application/zip" || ct == "application/x-zip-compressed" || ct == "application/x-zip" || strings.HasSuffix(lname, ".zip"):
 		kind = "zip"
-	case ct == "text/xml" || ct == "application/xml" || strings.HasSuffix(lname, ".xml"):
+	case f == XML && (ct == "text/xml" || ct == "application/xml" || strings.HasSuffix(lname, ".xml")),
+		f == JSON && (ct == "application/tlsrpt+json" || ct == "application/json" || strings.HasSuffix(lname, ".json")):
 		kind = "none"
 	case ct == "application/octet-stream":
 		kind = "sniff"
@@ -146,11 +231,34 @@ func findPart(h textproto.MIMEHeader, body io.Reader, lim Limits, depth int, par
 		return nil, Attachment{}, nil
 	}
 	att.Compression = kind
-	return decompress(br, kind, att, lim)
+	return decompress(br, kind, f, att, lim)
 }
 
-// decompress returns the XML of a report file of the given kind.
-func decompress(r io.Reader, kind string, att Attachment, lim Limits) (io.Reader, Attachment, error) {
+// decompress returns the content of a report file of the given kind,
+// once its first bytes show it holds format f.
+func decompress(r io.Reader, kind string, f Format, att Attachment, lim Limits) (io.Reader, Attachment, error) {
+	x, att, err := decompressed(r, kind, f, att, lim)
+	if err != nil {
+		return nil, att, err
+	}
+	br := bufio.NewReader(x)
+	head, err := br.Peek(64)
+	if len(head) == 0 && err != nil {
+		if errors.Is(err, ErrBomb) {
+			return nil, att, err
+		}
+		return nil, att, fmt.Errorf("%w: the %s file is empty or cut short: %v", ErrNotReport, f, err)
+	}
+	switch got := format(head); {
+	case got == f:
+		return br, att, nil
+	case got != 0:
+		return nil, att, fmt.Errorf("%w: the file %q is %s", ErrNotReport, att.Name, got.report())
+	}
+	return nil, att, fmt.Errorf("%w: the file %q is not %s", ErrNotReport, att.Name, f)
+}
+
+func decompressed(r io.Reader, kind string, f Format, att Attachment, lim Limits) (io.Reader, Attachment, error) {
 	in := &countReader{r: r}
 	switch kind {
 	case "gzip":
@@ -162,7 +270,7 @@ func decompress(r io.Reader, kind string, att Attachment, lim Limits) (io.Reader
 	case "zip":
 		b, err := io.ReadAll(io.LimitReader(in, lim.MaxAttachment+1))
 		if err != nil {
-			return nil, att, fmt.Errorf("dmarcreport: zip: %w", err)
+			return nil, att, fmt.Errorf("zip: %w", err)
 		}
 		if int64(len(b)) > lim.MaxAttachment {
 			return nil, att, fmt.Errorf("%w: the zip file is over %d bytes", ErrNotReport, lim.MaxAttachment)
@@ -174,8 +282,9 @@ func decompress(r io.Reader, kind string, att Attachment, lim Limits) (io.Reader
 		if len(zr.File) > lim.MaxMembers {
 			return nil, att, fmt.Errorf("%w: the zip holds %d files (at most %d)", ErrNotReport, len(zr.File), lim.MaxMembers)
 		}
+		ext := "." + strings.ToLower(f.String())
 		for _, f := range zr.File {
-			if f.FileInfo().IsDir() || !strings.HasSuffix(strings.ToLower(f.Name), ".xml") && len(zr.File) > 1 {
+			if f.FileInfo().IsDir() || !strings.HasSuffix(strings.ToLower(f.Name), ext) && len(zr.File) > 1 {
 				continue
 			}
 			// Decompress the raw member ourselves, counting its
@@ -198,9 +307,9 @@ func decompress(r io.Reader, kind string, att Attachment, lim Limits) (io.Reader
 			}
 			return &bombGuard{r: rc, in: cin, lim: lim, what: "zip member"}, att, nil
 		}
-		return nil, att, fmt.Errorf("%w: no .xml file in the zip", ErrNotReport)
+		return nil, att, fmt.Errorf("%w: no %s file in the zip", ErrNotReport, ext)
 	default:
-		return &bombGuard{r: in, in: nil, lim: lim, what: "XML"}, att, nil
+		return &bombGuard{r: in, in: nil, lim: lim, what: f.String()}, att, nil
 	}
 }
 
@@ -229,8 +338,8 @@ type bombGuard struct {
 func (b *bombGuard) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.n += int64(n)
-	if b.n > b.lim.MaxXML {
-		return n, fmt.Errorf("%w: the %s expands to over %d bytes", ErrBomb, b.what, b.lim.MaxXML)
+	if b.n > b.lim.MaxSize {
+		return n, fmt.Errorf("%w: the %s expands to over %d bytes", ErrBomb, b.what, b.lim.MaxSize)
 	}
 	if b.in != nil && b.n > 1<<20 && b.n > b.lim.MaxRatio*max(b.in.n, 1) {
 		return n, fmt.Errorf("%w: the %s expands over %d times (%d bytes from %d)", ErrBomb, b.what, b.lim.MaxRatio, b.n, b.in.n)
