@@ -280,13 +280,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ln = listener.WithoutQuickAck(ln)
 		// Every 15 minutes one node looks at every cached policy: those
 		// whose id changed or that expire within 6 hours are fetched.
 		owner := fmt.Sprintf("%s/%d", cfg.Hostname, os.Getpid())
 		grp.Go(func() error { r.RefreshLoop(ctx, sts, owner, 15*time.Minute, 6*time.Hour, log); return nil })
-		srv := &mtasts.SocketmapServer{Log: log, Timeout: cfg.MTASTS.LookupTimeout, Lookup: mtasts.PostfixLookup(r, log)}
+		recent := mtasts.NewRecent(cfg.MTASTS.AnswerCache, cfg.MTASTS.AnswerCacheSize)
+		srv := &mtasts.SocketmapServer{Log: log, Timeout: cfg.MTASTS.LookupTimeout, Lookup: mtasts.PostfixLookup(r, recent, log)}
 		log.Info("wehr: MTA-STS policy service listening", "listen", a.String())
-		grp.Go(func() error { return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log)) })
+		grp.Go(func() error {
+			defer recent.Release()
+			return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log))
+		})
 	}
 	if d.opt.MTASTS && cfg.MTASTS.Serve.Listen != "" {
 		ps, err := mtasts.NewPolicyServer(cfg.MTASTS.Serve, log)

@@ -79,3 +79,64 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("regular file: %v", err)
 	}
 }
+
+// TCP listeners acknowledge every read at once unless told otherwise;
+// WithoutQuickAck hands out plain connections, and leaves a Unix
+// socket's listener as it is.
+func TestWithoutQuickAck(t *testing.T) {
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free.Close()
+	a, err := ParseAddress("inet:"+free.Addr().String(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := Listen(a, SocketPerms{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accept := func(ln net.Listener) net.Conn {
+		t.Helper()
+		go func() {
+			if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+				defer c.Close()
+				c.Write([]byte("x"))
+			}
+		}()
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := accept(ln)
+	if _, ok := c.(*quickAckConn); !ok {
+		t.Errorf("Listen's TCP connection is a %T, want quick acknowledgements", c)
+	}
+	c.Close()
+	plain := WithoutQuickAck(ln)
+	c = accept(plain)
+	if _, ok := c.(*net.TCPConn); !ok {
+		t.Errorf("WithoutQuickAck's connection is a %T, want a plain *net.TCPConn", c)
+	}
+	buf := make([]byte, 1)
+	if n, err := c.Read(buf); n != 1 || err != nil {
+		t.Errorf("read %d %v", n, err)
+	}
+	c.Close()
+	u, err := ParseAddress("unix:"+t.TempDir()+"/s.sock", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uln, err := Listen(u, SocketPerms{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uln.Close()
+	if WithoutQuickAck(uln) != uln {
+		t.Error("a Unix socket's listener was changed")
+	}
+}

@@ -49,3 +49,15 @@ func (c *quickAckConn) Read(b []byte) (int, error) {
 
 // tcpQuickAck is TCP_QUICKACK (linux/tcp.h).
 const tcpQuickAck = 12
+
+// WithoutQuickAck undoes Listen's quick acknowledgements, for a protocol
+// whose client writes each request whole, in one write, and waits for
+// the answer (Postfix's socketmap client flushes a whole netstring):
+// the answer carries the ACK, and setting TCP_QUICKACK after every read
+// would only cost a system call per request.
+func WithoutQuickAck(ln net.Listener) net.Listener {
+	if q, ok := ln.(quickAckListener); ok {
+		return q.Listener
+	}
+	return ln
+}

@@ -129,6 +129,13 @@ func (r *Resolver) Lookup(ctx context.Context, domain string) Result {
 	return res
 }
 
+func (r *Resolver) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
 // Refresh is Lookup, except that a cached policy expiring within
 // `within` (at most half its max_age) is fetched again even if its id
 // did not change: the background refresh, so that a domain's policy
@@ -141,10 +148,7 @@ func (r *Resolver) Refresh(ctx context.Context, domain string, within time.Durat
 
 func (r *Resolver) lookup(ctx context.Context, domain string, within time.Duration) Result {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
-	now := time.Now()
-	if r.Now != nil {
-		now = r.Now()
-	}
+	now := r.now()
 	res := Result{Domain: domain, How: "none"}
 	cached, have, cerr := r.Cache.Get(ctx, domain)
 	valid := cerr == nil && have && now.Before(cached.Expires)

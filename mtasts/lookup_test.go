@@ -237,7 +237,7 @@ func TestDANEFirst(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Resolver{DNS: fakeDNS{"_mta-sts.good.test": {"v=STSv1; id=one"}}, Fetcher: f, Cache: MemCache{}, Secure: tc.dns}
-			lookup := PostfixLookup(r, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			lookup := PostfixLookup(r, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			got, found, err := lookup(context.Background(), "postfix", "good.test")
 			if err != nil || !found || got != tc.want {
 				t.Errorf("got %q %v %v, want %q", got, found, err, tc.want)

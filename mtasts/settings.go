@@ -26,6 +26,11 @@ type Config struct {
 	// CAFile, if set, holds the certificate authorities (PEM) trusted
 	// for policy hosts instead of the system's.
 	CAFile string `yaml:"ca_file"`
+	// AnswerCache is how long an answer is kept in memory and given
+	// again without the store, DNS or DANE check (0: every lookup in
+	// full); AnswerCacheSize bounds how many are kept.
+	AnswerCache     time.Duration `yaml:"answer_cache"`
+	AnswerCacheSize int           `yaml:"answer_cache_size"`
 	// Serve: the policy files wehr serves for domains that point
 	// mta-sts.DOMAIN at this host.
 	Serve ServeConfig `yaml:"serve"`
@@ -33,7 +38,7 @@ type Config struct {
 
 // Default is the mtasts: section's defaults.
 func Default() Config {
-	return Config{LookupTimeout: 10 * time.Second, FetchTimeout: 8 * time.Second}
+	return Config{LookupTimeout: 10 * time.Second, FetchTimeout: 8 * time.Second, AnswerCache: time.Minute, AnswerCacheSize: 200000}
 }
 
 // Check reports the problems of the mtasts: section.
@@ -44,6 +49,12 @@ func (c Config) Check(p *setting.Problems) {
 		}
 	}
 	p.Positive("lookup_timeout", c.LookupTimeout)
+	if c.AnswerCache < 0 || c.AnswerCache > time.Hour {
+		p.Add("answer_cache", "%v: between 0 (off) and 1h; a domain's changed policy is seen this late", c.AnswerCache)
+	}
+	if c.AnswerCacheSize < 1 || c.AnswerCacheSize > 10_000_000 {
+		p.Add("answer_cache_size", "%d: between 1 and 10000000 answers", c.AnswerCacheSize)
+	}
 	p.Positive("fetch_timeout", c.FetchTimeout)
 	if c.FetchTimeout > c.LookupTimeout {
 		p.Add("fetch_timeout", "%v is longer than lookup_timeout %v, which bounds the whole answer", c.FetchTimeout, c.LookupTimeout)

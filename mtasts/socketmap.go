@@ -171,16 +171,28 @@ func oneLine(s string) string {
 
 // PostfixLookup answers Postfix's smtp_tls_policy_maps from r, for any
 // map name, and logs every answer. Keys that are not domains have no
-// policy.
-func PostfixLookup(r *Resolver, log *slog.Logger) LookupFunc {
+// policy. recent (nil: none) keeps answers for a while.
+func PostfixLookup(r *Resolver, recent *Recent, log *slog.Logger) LookupFunc {
 	return func(ctx context.Context, _, key string) (string, bool, error) {
 		// Postfix also asks the parent domains (".example") and, for a
 		// bracketed next hop, "[host]:port": no policy for those.
 		if strings.ContainsAny(key, "[]: /") || !strings.Contains(key, ".") || strings.HasPrefix(key, ".") {
 			return "", false, nil
 		}
-		res := r.Lookup(ctx, key)
+		domain := strings.ToLower(strings.TrimSuffix(key, "."))
+		now := r.now()
+		if answer, found, ok := recent.get(domain, now); ok {
+			if log.Enabled(ctx, slog.LevelInfo) {
+				log.LogAttrs(ctx, slog.LevelInfo, "mtasts: policy", slog.String("domain", domain), slog.String("how", "recent"), slog.String("answer", answer))
+			}
+			return answer, found, nil
+		}
+		res := r.Lookup(ctx, domain)
 		answer, found := res.Postfix()
+		recent.put(res, answer, found, now)
+		if !log.Enabled(ctx, slog.LevelInfo) {
+			return answer, found, nil
+		}
 		attrs := []slog.Attr{slog.String("domain", res.Domain), slog.String("how", res.How)}
 		if res.Policy != nil {
 			attrs = append(attrs, slog.String("mode", string(res.Policy.Mode)), slog.String("id", res.ID))

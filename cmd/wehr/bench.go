@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"github.com/wehr/wehr/milterbench"
 	"github.com/wehr/wehr/policybench"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/stsbench"
 )
 
 // measured runs a load test and, when --pid names the process under
@@ -182,6 +184,131 @@ func newBenchCmd(g *globals) *cobra.Command {
 	pcmd.Flags().IntVar(&po.Triplets, "triplets", 20000, "distinct greylisting triplets")
 	pcmd.Flags().StringVar(&plabel, "label", "", "name for the report line")
 	pcmd.Flags().IntVar(&ppid, "pid", 0, "also report this process's CPU per request and memory (the service's pid)")
-	cmd.AddCommand(corpus, dnsCmd, mcmd, pcmd)
+	cmd.AddCommand(corpus, dnsCmd, mcmd, pcmd, newBenchMTASTSCmd(g), newBenchSTSWorldCmd(g))
+	return cmd
+}
+
+func newBenchMTASTSCmd(g *globals) *cobra.Command {
+	var o stsbench.Options
+	var addr, label string
+	var pid int
+	var fill bool
+	cmd := &cobra.Command{
+		Use:   "mtasts --addr ADDR [--domains N] [--fill] [--concurrency N] [--duration D] [--pid PID]",
+		Short: "Load an MTA-STS socketmap (wehr, postfix-mta-sts-resolver) as Postfix asks it, for the domains of wehr bench sts-world",
+		Long: `Asks the socketmap at --addr for random domains of wehr bench sts-world's
+workload (--domains of them) over --concurrency connections for --duration,
+and reports lookups per second, latency, and the answers (every enforce
+domain must get "secure", every testing one NOTFOUND: a wrong answer is
+counted). --fill asks for each domain once instead: a cold cache filled;
+with --pid it also says how much the process's resident memory grew per
+domain.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			a, err := listener.ParseAddress(addr, true)
+			if err != nil {
+				return usagef("--addr: %v", err)
+			}
+			o.Network, o.Addr = a.Network, a.Address
+			if label == "" {
+				label = addr
+			}
+			var m0 loadstat.Memory
+			if fill && pid > 0 {
+				if m0, err = loadstat.ReadMemory(pid); err != nil {
+					return usagef("--pid %d: %v", pid, err)
+				}
+			}
+			var rep *stsbench.Report
+			if err := measured(g.stdout, pid, "lookup", func() (n int, err error) {
+				if fill {
+					rep, err = stsbench.Fill(cmd.Context(), o)
+				} else {
+					rep, err = stsbench.Run(cmd.Context(), o)
+				}
+				if err != nil {
+					return 0, err
+				}
+				rep.Print(g.stdout, label)
+				return rep.Requests, nil
+			}); err != nil {
+				return err
+			}
+			if fill && pid > 0 {
+				m1, err := loadstat.ReadMemory(pid)
+				if err != nil {
+					return err
+				}
+				per := func(a, b int64) float64 { return float64(b-a) / float64(max(rep.Requests, 1)) }
+				fmt.Fprintf(g.stdout, "  memory: anonymous %.1f -> %.1f MB, file-backed %.1f -> %.1f MB; per domain %.0f bytes (anonymous %.0f, file-backed %.0f)\n",
+					float64(m0.Anon)/(1<<20), float64(m1.Anon)/(1<<20), float64(m0.File)/(1<<20), float64(m1.File)/(1<<20),
+					per(m0.Anon+m0.File, m1.Anon+m1.File), per(m0.Anon, m1.Anon), per(m0.File, m1.File))
+			}
+			if rep.Errors > 0 || rep.Wrong > 0 {
+				return fmt.Errorf("%d lookups failed, %d wrong answers", rep.Errors, rep.Wrong)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "inet:127.0.0.1:10047", "socketmap address, inet:HOST:PORT or unix:/path")
+	f.StringVar(&o.Map, "map", "postfix", "the map name Postfix asks for (socketmap:...:NAME)")
+	f.IntVar(&o.Concurrency, "concurrency", 16, "connections")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to run (not with --fill)")
+	f.IntVar(&o.Domains, "domains", 10000, "how many of sts-world's domains to ask for")
+	f.BoolVar(&fill, "fill", false, "ask for each domain once (fill a cold cache) instead of for random ones")
+	f.StringVar(&label, "label", "", "name for the report line")
+	f.IntVar(&pid, "pid", 0, "also report this process's CPU per lookup and memory (the service's pid)")
+	return cmd
+}
+
+func newBenchSTSWorldCmd(g *globals) *cobra.Command {
+	var n int
+	var dnsAddr, httpsAddr, policyIP, caFile string
+	cmd := &cobra.Command{
+		Use:   "sts-world --domains N --ca FILE [--dns IP:PORT] [--https IP:PORT]",
+		Short: "Serve the DNS and the HTTPS policy host of N MTA-STS domains (wehr bench mtasts's workload) until interrupted",
+		Long: `Serves dN.sts.bench.example for N domains: MX, _mta-sts TXT and
+mta-sts.DOMAIN records over DNS, and their policies (every tenth in testing
+mode, the rest enforce) over HTTPS, each policy host with its own
+certificate from a CA made at start and written to --ca. The resolvers
+under test must reach the policy host on port 443 of --policy-ip: run it
+in a network namespace of its own (scripts/bench-mtasts does).`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if caFile == "" {
+				return usagef("--ca is required: where to write the CA certificate the resolvers must trust")
+			}
+			ca, err := stsbench.NewCA()
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(caFile, ca.PEM, 0o644); err != nil {
+				return err
+			}
+			srv, err := dnstest.StartAt(dnsAddr, stsbench.ZoneText(n, policyIP))
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ln, err := net.Listen("tcp", httpsAddr)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			h := &stsbench.PolicyHandler{}
+			fmt.Fprintf(g.stdout, "serving %d domains: DNS on %s, policies on %s\n", n, srv.Addr(), ln.Addr())
+			err = stsbench.ServePolicies(ctx, ln, ca, h)
+			fmt.Fprintf(g.stdout, "served %d policies\n", h.Served.Load())
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&n, "domains", 10000, "how many domains")
+	f.StringVar(&dnsAddr, "dns", "127.0.0.1:53", "where to serve DNS")
+	f.StringVar(&httpsAddr, "https", "127.0.0.1:443", "where to serve the policies")
+	f.StringVar(&policyIP, "policy-ip", "127.0.0.1", "the address the mta-sts.DOMAIN records name")
+	f.StringVar(&caFile, "ca", "", "file to write the CA certificate to")
 	return cmd
 }

@@ -63,3 +63,32 @@ func PrintUsage(w io.Writer, pid int, before, after Usage, n int, unit string) {
 	fmt.Fprintf(w, "  process %d: CPU %v per %s (%.0f%% of a core), RSS %.1f MB\n",
 		pid, per.Round(time.Microsecond), unit, share, float64(after.RSS)/(1<<20))
 }
+
+// Memory is a process's resident memory in its parts (/proc/PID/status):
+// anonymous (heap, stacks) and file-backed (the binary, mapped files
+// such as an embedded store's database).
+type Memory struct{ Anon, File int64 }
+
+// ReadMemory reads a process's resident memory.
+func ReadMemory(pid int) (Memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, fmt.Errorf("loadstat: %w", err)
+	}
+	var m Memory
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		var kb int64
+		fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
+		switch k {
+		case "RssAnon":
+			m.Anon = kb << 10
+		case "RssFile", "RssShmem":
+			m.File += kb << 10
+		}
+	}
+	return m, nil
+}
