@@ -178,6 +178,21 @@ func TestInbox(t *testing.T) {
 	if why, _ := os.ReadFile(kept[0]); !strings.Contains(string(why), "wehr dmarc ingest") {
 		t.Errorf("reason %s", why)
 	}
+	// A Maildir: the report moves to cur/, the unreadable message to the
+	// failed folder.
+	md := filepath.Join(dir, "Maildir")
+	for _, sub := range []string{"new", "cur", "tmp"} {
+		os.MkdirAll(filepath.Join(md, sub), 0o700)
+	}
+	os.WriteFile(filepath.Join(md, "new", "1.eml"), mail(twoDomains(t, "Mailer-Z", "md-1")), 0o600)
+	os.WriteFile(filepath.Join(md, "new", "2.eml"), []byte("Subject: hello\r\n\r\nnot a report\r\n"), 0o600)
+	out.Reset()
+	if err := in.Maildir(ctx, md); err != nil || !strings.Contains(out.String(), "1 stored, 0 duplicates, 1 unreadable") {
+		t.Fatalf("maildir: %v %s", err, out.String())
+	}
+	if cur, _ := filepath.Glob(filepath.Join(md, "cur", "1.eml*")); len(cur) != 1 {
+		t.Errorf("the stored report's message is not in cur/: %v", cur)
+	}
 	down := &reportmail.Inbox{Kind: "tlsrpt", Take: Taker(downStore{open(t)}, DefaultLimits()), Failed: filepath.Join(dir, "failed"), Log: log, Out: &out}
 	if err := down.One(ctx, bytes.NewReader(example(t)), "stdin"); !errors.Is(err, reportmail.ErrTryLater) {
 		t.Fatalf("store down: %v", err)
