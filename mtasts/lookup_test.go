@@ -109,9 +109,33 @@ func TestStoreCache(t *testing.T) {
 	if err != nil || !ok || got.ID != want.ID || got.Policy.Mode != Enforce || !got.Expires.Equal(want.Expires) || got.Policy.MX[0] != "*.example.net" {
 		t.Fatalf("got %+v %v %v", got, ok, err)
 	}
-	st.Set(ctx, "sts:broken.example", []byte("{not json"), time.Hour)
-	if _, ok, err := c.Get(ctx, "broken.example"); ok || err != nil {
-		t.Errorf("a broken record: %v %v", ok, err)
+	if b, _, _ := st.Get(ctx, "sts:example.net"); len(b) > 80 {
+		t.Errorf("the stored form is %d bytes: %q", len(b), b)
+	}
+	// What earlier versions stored (JSON) still reads.
+	old := []byte(`{"ID":"old","Policy":{"Mode":"testing","MaxAge":3600000000000,"MX":["mx.old.example"]},"Fetched":"2026-12-01T10:00:00Z","Expires":"2026-12-01T11:00:00Z"}`)
+	st.Set(ctx, "sts:old.example", old, time.Hour)
+	if got, ok, _ := c.Get(ctx, "old.example"); !ok || got.ID != "old" || got.Policy.Mode != Testing || got.Policy.MX[0] != "mx.old.example" {
+		t.Errorf("a JSON record: %+v %v", got, ok)
+	}
+	// Several MX patterns, and no MX (mode none).
+	for _, v := range []Cached{
+		{ID: "m", Policy: Policy{Mode: Enforce, MaxAge: 24 * time.Hour, MX: []string{"mx1.example.org", "*.example.org"}}, Fetched: want.Fetched, Expires: want.Expires},
+		{ID: "n", Policy: Policy{Mode: None, MaxAge: 24 * time.Hour}, Fetched: want.Fetched, Expires: want.Expires},
+	} {
+		c.Put(ctx, "many.example", v)
+		got, ok, _ := c.Get(ctx, "many.example")
+		if !ok || got.ID != v.ID || got.Policy.Mode != v.Policy.Mode || strings.Join(got.Policy.MX, ",") != strings.Join(v.Policy.MX, ",") || got.Policy.MaxAge != v.Policy.MaxAge {
+			t.Errorf("round trip: %+v, want %+v", got, v)
+		}
+	}
+	// Broken records are no record: JSON, truncated, an unknown mode,
+	// a time that is not a number.
+	for _, b := range []string{"{not json", "sts1\nid\n1", "sts1\nid\n1\n2\ndowngrade\n60\nmx.example", "sts1\nid\nx\n2\nenforce\n60\nmx.example"} {
+		st.Set(ctx, "sts:broken.example", []byte(b), time.Hour)
+		if _, ok, err := c.Get(ctx, "broken.example"); ok || err != nil {
+			t.Errorf("a broken record %q: %v %v", b, ok, err)
+		}
 	}
 }
 

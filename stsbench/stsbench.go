@@ -168,6 +168,9 @@ type Options struct {
 	// Domains is how many distinct domains the workload asks for,
 	// uniformly.
 	Domains int
+	// First is the first domain Fill asks for (it asks for First to
+	// Domains-1).
+	First int
 	Seed    uint64
 }
 
@@ -206,11 +209,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return run(ctx, o, func(rng *mrand.Rand, _ int) (int, bool) { return rng.IntN(o.Domains), true })
 }
 
-// Fill asks for each domain of the workload once, over o.Concurrency
-// connections: a cold cache filled, at the rate the report says.
+// Fill asks for each domain of the workload once (from o.First), over
+// o.Concurrency connections: a cold cache filled, at the rate the report
+// says.
 func Fill(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	var next atomic.Int64
+	next.Store(int64(o.First))
 	o.Duration = 24 * time.Hour
 	return run(ctx, o, func(*mrand.Rand, int) (int, bool) {
 		i := int(next.Add(1)) - 1

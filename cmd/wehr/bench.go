@@ -257,6 +257,7 @@ domain.`,
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to run (not with --fill)")
 	f.IntVar(&o.Domains, "domains", 10000, "how many of sts-world's domains to ask for")
 	f.BoolVar(&fill, "fill", false, "ask for each domain once (fill a cold cache) instead of for random ones")
+	f.IntVar(&o.First, "first", 0, "with --fill, start at this domain (fill in steps, to see the memory each step adds)")
 	f.StringVar(&label, "label", "", "name for the report line")
 	f.IntVar(&pid, "pid", 0, "also report this process's CPU per lookup and memory (the service's pid)")
 	return cmd
