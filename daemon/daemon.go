@@ -243,6 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ln = listener.AckUnless(ln, policyd.EndsRequest)
 		d.pd = policyd.NewServer(d.pipeline(cfg), log, cfg.Policyd.IdleTimeout)
 		d.pd.MaxConnections = cfg.Policyd.MaxConnections
 		log.Info("wehr: policy service listening", "listen", addr.String(), "dns_lists", len(cfg.Policyd.DNSLists),
@@ -280,7 +281,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ln = listener.WithoutQuickAck(ln)
+		ln = listener.AckUnless(ln, mtasts.EndsRequest)
 		// Every 15 minutes one node looks at every cached policy: those
 		// whose id changed or that expire within 6 hours are fetched.
 		owner := fmt.Sprintf("%s/%d", cfg.Hostname, os.Getpid())

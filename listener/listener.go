@@ -97,7 +97,7 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listener: listen %s: %w", a, err)
 		}
-		return quickAckListener{ln}, nil
+		return quickAckListener{Listener: ln}, nil
 	}
 	if fi, err := os.Lstat(a.Address); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {

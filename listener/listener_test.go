@@ -80,10 +80,10 @@ func TestUnixSocket(t *testing.T) {
 	}
 }
 
-// TCP listeners acknowledge every read at once unless told otherwise;
-// WithoutQuickAck hands out plain connections, and leaves a Unix
-// socket's listener as it is.
-func TestWithoutQuickAck(t *testing.T) {
+// TCP listeners acknowledge every read at once, or, with AckUnless,
+// every read that does not end a request; a Unix socket's listener is
+// left as it is.
+func TestAckUnless(t *testing.T) {
 	free, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -98,35 +98,53 @@ func TestWithoutQuickAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accept := func(ln net.Listener) net.Conn {
+	// exchange has a client write each part once the server has read
+	// the one before, and returns the server side of the connection.
+	exchange := func(ln net.Listener, parts ...string) *quickAckConn {
 		t.Helper()
+		read := make(chan bool)
 		go func() {
-			if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
-				defer c.Close()
-				c.Write([]byte("x"))
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for _, p := range parts {
+				c.Write([]byte(p))
+				<-read
 			}
 		}()
 		c, err := ln.Accept()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c
+		defer c.Close()
+		qc, ok := c.(*quickAckConn)
+		if !ok {
+			t.Fatalf("Listen's TCP connection is a %T, want quick acknowledgements", c)
+		}
+		for _, p := range parts {
+			buf := make([]byte, 100)
+			got := 0
+			for got < len(p) {
+				n, err := c.Read(buf[got:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += n
+			}
+			read <- true
+		}
+		return qc
 	}
-	c := accept(ln)
-	if _, ok := c.(*quickAckConn); !ok {
-		t.Errorf("Listen's TCP connection is a %T, want quick acknowledgements", c)
+	before := exchange(ln, "a=b\n", "\n").acks
+	if before != 3 { // at accept, and after each read
+		t.Errorf("plain: %d quick acknowledgements, want 3", before)
 	}
-	c.Close()
-	plain := WithoutQuickAck(ln)
-	c = accept(plain)
-	if _, ok := c.(*net.TCPConn); !ok {
-		t.Errorf("WithoutQuickAck's connection is a %T, want a plain *net.TCPConn", c)
+	whole := AckUnless(ln, func(b []byte) bool { return strings.HasSuffix(string(b), "\n\n") })
+	if c := exchange(whole, "a=b\n", "c=d\n\n"); c.acks != 2 {
+		t.Errorf("AckUnless: %d quick acknowledgements, want 2 (at accept, and after the read inside a request)", c.acks)
 	}
-	buf := make([]byte, 1)
-	if n, err := c.Read(buf); n != 1 || err != nil {
-		t.Errorf("read %d %v", n, err)
-	}
-	c.Close()
 	u, err := ParseAddress("unix:"+t.TempDir()+"/s.sock", false)
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +154,7 @@ func TestWithoutQuickAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer uln.Close()
-	if WithoutQuickAck(uln) != uln {
+	if AckUnless(uln, nil) != uln {
 		t.Error("a Unix socket's listener was changed")
 	}
 }

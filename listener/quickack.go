@@ -10,7 +10,10 @@ import (
 // Nagle on its side and delayed ACKs on ours, each small write waits about
 // 40 ms for our ACK (the stall OpenDKIM shows over TCP). Linux clears
 // TCP_QUICKACK after use, so it is set again after every read.
-type quickAckListener struct{ net.Listener }
+type quickAckListener struct {
+	net.Listener
+	whole func([]byte) bool // AckUnless's; nil: acknowledge every read
+}
 
 func (l quickAckListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
@@ -25,17 +28,20 @@ func (l quickAckListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return c, nil
 	}
-	qc := &quickAckConn{TCPConn: tc, raw: raw}
+	qc := &quickAckConn{TCPConn: tc, raw: raw, whole: l.whole}
 	qc.quickAck()
 	return qc, nil
 }
 
 type quickAckConn struct {
 	*net.TCPConn
-	raw syscall.RawConn
+	raw   syscall.RawConn
+	whole func([]byte) bool
+	acks  int // quick acknowledgements set (for tests)
 }
 
 func (c *quickAckConn) quickAck() {
+	c.acks++
 	c.raw.Control(func(fd uintptr) { //nolint:errcheck
 		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpQuickAck, 1) //nolint:errcheck
 	})
@@ -43,21 +49,26 @@ func (c *quickAckConn) quickAck() {
 
 func (c *quickAckConn) Read(b []byte) (int, error) {
 	n, err := c.TCPConn.Read(b)
-	c.quickAck()
+	if c.whole == nil || !c.whole(b[:n]) {
+		c.quickAck()
+	}
 	return n, err
 }
 
 // tcpQuickAck is TCP_QUICKACK (linux/tcp.h).
 const tcpQuickAck = 12
 
-// WithoutQuickAck undoes Listen's quick acknowledgements, for a protocol
-// whose client writes each request whole, in one write, and waits for
-// the answer (Postfix's socketmap client flushes a whole netstring):
-// the answer carries the ACK, and setting TCP_QUICKACK after every read
-// would only cost a system call per request.
-func WithoutQuickAck(ln net.Listener) net.Listener {
+// AckUnless makes ln's connections skip the quick acknowledgement after
+// a read that whole says ends a request: Postfix then waits for the
+// answer, which carries the ACK, and setting TCP_QUICKACK would only cost
+// a system call per request. A read that ends inside a request (a long
+// one, in several segments) is still acknowledged at once, so that
+// Postfix's Nagle-held rest comes without the 40 ms delay. ln must come
+// from Listen; other listeners are returned as they are.
+func AckUnless(ln net.Listener, whole func(read []byte) bool) net.Listener {
 	if q, ok := ln.(quickAckListener); ok {
-		return q.Listener
+		q.whole = whole
+		return q
 	}
 	return ln
 }

@@ -65,6 +65,11 @@ func AppendNetstring(b []byte, s string) []byte {
 	return append(b, ',')
 }
 
+// EndsRequest says whether data read from Postfix ends with a whole
+// request (a netstring ends with a comma): Postfix then waits for the
+// answer (listener.AckUnless).
+func EndsRequest(read []byte) bool { return len(read) > 0 && read[len(read)-1] == ',' }
+
 // LookupFunc answers a socketmap request for key in the map name: the
 // data and true when found; false for NOTFOUND; an error for TEMP.
 type LookupFunc func(ctx context.Context, name, key string) (string, bool, error)

@@ -27,6 +27,11 @@ const (
 // ErrProtocol is wrapped by errors about malformed input.
 var ErrProtocol = errors.New("policy protocol error")
 
+// EndsRequest says whether data read from Postfix ends with a request's
+// end (its empty line): Postfix then waits for the answer
+// (listener.AckUnless).
+func EndsRequest(read []byte) bool { return bytes.HasSuffix(read, []byte("\n\n")) }
+
 // ReadRequest reads one request: name=value lines up to an empty line.
 // io.EOF means the client closed the connection between requests. The
 // request's text becomes one string that names and values share (one
