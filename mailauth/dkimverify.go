@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/wehr/wehr/dnsname"
 )
 
 // The DKIM verifier (RFC 6376 6.1). It works on the header as
@@ -210,23 +212,7 @@ func containsFold(list []string, s string) bool {
 
 // validDomainName checks a d= value: dot-separated labels of letters,
 // digits, hyphens (and underscores, seen in the wild), none empty.
-func validDomainName(d string) bool {
-	if d == "" || len(d) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(d, ".") {
-		if l == "" || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func validDomainName(d string) bool { return dnsname.Valid(d) }
 
 // validSelector checks an s= value (RFC 6376 3.1: sub-domain syntax).
 func validSelector(s string) bool {

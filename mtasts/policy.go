@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wehr/wehr/dnsname"
 )
 
 // Mode is a policy's mode (RFC 8461 5).
@@ -128,23 +130,7 @@ func (p Policy) Match(host string) bool {
 // validPattern: a host name of at least two labels, with an optional
 // "*." in front (RFC 8461 3.2, sts-policy-mx-value).
 func validPattern(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	labels := strings.Split(s, ".")
-	if len(s) > 253 || len(labels) < 2 {
-		return false
-	}
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	return dnsname.Host(strings.TrimPrefix(s, "*."))
 }
 
 // clip shortens what a domain publishes for an error message.
