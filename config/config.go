@@ -35,6 +35,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/mtasts"
+	"github.com/wehr/wehr/web"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/store"
@@ -70,6 +71,8 @@ type Config struct {
 	// MTASTS is the MTA-STS policy service Postfix asks before it
 	// delivers (smtp_tls_policy_maps).
 	MTASTS mtasts.Config `yaml:"mtasts"`
+	// Web is the web view of the reports.
+	Web web.Config `yaml:"web"`
 }
 
 // Log configures logging.
@@ -220,6 +223,7 @@ func (c *Config) finish(lines map[string]int) (ps []Problem) {
 	c.AuthPolicy.Check(sp.Section("authpolicy"))
 	c.ARC.Check(sp.Section("arc"))
 	c.MTASTS.Check(sp.Section("mtasts"))
+	c.Web.Check(sp.Section("web"))
 	if c.Hostname == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {

@@ -40,6 +40,7 @@ import (
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/web"
 )
 
 // SetupError is a configuration or command line that cannot work (a
@@ -72,6 +73,8 @@ type Options struct {
 	AuthPolicyListen string
 	// MTASTS runs the MTA-STS policy service where mtasts.listen says.
 	MTASTS bool
+	// Web serves the web view of the reports where web.listen says.
+	Web bool
 }
 
 // Daemon is a running process. Reload and Config are safe to call while
@@ -293,6 +296,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer recent.Release()
 			return srv.Serve(ctx, listener.Limit(ln, 500, "mtasts", log))
 		})
+	}
+	if d.opt.Web && cfg.Web.Listen != "" {
+		a, err := listener.ParseAddress(cfg.Web.Listen, cfg.Web.AllowRemote)
+		if err != nil {
+			return setupf("web.listen: %v", err)
+		}
+		ws, err := web.New(cfg.Web, d.st, d.res, log)
+		if err != nil {
+			return setupf("%v", err)
+		}
+		ln, err := listener.Listen(a, listener.SocketPerms{})
+		if err != nil {
+			return err
+		}
+		scheme := "http"
+		if cfg.Web.TLSCert != "" {
+			scheme = "https"
+		}
+		log.Info("wehr: web view of the reports listening", "url", scheme+"://"+a.Address+"/", "tokens", len(cfg.Web.Tokens))
+		grp.Go(func() error { return ws.Serve(ctx, listener.Limit(ln, 200, "web", log)) })
 	}
 	if d.opt.MTASTS && cfg.MTASTS.Serve.Listen != "" {
 		ps, err := mtasts.NewPolicyServer(cfg.MTASTS.Serve, log)

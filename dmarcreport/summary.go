@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/wehr/wehr/store"
@@ -22,6 +23,10 @@ type Summary struct {
 	Sources  []SourceSummary `json:"sources"`
 	// Sent lists the reports we sent about the domain.
 	Sent []store.ReportMark `json:"sent"`
+	// Alignment breaks the messages down by what passed aligned.
+	Alignment Alignment `json:"alignment"`
+	// Days is the daily series (Daily).
+	Days []Day `json:"days"`
 }
 
 // OrgSummary counts one reporting organisation's reports.
@@ -60,11 +65,18 @@ const MaxSources = 100
 // nil). Memory grows with the distinct source addresses, not with the
 // records.
 func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time) (Summary, error) {
-	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}}
 	reps, err := Reports(ctx, st, domain, since)
 	if err != nil {
-		return sum, err
+		return Summary{Domain: domain, Since: since.UTC()}, err
 	}
+	return SummarizeReports(ctx, st, res, domain, since, reps)
+}
+
+// SummarizeReports is Summarize of reports already read (Reports): one
+// pass over their records gives the sources, the organisations and the
+// alignment breakdown.
+func SummarizeReports(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time, reps []Stored) (Summary, error) {
+	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}, Days: Daily(reps)}
 	orgs := map[string]*OrgSummary{}
 	srcs := map[string]*SourceSummary{}
 	addTo := func(list []string, v string) []string {
@@ -105,6 +117,7 @@ func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain stri
 			} else {
 				src.Fail, o.Fail, sum.Fail = addSat(src.Fail, n), addSat(o.Fail, n), addSat(sum.Fail, n)
 			}
+			sum.Alignment.add(r)
 			src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
 			src.Orgs = addTo(src.Orgs, s.Report.OrgName)
 			return nil
@@ -141,14 +154,23 @@ func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain stri
 		sum.Sources = sum.Sources[:MaxSources]
 	}
 	if res != nil {
+		// Sixteen at a time, each within 3 s: a page of a hundred
+		// sources does not wait for a hundred lookups in a row.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 16)
 		for i := range sum.Sources {
-			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			names, err := res.LookupAddr(ctx, sum.Sources[i].IP)
-			cancel()
-			if err == nil {
-				sum.Sources[i].PTR = names
-			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				defer cancel()
+				if names, err := res.LookupAddr(ctx, sum.Sources[i].IP); err == nil {
+					sum.Sources[i].PTR = names
+				}
+			}()
 		}
+		wg.Wait()
 	}
 	marks, err := store.NewReportMarks(st).List(ctx, domain)
 	if err != nil {

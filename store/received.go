@@ -101,6 +101,20 @@ type StoredReport struct {
 	Meta       []byte
 }
 
+// IDs returns the ids of domain's reports, unsorted: cheaper than Metas
+// (keys only), to see whether anything changed.
+func (r ReceivedReports) IDs(ctx context.Context, domain string) ([]string, error) {
+	prefix := r.meta + strings.ToLower(domain) + ":"
+	keys, err := r.st.Scan(ctx, prefix, 0)
+	if err != nil {
+		return nil, err
+	}
+	for i, k := range keys {
+		keys[i] = strings.TrimPrefix(k, prefix)
+	}
+	return keys, nil
+}
+
 // Metas returns the reports of domain ("" for every domain), sorted by
 // domain and id.
 func (r ReceivedReports) Metas(ctx context.Context, domain string) ([]StoredReport, error) {

@@ -50,7 +50,7 @@ SIGINT.`,
 			if err != nil {
 				return err
 			}
-			return runDaemons(cmd.Context(), e, daemons{milter: true, policyd: true, authpolicy: true, mtasts: true, milterListen: milterListen, policydListen: policydListen})
+			return runDaemons(cmd.Context(), e, daemons{milter: true, policyd: true, authpolicy: true, mtasts: true, web: true, milterListen: milterListen, policydListen: policydListen})
 		},
 	}
 	cmd.Flags().StringVar(&milterListen, "milter-listen", "", "milter listen address (overrides milter.listen)")
@@ -60,8 +60,8 @@ SIGINT.`,
 
 // daemons says which daemons a process runs.
 type daemons struct {
-	milter, policyd, authpolicy, mtasts     bool
-	milterListen, policydListen, authListen string
+	milter, policyd, authpolicy, mtasts, web bool
+	milterListen, policydListen, authListen  string
 }
 
 // runDaemons runs the daemons until ctx ends; a setup that cannot work
@@ -69,7 +69,7 @@ type daemons struct {
 func runDaemons(ctx context.Context, e *env, d daemons) error {
 	err := daemon.Run(ctx, daemon.Options{Config: e.cfg, Path: e.path, Log: e.log, Resolver: e.res,
 		Milter: d.milter, Policyd: d.policyd, MilterListen: d.milterListen, PolicydListen: d.policydListen,
-		AuthPolicy: d.authpolicy, AuthPolicyListen: d.authListen, MTASTS: d.mtasts})
+		AuthPolicy: d.authpolicy, AuthPolicyListen: d.authListen, MTASTS: d.mtasts, Web: d.web})
 	var se daemon.SetupError
 	if errors.As(err, &se) {
 		return usageError{se.Err}

@@ -109,7 +109,7 @@ whatever it is), 1 on a runtime error, 2 on a usage or configuration error.`,
 	pf.BoolVar(&g.json, "json", false, "print results as JSON")
 
 	root.AddCommand(newCheckCmd(g), newConfigCmd(g), newMilterCmd(g), newServeCmd(g), newDKIMCmd(g), newBenchCmd(g),
-		newPolicydCmd(g), newGreylistCmd(g), newReputationCmd(g), newDoctorCmd(g), newDMARCCmd(g), newAuthPolicyCmd(g), newMTASTSCmd(g), newTLSRPTCmd(g), newExplainCmd(g), newManCmd(root))
+		newPolicydCmd(g), newGreylistCmd(g), newReputationCmd(g), newDoctorCmd(g), newDMARCCmd(g), newAuthPolicyCmd(g), newMTASTSCmd(g), newTLSRPTCmd(g), newWebCmd(g), newExplainCmd(g), newManCmd(root))
 	return root
 }
 

@@ -1,0 +1,383 @@
+// Package web is the web view of the reports: per domain, the DMARC
+// (and TLS) reports received about it and those we sent, as charts and
+// tables rendered on the server (no script needed), for the domain's
+// owner with a token of their own and for the admin. Read-only: every
+// page is a GET; a token sees its domains and nothing of the others,
+// not even through an id in a URL.
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/tlsrpt"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static/style.css
+var styleCSS []byte
+
+// Server serves the web view.
+type Server struct {
+	cfg   Config
+	st    store.Store
+	ptr   dmarcreport.PTRResolver
+	log   *slog.Logger
+	pages *template.Template
+	now   func() time.Time
+
+	mu     sync.Mutex
+	recent map[string]*overview // per domain, the last one computed
+}
+
+// overview is what a domain's page shows, computed from its reports
+// once and kept while they stay the same (the same ids, and at most
+// overviewKeep): reports never change once stored, so only a new or an
+// expired one changes the page.
+type overview struct {
+	digest  [32]byte
+	at      time.Time
+	sum     dmarcreport.Summary
+	reports []dmarcreport.Stored // the latest 200
+}
+
+const overviewKeep = 10 * time.Minute
+
+// maxOverviews bounds the domains kept.
+const maxOverviews = 1000
+
+// New is the web view of the reports in st; ptr (may be nil) names the
+// sending addresses.
+func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, log *slog.Logger) (*Server, error) {
+	t, err := template.New("").Funcs(template.FuncMap{
+		"date":    func(unix int64) string { return time.Unix(unix, 0).UTC().Format("2006-01-02 15:04") },
+		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") },
+		"percent": percent,
+		"join":    strings.Join,
+	}).ParseFS(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: templates: %w", err)
+	}
+	return &Server{cfg: cfg, st: st, ptr: ptr, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
+}
+
+func percent(part, whole int64) string {
+	if whole <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f %%", 100*float64(part)/float64(whole))
+}
+
+// Keep is how far back the pages look: as long as reports are kept.
+const Keep = dmarcreport.ReceivedKeep
+
+// Handler is the web view's routes, behind the token check and the
+// security headers.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /domain/{domain}/{$}", s.domain)
+	mux.HandleFunc("GET /domain/{domain}/report/{id}", s.report)
+	mux.HandleFunc("GET /domain/{domain}/report/{id}/download", s.download)
+	mux.HandleFunc("GET /style.css", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+		w.Write(styleCSS)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		// Nothing from elsewhere, no script at all, no framing.
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.Set("Allow", "GET, HEAD")
+			http.Error(w, "the web view is read-only", http.StatusMethodNotAllowed)
+			return
+		}
+		rd := match(s.cfg.Tokens, token(r))
+		if rd == nil {
+			h.Set("WWW-Authenticate", `Basic realm="wehr reports", charset="UTF-8"`)
+			http.Error(w, "a token is needed: the password of this page's login, or Authorization: Bearer TOKEN", http.StatusUnauthorized)
+			s.log.Info("web: refused: no valid token", "path", r.URL.Path, "remote", r.RemoteAddr)
+			return
+		}
+		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), readerKey{}, rd)))
+	})
+}
+
+type readerKey struct{}
+
+func readerOf(r *http.Request) *reader { return r.Context().Value(readerKey{}).(*reader) }
+
+// token is the request's token: the password of Basic authentication
+// (the user name is not looked at) or a Bearer token.
+func token(r *http.Request) string {
+	if _, pw, ok := r.BasicAuth(); ok {
+		return pw
+	}
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+// domainOf is the {domain} of the URL if the reader may see it; else it
+// answers 404 (not 403: another customer's domain is not confirmed to
+// exist) and returns "".
+func (s *Server) domainOf(w http.ResponseWriter, r *http.Request) string {
+	d := strings.ToLower(strings.TrimSuffix(r.PathValue("domain"), "."))
+	if d == "" || !readerOf(r).sees(d) {
+		s.log.Info("web: refused: domain not shown to this token", "domain", clip(d), "token", readerOf(r).name)
+		http.NotFound(w, r)
+		return ""
+	}
+	return d
+}
+
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100]
+	}
+	return s
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, data any) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := s.pages.ExecuteTemplate(w, name, data); err != nil {
+		s.log.Error("web: rendering", "page", name, "error", err)
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, what string, err error) {
+	s.log.Error("web: "+what, "error", err)
+	http.Error(w, what+": the store did not answer; try again", http.StatusServiceUnavailable)
+}
+
+// DomainRow is a line of the index.
+type DomainRow struct {
+	Domain           string
+	Reports          int
+	Messages, Fail   int64
+	TLSReports       int
+	TLSFailed, TLSOK int64
+}
+
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	rd := readerOf(r)
+	since := s.now().Add(-Keep)
+	rows := map[string]*DomainRow{}
+	for d := range rd.domains {
+		rows[d] = &DomainRow{Domain: d}
+	}
+	reps, err := dmarcreport.Reports(r.Context(), s.st, "", since)
+	if err != nil {
+		s.fail(w, "reading the reports", err)
+		return
+	}
+	for _, x := range reps {
+		d := strings.ToLower(x.Report.Policy.Domain)
+		if !rd.sees(d) {
+			continue
+		}
+		if rows[d] == nil {
+			rows[d] = &DomainRow{Domain: d}
+		}
+		rows[d].Reports++
+		rows[d].Messages += x.Report.MessageCount
+		rows[d].Fail += x.Report.FailCount
+	}
+	treps, err := tlsrpt.Reports(r.Context(), s.st, "", since)
+	if err != nil {
+		s.fail(w, "reading the TLS reports", err)
+		return
+	}
+	for _, x := range treps {
+		if !rd.sees(x.Domain) {
+			continue
+		}
+		if rows[x.Domain] == nil {
+			rows[x.Domain] = &DomainRow{Domain: x.Domain}
+		}
+		ok, bad := x.Totals()
+		rows[x.Domain].TLSReports++
+		rows[x.Domain].TLSOK += ok
+		rows[x.Domain].TLSFailed += bad
+	}
+	list := make([]DomainRow, 0, len(rows))
+	for _, v := range rows {
+		list = append(list, *v)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Domain < list[j].Domain })
+	s.render(w, "index.html", map[string]any{"Reader": rd.name, "Admin": rd.admin, "Domains": list})
+}
+
+func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
+	d := s.domainOf(w, r)
+	if d == "" {
+		return
+	}
+	ov, err := s.overview(r.Context(), d)
+	if err != nil {
+		s.fail(w, "adding up the reports", err)
+		return
+	}
+	ctx := r.Context()
+	since := s.now().Add(-Keep)
+	tls, err := tlsrpt.Summarize(ctx, s.st, d, since)
+	if err != nil {
+		s.fail(w, "adding up the TLS reports", err)
+		return
+	}
+	sum, reps := ov.sum, ov.reports
+	chart := dailyChart(sum.Days)
+	s.render(w, "domain.html", map[string]any{
+		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
+		"Reports": reps, "TLS": tls, "Admin": readerOf(r).admin,
+	})
+}
+
+// overview is domain's overview: the one computed before, while the
+// domain's report ids are the same, or a new one.
+func (s *Server) overview(ctx context.Context, domain string) (*overview, error) {
+	ids, err := store.NewReceivedReports(s.st, dmarcreport.ReceivedKeep).IDs(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(ids)
+	digest := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+	now := s.now()
+	s.mu.Lock()
+	ov := s.recent[domain]
+	s.mu.Unlock()
+	if ov != nil && ov.digest == digest && now.Sub(ov.at) < overviewKeep {
+		return ov, nil
+	}
+	since := now.Add(-Keep)
+	reps, err := dmarcreport.Reports(ctx, s.st, domain, since)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := dmarcreport.SummarizeReports(ctx, s.st, s.ptr, domain, since, reps)
+	if err != nil {
+		return nil, err
+	}
+	// The latest reports first in the list, at most 200.
+	sort.Slice(reps, func(i, j int) bool { return reps[i].Report.DateRange.Begin > reps[j].Report.DateRange.Begin })
+	ov = &overview{digest: digest, at: now, sum: sum, reports: reps[:min(len(reps), 200)]}
+	s.mu.Lock()
+	if len(s.recent) >= maxOverviews {
+		clear(s.recent)
+	}
+	s.recent[domain] = ov
+	s.mu.Unlock()
+	return ov, nil
+}
+
+// find is the domain's stored report named id; nil (and 404) for a
+// report of another domain, whatever its id.
+func (s *Server) find(w http.ResponseWriter, r *http.Request) (string, *dmarcreport.Stored) {
+	d := s.domainOf(w, r)
+	if d == "" {
+		return "", nil
+	}
+	id := r.PathValue("id")
+	reps, err := dmarcreport.Reports(r.Context(), s.st, d, time.Time{})
+	if err != nil {
+		s.fail(w, "reading the reports", err)
+		return "", nil
+	}
+	for i := range reps {
+		if reps[i].ID == id {
+			return d, &reps[i]
+		}
+	}
+	http.NotFound(w, r)
+	return "", nil
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request) {
+	d, x := s.find(w, r)
+	if x == nil {
+		return
+	}
+	var recs []dmarcreport.ReceivedRecord
+	more := false
+	err := x.Records(r.Context(), s.st, func(rec dmarcreport.ReceivedRecord) error {
+		if len(recs) == 1000 {
+			more = true
+			return errEnough
+		}
+		recs = append(recs, rec)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errEnough) {
+		s.fail(w, "reading the report's records", err)
+		return
+	}
+	s.render(w, "report.html", map[string]any{"Domain": d, "Stored": x, "Report": x.Report, "Records": recs, "More": more})
+}
+
+var errEnough = errors.New("enough")
+
+// download is the report as wehr stored it, records included, as JSON.
+func (s *Server) download(w http.ResponseWriter, r *http.Request) {
+	d, x := s.find(w, r)
+	if x == nil {
+		return
+	}
+	rep := *x.Report
+	rep.Records = nil
+	if err := x.Records(r.Context(), s.st, func(rec dmarcreport.ReceivedRecord) error {
+		rep.Records = append(rep.Records, rec)
+		return nil
+	}); err != nil {
+		s.fail(w, "reading the report's records", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.json"`, d, x.ID))
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(rep)
+}
+
+// Serve serves on ln until ctx ends, over TLS when the configuration
+// names a certificate.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		hs.Shutdown(sctx)
+	}()
+	var err error
+	if s.cfg.TLSCert != "" {
+		err = hs.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+	} else {
+		err = hs.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("web: %w", err)
+}

@@ -1,0 +1,243 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/store"
+)
+
+// fixture is a report from org about domain for the day that starts at
+// day: records from 192.0.2.1 (DKIM and SPF pass, 10 messages) and
+// 198.51.100.7 (both fail, fail messages).
+func fixture(org, id, domain string, day time.Time, fail int) string {
+	return fmt.Sprintf(`<?xml version="1.0"?><feedback><report_metadata><org_name>%s</org_name><email>r@%s</email><report_id>%s</report_id>`+
+		`<date_range><begin>%d</begin><end>%d</end></date_range></report_metadata><policy_published><domain>%s</domain><p>reject</p></policy_published>`+
+		`<record><row><source_ip>192.0.2.1</source_ip><count>10</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><spf><domain>%[6]s</domain><result>pass</result></spf></auth_results></record>`+
+		`<record><row><source_ip>198.51.100.7</source_ip><count>%d</count><policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><spf><domain>evil.example</domain><result>fail</result></spf></auth_results></record>`+
+		`</feedback>`, org, strings.ToLower(org)+".example", id, day.Unix(), day.Add(24*time.Hour-time.Second).Unix(), domain, fail)
+}
+
+type world struct {
+	srv               *httptest.Server
+	st                store.Store
+	admin, bank, none string
+	otherID, bankID   string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	st, err := store.OpenEmbedded(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	w := &world{st: st}
+	day := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	for i, f := range []struct {
+		org, domain string
+		day         int
+		fail        int
+	}{
+		{"Google", "bank.example", 0, 3}, {"Yahoo", "bank.example", 0, 0}, {"Google", "bank.example", 2, 5}, {"Google", "other.example", 1, 7},
+	} {
+		res, err := dmarcreport.Ingest(ctx, st, strings.NewReader(fixture(f.org, fmt.Sprint("r", i), f.domain, day.AddDate(0, 0, f.day), f.fail)), dmarcreport.Limits{}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.domain == "other.example" {
+			w.otherID = res.ID
+		} else {
+			w.bankID = res.ID
+		}
+	}
+	var adminHash, bankHash string
+	w.admin, adminHash = NewToken()
+	w.bank, bankHash = NewToken()
+	w.none, _ = NewToken()
+	cfg := Config{Listen: "inet:127.0.0.1:8080", Tokens: []Token{
+		{Name: "admin", Hash: adminHash, Admin: true},
+		{Name: "bank", Hash: bankHash, Domains: []string{"Bank.Example"}},
+	}}
+	s, err := New(cfg, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return day.AddDate(0, 0, 10) }
+	w.srv = httptest.NewServer(s.Handler())
+	t.Cleanup(w.srv.Close)
+	return w
+}
+
+func (w *world) get(t *testing.T, token, path string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", w.srv.URL+path, nil)
+	if token != "" {
+		req.SetBasicAuth("anyone", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// A page without a token, or with one that is not configured: 401.
+// Every page: the headers that keep it to itself.
+func TestAuth(t *testing.T) {
+	w := newWorld(t)
+	for _, tok := range []string{"", w.none, w.bank + "x"} {
+		code, _, h := w.get(t, tok, "/")
+		if code != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Basic ") {
+			t.Errorf("token %q: %d %v", tok, code, h)
+		}
+	}
+	req, _ := http.NewRequest("GET", w.srv.URL+"/domain/bank.example/", nil)
+	req.Header.Set("Authorization", "Bearer "+w.bank)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Errorf("Bearer: %v %v", resp.StatusCode, err)
+	}
+	code, _, h := w.get(t, w.bank, "/")
+	if code != 200 || !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'none'") || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("headers: %d %v", code, h)
+	}
+	// Read-only: any other method is refused, token or not.
+	resp, err := http.Post(w.srv.URL+"/domain/bank.example/", "text/plain", strings.NewReader("x"))
+	if err != nil || resp.StatusCode != 405 {
+		t.Errorf("POST: %v %v", resp.StatusCode, err)
+	}
+}
+
+// A customer's token shows its domain and nothing of another's, not
+// even through a report id in the URL; the admin's shows every domain.
+func TestIsolation(t *testing.T) {
+	w := newWorld(t)
+	_, body, _ := w.get(t, w.bank, "/")
+	if !strings.Contains(body, `data-domain="bank.example"`) || strings.Contains(body, "other.example") {
+		t.Errorf("the customer's index:\n%s", body)
+	}
+	for _, p := range []string{
+		"/domain/other.example/",
+		"/domain/other.example/report/" + w.otherID,
+		"/domain/bank.example/report/" + w.otherID,
+		"/domain/bank.example/report/" + w.otherID + "/download",
+		"/domain/other.example/report/" + w.otherID + "/download",
+		"/domain/bank.example/report/nonexistent",
+		"/domain/BANK.example./report/../../other.example/",
+	} {
+		code, body, _ := w.get(t, w.bank, p)
+		if code != 404 || strings.Contains(body, "other.example") || strings.Contains(body, "198.51.100.7") {
+			t.Errorf("%s: %d %q", p, code, body)
+		}
+	}
+	_, body, _ = w.get(t, w.admin, "/")
+	if !strings.Contains(body, `data-domain="bank.example"`) || !strings.Contains(body, `data-domain="other.example"`) {
+		t.Errorf("the admin's index:\n%s", body)
+	}
+	if code, _, _ := w.get(t, w.admin, "/domain/other.example/report/"+w.otherID); code != 200 {
+		t.Errorf("the admin's drill-down: %d", code)
+	}
+}
+
+// The domain page shows the fixture's numbers: totals, the chart's days,
+// the failing source first, the alignment breakdown; drill-down and
+// download work.
+func TestDomainPage(t *testing.T) {
+	w := newWorld(t)
+	code, body, _ := w.get(t, w.bank, "/domain/bank.example/")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	for _, want := range []string{
+		`data-reports="3" data-messages="38" data-pass="30" data-fail="8"`,
+		`data-days="3" data-peak="23"`,
+		`<g class="day" data-date="2026-11-25" data-pass="20" data-fail="3">`,
+		`<g class="day" data-date="2026-11-26" data-pass="0" data-fail="0">`,
+		`<g class="day" data-date="2026-11-27" data-pass="10" data-fail="5">`,
+		`<td data-n="30">30</td>`, // DKIM and SPF
+		`<td data-n="8">8</td>`,   // neither
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	// A new report changes the page at once (what was added up before
+	// is kept only while the reports stay the same).
+	x := fixture("Mailru", "new-1", "bank.example", time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC), 1)
+	if _, err := dmarcreport.Ingest(context.Background(), w.st, strings.NewReader(x), dmarcreport.Limits{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, again, _ := w.get(t, w.bank, "/domain/bank.example/"); !strings.Contains(again, `data-reports="4" data-messages="49"`) {
+		t.Error("the page did not change with a new report")
+	}
+	rows := regexp.MustCompile(`<tr data-ip="([^"]+)" data-fail="(\d+)"`).FindAllStringSubmatch(body, -1)
+	if len(rows) != 2 || rows[0][1] != "198.51.100.7" || rows[0][2] != "8" {
+		t.Errorf("sources, failing first: %v", rows)
+	}
+	code, body, _ = w.get(t, w.bank, "/domain/bank.example/report/"+w.bankID)
+	if code != 200 || !strings.Contains(body, "Report r2") || !strings.Contains(body, "<td>198.51.100.7</td><td>5</td><td>reject</td>") {
+		t.Errorf("drill-down: %d\n%s", code, body)
+	}
+	code, body, h := w.get(t, w.bank, "/domain/bank.example/report/"+w.bankID+"/download")
+	if code != 200 || !strings.HasPrefix(h.Get("Content-Disposition"), "attachment;") || !strings.Contains(body, `"report_id": "r2"`) || !strings.Contains(body, `"source_ip": "198.51.100.7"`) {
+		t.Errorf("download: %d %v\n%s", code, h, body)
+	}
+}
+
+// BenchmarkDomainPageYear: the domain page for a year of daily reports
+// from 50 organisations (18,250 reports), rendered whole.
+func BenchmarkDomainPageYear(b *testing.B) {
+	st, err := store.OpenEmbedded(filepath.Join(b.TempDir(), "s.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	end := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for d := range 365 {
+		for o := range 50 {
+			x := fixture(fmt.Sprintf("Org%02d", o), fmt.Sprintf("y%d-%d", d, o), "bank.example", end.AddDate(0, 0, -d), o%4)
+			if _, err := dmarcreport.Ingest(ctx, st, strings.NewReader(x), dmarcreport.Limits{}, end); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	tok, hash := NewToken()
+	s, err := New(Config{Tokens: []Token{{Name: "bank", Hash: hash, Domains: []string{"bank.example"}}}}, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.now = func() time.Time { return end.Add(time.Hour) }
+	h := s.Handler()
+	t0 := time.Now()
+	cold := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/domain/bank.example/", nil)
+	req.SetBasicAuth("", tok)
+	h.ServeHTTP(cold, req)
+	coldTime := time.Since(t0)
+	b.ResetTimer()
+	for range b.N {
+		req := httptest.NewRequest("GET", "/domain/bank.example/", nil)
+		req.SetBasicAuth("", tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 || !strings.Contains(rec.Body.String(), `data-days="365"`) {
+			b.Fatalf("%d", rec.Code)
+		}
+	}
+	// ResetTimer drops metrics reported before it.
+	b.ReportMetric(float64(coldTime.Milliseconds()), "first-render-ms")
+}
