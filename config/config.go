@@ -35,10 +35,10 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/milter"
 	"github.com/wehr/wehr/mtasts"
-	"github.com/wehr/wehr/web"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/web"
 )
 
 // DefaultPath is where wehr looks for its config when --config is not

@@ -171,7 +171,7 @@ type Options struct {
 	// First is the first domain Fill asks for (it asks for First to
 	// Domains-1).
 	First int
-	Seed    uint64
+	Seed  uint64
 }
 
 func (o Options) withDefaults() Options {
