@@ -302,7 +302,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return setupf("web.listen: %v", err)
 		}
-		ws, err := web.New(cfg.Web, d.st, d.res, log)
+		ws, err := web.New(cfg.Web, d.st, d.res, d.engine(cfg), log)
 		if err != nil {
 			return setupf("%v", err)
 		}

@@ -3,7 +3,9 @@ package dmarcreport
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +29,14 @@ type Summary struct {
 	Alignment Alignment `json:"alignment"`
 	// Days is the daily series (Daily).
 	Days []Day `json:"days"`
+	// Selectors are the DKIM selectors the reporters saw in the domain's
+	// signatures (at most MaxSelectors), the keys worth checking.
+	Selectors []string `json:"selectors"`
 }
+
+// MaxSelectors bounds Summary.Selectors: reporters write what the
+// signatures said, and a forger signs with what he likes.
+const MaxSelectors = 10
 
 // OrgSummary counts one reporting organisation's reports.
 type OrgSummary struct {
@@ -76,7 +85,7 @@ func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain stri
 // pass over their records gives the sources, the organisations and the
 // alignment breakdown.
 func SummarizeReports(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time, reps []Stored) (Summary, error) {
-	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}, Days: Daily(reps)}
+	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}, Days: Daily(reps), Selectors: []string{}}
 	orgs := map[string]*OrgSummary{}
 	srcs := map[string]*SourceSummary{}
 	addTo := func(list []string, v string) []string {
@@ -118,6 +127,11 @@ func SummarizeReports(ctx context.Context, st store.Store, res PTRResolver, doma
 				src.Fail, o.Fail, sum.Fail = addSat(src.Fail, n), addSat(o.Fail, n), addSat(sum.Fail, n)
 			}
 			sum.Alignment.add(r)
+			for _, d := range r.AuthResults.DKIM {
+				if len(sum.Selectors) < MaxSelectors && d.Selector != "" && strings.EqualFold(strings.TrimSuffix(d.Domain, "."), domain) && !slices.Contains(sum.Selectors, d.Selector) {
+					sum.Selectors = append(sum.Selectors, d.Selector)
+				}
+			}
 			src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
 			src.Orgs = addTo(src.Orgs, s.Report.OrgName)
 			return nil

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/store"
 	"github.com/wehr/wehr/tlsrpt"
 )
@@ -33,10 +34,16 @@ var templateFS embed.FS
 //go:embed static/style.css
 var styleCSS []byte
 
+// Checker looks at what a domain publishes (wehr check domain's engine).
+type Checker interface {
+	CheckDomain(ctx context.Context, domain string, selectors []string) mailauth.DomainReport
+}
+
 // Server serves the web view.
 type Server struct {
 	cfg   Config
 	st    store.Store
+	check Checker // nil: the published records are not shown
 	ptr   dmarcreport.PTRResolver
 	log   *slog.Logger
 	pages *template.Template
@@ -63,8 +70,8 @@ const overviewKeep = 10 * time.Minute
 const maxOverviews = 1000
 
 // New is the web view of the reports in st; ptr (may be nil) names the
-// sending addresses.
-func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, log *slog.Logger) (*Server, error) {
+// sending addresses, check (may be nil) reads what a domain publishes.
+func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, check Checker, log *slog.Logger) (*Server, error) {
 	t, err := template.New("").Funcs(template.FuncMap{
 		"date":    func(unix int64) string { return time.Unix(unix, 0).UTC().Format("2006-01-02 15:04") },
 		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") },
@@ -74,7 +81,7 @@ func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("web: templates: %w", err)
 	}
-	return &Server{cfg: cfg, st: st, ptr: ptr, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
+	return &Server{cfg: cfg, st: st, ptr: ptr, check: check, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
 }
 
 func percent(part, whole int64) string {
@@ -247,9 +254,16 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 	}
 	sum, reps := ov.sum, ov.reports
 	chart := dailyChart(sum.Days)
+	var published *mailauth.DomainReport
+	if s.check != nil {
+		// What the domain publishes now, with the DKIM selectors the
+		// reports saw (the resolver's cache keeps it cheap).
+		p := s.check.CheckDomain(ctx, d, sum.Selectors)
+		published = &p
+	}
 	s.render(w, "domain.html", map[string]any{
 		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
-		"Reports": reps, "TLS": tls, "Admin": readerOf(r).admin,
+		"Reports": reps, "TLS": tls, "Admin": readerOf(r).admin, "Published": published,
 	})
 }
 

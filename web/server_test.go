@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/store"
 )
 
@@ -23,9 +24,25 @@ import (
 func fixture(org, id, domain string, day time.Time, fail int) string {
 	return fmt.Sprintf(`<?xml version="1.0"?><feedback><report_metadata><org_name>%s</org_name><email>r@%s</email><report_id>%s</report_id>`+
 		`<date_range><begin>%d</begin><end>%d</end></date_range></report_metadata><policy_published><domain>%s</domain><p>reject</p></policy_published>`+
-		`<record><row><source_ip>192.0.2.1</source_ip><count>10</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><spf><domain>%[6]s</domain><result>pass</result></spf></auth_results></record>`+
-		`<record><row><source_ip>198.51.100.7</source_ip><count>%d</count><policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><spf><domain>evil.example</domain><result>fail</result></spf></auth_results></record>`+
+		`<record><row><source_ip>192.0.2.1</source_ip><count>10</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><dkim><domain>%[6]s</domain><selector>s2026</selector><result>pass</result></dkim><spf><domain>%[6]s</domain><result>pass</result></spf></auth_results></record>`+
+		`<record><row><source_ip>198.51.100.7</source_ip><count>%d</count><policy_evaluated><disposition>reject</disposition><dkim>fail</dkim><spf>fail</spf></policy_evaluated></row><identifiers><header_from>%[6]s</header_from></identifiers><auth_results><dkim><domain>evil.example</domain><selector>forged</selector><result>pass</result></dkim><spf><domain>evil.example</domain><result>fail</result></spf></auth_results></record>`+
 		`</feedback>`, org, strings.ToLower(org)+".example", id, day.Unix(), day.Add(24*time.Hour-time.Second).Unix(), domain, fail)
+}
+
+// checker stands in for the engine: what a domain publishes, and the
+// selectors it was asked about.
+type checker struct{}
+
+func (checker) CheckDomain(_ context.Context, domain string, selectors []string) mailauth.DomainReport {
+	r := mailauth.DomainReport{Domain: domain}
+	r.SPF.Record = "v=spf1 ip4:192.0.2.1 -all"
+	r.DMARC.Record = "v=DMARC1; p=reject"
+	r.DMARC.PolicyDomain = domain
+	for _, s := range selectors {
+		r.DKIM = append(r.DKIM, mailauth.DKIMKeyReport{Selector: s, KeyType: "rsa", KeyBits: 2048})
+	}
+	r.Warnings = []string{"<script>alert(1)</script> from DNS"}
+	return r
 }
 
 type world struct {
@@ -70,7 +87,7 @@ func newWorld(t *testing.T) *world {
 		{Name: "admin", Hash: adminHash, Admin: true},
 		{Name: "bank", Hash: bankHash, Domains: []string{"Bank.Example"}},
 	}}
-	s, err := New(cfg, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, st, nil, checker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +200,17 @@ func TestDomainPage(t *testing.T) {
 	if _, again, _ := w.get(t, w.bank, "/domain/bank.example/"); !strings.Contains(again, `data-reports="4" data-messages="49"`) {
 		t.Error("the page did not change with a new report")
 	}
+	// What the domain publishes, with the selector the reports saw in
+	// its own signatures (not the one a forger's signature named), and
+	// whatever DNS says escaped.
+	for _, want := range []string{"<code>v=spf1 ip4:192.0.2.1 -all</code>", "<th>DKIM s2026</th><td>rsa 2048 bits", "&lt;script&gt;alert(1)&lt;/script&gt; from DNS"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the published records lack %s", want)
+		}
+	}
+	if strings.Contains(body, "DKIM forged") || strings.Contains(body, "<script>") {
+		t.Error("a forger's selector or unescaped text on the page")
+	}
 	rows := regexp.MustCompile(`<tr data-ip="([^"]+)" data-fail="(\d+)"`).FindAllStringSubmatch(body, -1)
 	if len(rows) != 2 || rows[0][1] != "198.51.100.7" || rows[0][2] != "8" {
 		t.Errorf("sources, failing first: %v", rows)
@@ -216,7 +244,7 @@ func BenchmarkDomainPageYear(b *testing.B) {
 		}
 	}
 	tok, hash := NewToken()
-	s, err := New(Config{Tokens: []Token{{Name: "bank", Hash: hash, Domains: []string{"bank.example"}}}}, st, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Config{Tokens: []Token{{Name: "bank", Hash: hash, Domains: []string{"bank.example"}}}}, st, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
