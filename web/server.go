@@ -49,6 +49,9 @@ type Server struct {
 	pages *template.Template
 	now   func() time.Time
 
+	// FailedDir is reports.failed: the admin page lists what is in it.
+	FailedDir string
+
 	mu     sync.Mutex
 	recent map[string]*overview // per domain, the last one computed
 }
@@ -99,6 +102,7 @@ const Keep = dmarcreport.ReceivedKeep
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /admin", s.admin)
 	mux.HandleFunc("GET /domain/{domain}/{$}", s.domain)
 	mux.HandleFunc("GET /domain/{domain}/report/{id}", s.report)
 	mux.HandleFunc("GET /domain/{domain}/report/{id}/download", s.download)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -47,6 +48,7 @@ func (checker) CheckDomain(_ context.Context, domain string, selectors []string)
 
 type world struct {
 	srv               *httptest.Server
+	server            *Server
 	st                store.Store
 	admin, bank, none string
 	otherID, bankID   string
@@ -92,6 +94,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	s.now = func() time.Time { return day.AddDate(0, 0, 10) }
+	w.server = s
 	w.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(w.srv.Close)
 	return w
@@ -268,4 +271,43 @@ func BenchmarkDomainPageYear(b *testing.B) {
 	}
 	// ResetTimer drops metrics reported before it.
 	b.ReportMetric(float64(coldTime.Milliseconds()), "first-render-ms")
+}
+
+// The admin page: the reports that could not be read (from the failed
+// folder, the newest first), how sending went, the suppressed
+// addresses; for the admin only.
+func TestAdminPage(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	w.server.FailedDir = dir
+	for i, why := range []string{"no report attachment in the message (parts: text/plain)", "gzip: invalid header"} {
+		name := fmt.Sprintf("20261201T10000%dZ-abcd.eml", i)
+		os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600)
+		os.WriteFile(filepath.Join(dir, name+".reason"), []byte(fmt.Sprintf("2026-12-01T10:00:0%dZ\nstdin\n%s\n", i, why)), 0o600)
+	}
+	marks := store.NewReportMarks(w.st)
+	begin := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+	marks.Put(ctx, store.ReportMark{Domain: "sender.example", Begin: begin, Address: "dmarc@sender.example", Status: "sent", At: begin.Add(25 * time.Hour)})
+	marks.Put(ctx, store.ReportMark{Domain: "big.example", Begin: begin, Address: "r@big.example", Status: "refused", Detail: "550 5.7.1 no thanks", At: begin.Add(26 * time.Hour)})
+	store.NewSuppressions(w.st).Add(ctx, store.Suppression{Address: "gone@old.example", Reason: "bounced", Added: begin})
+
+	if code, _, _ := w.get(t, w.bank, "/admin"); code != 404 {
+		t.Errorf("a customer's token on the admin page: %d", code)
+	}
+	code, body, _ := w.get(t, w.admin, "/admin")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	for _, want := range []string{
+		`data-total="2"`, "gzip: invalid header", "20261201T100001Z-abcd.eml",
+		`data-sent="1"`, "550 5.7.1 no thanks", "gone@old.example",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the admin page lacks %s", want)
+		}
+	}
+	if i, j := strings.Index(body, "100001Z"), strings.Index(body, "100000Z"); i < 0 || j < i {
+		t.Error("the newest failure is not first")
+	}
 }
