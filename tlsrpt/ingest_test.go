@@ -227,6 +227,9 @@ func TestSummarize(t *testing.T) {
 	if len(sum.Orgs) != 2 || sum.Orgs[0].Org != "Company-X" || sum.Orgs[0].Reports != 2 {
 		t.Errorf("orgs %+v", sum.Orgs)
 	}
+	if len(sum.Days) != 1 || sum.Days[0].Date != "2016-04-01" || sum.Days[0].Reports != 3 || sum.Days[0].Failed != 3*303 {
+		t.Errorf("days %+v", sum.Days)
+	}
 	for _, f := range sum.Failures {
 		if f.MX == "mx.other.example" {
 			t.Errorf("another domain's failure in the summary: %+v", f)

@@ -25,6 +25,8 @@ type DomainSummary struct {
 	// MX, the most sessions first.
 	Failures []FailureSummary `json:"failures"`
 	Orgs     []OrgSummary     `json:"orgs"`
+	// Days is the daily series of sessions (Daily).
+	Days []Day `json:"days"`
 }
 
 // PolicySummary counts the sessions of one policy as reporters saw it.
@@ -88,11 +90,12 @@ func addTo(list []string, v string) []string {
 // ends at since or later.
 func Summarize(ctx context.Context, st store.Store, domain string, since time.Time) (DomainSummary, error) {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
-	sum := DomainSummary{Domain: domain, Since: since.UTC(), Policies: []PolicySummary{}, Failures: []FailureSummary{}, Orgs: []OrgSummary{}}
+	sum := DomainSummary{Domain: domain, Since: since.UTC(), Policies: []PolicySummary{}, Failures: []FailureSummary{}, Orgs: []OrgSummary{}, Days: []Day{}}
 	reps, err := Reports(ctx, st, domain, since)
 	if err != nil {
 		return sum, err
 	}
+	sum.Days = Daily(reps)
 	pols := map[string]*PolicySummary{}
 	fails := map[string]*FailureSummary{}
 	orgs := map[string]*OrgSummary{}
@@ -193,4 +196,57 @@ func firstOf(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// Day is one UTC day of a domain's TLS reports.
+type Day struct {
+	Date       string `json:"date"` // YYYY-MM-DD
+	Reports    int    `json:"reports"`
+	Successful int64  `json:"successful"`
+	Failed     int64  `json:"failed"`
+}
+
+// MaxDays bounds Daily's series (reports are kept 400 days).
+const MaxDays = 400
+
+// Daily adds up reports by the UTC day their period starts on, every
+// day between the first and the last there (at most MaxDays, the
+// latest).
+func Daily(reps []Stored) []Day {
+	days := map[string]*Day{}
+	var first, last time.Time
+	for _, s := range reps {
+		t := s.Report.DateRange.Start.UTC().Truncate(24 * time.Hour)
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+		if t.After(last) {
+			last = t
+		}
+		k := t.Format(time.DateOnly)
+		d := days[k]
+		if d == nil {
+			d = &Day{Date: k}
+			days[k] = d
+		}
+		ok, bad := s.Totals()
+		d.Reports++
+		d.Successful, d.Failed = addSat(d.Successful, ok), addSat(d.Failed, bad)
+	}
+	out := []Day{}
+	if first.IsZero() {
+		return out
+	}
+	if last.Sub(first)/(24*time.Hour)+1 > MaxDays {
+		first = last.AddDate(0, 0, -(MaxDays - 1))
+	}
+	for t := first; !t.After(last); t = t.AddDate(0, 0, 1) {
+		k := t.Format(time.DateOnly)
+		if d := days[k]; d != nil {
+			out = append(out, *d)
+		} else {
+			out = append(out, Day{Date: k})
+		}
+	}
+	return out
 }

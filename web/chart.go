@@ -6,47 +6,79 @@ import (
 	"strings"
 
 	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/tlsrpt"
 )
 
-// dailyChart draws the daily series as stacked bars, server-side: per
-// day the messages that passed DMARC (below) and those that failed
-// (above). Each day's group carries its figures as data- attributes,
-// and a title a browser shows on hover, so that no script is needed and
-// a test can read the chart back.
+// bar is one day of a stacked chart: good below, bad above.
+type bar struct {
+	date      string
+	good, bad int64
+}
+
+// series names a chart's figures: its label for screen readers, and the
+// names of its data- attributes (a test reads the chart back by them).
+type series struct {
+	label, good, bad string
+}
+
+// dailyChart draws the DMARC series: per day the messages that passed
+// DMARC (below) and those that failed (above).
 func dailyChart(days []dmarcreport.Day) template.HTML {
+	bars := make([]bar, len(days))
+	for i, d := range days {
+		bars[i] = bar{d.Date, d.Pass, d.Fail}
+	}
+	return stacked(bars, series{"messages per day, passing and failing DMARC", "pass", "fail"})
+}
+
+// tlsChart draws the TLS series: per day the sessions with TLS (below)
+// and the failed ones (above).
+func tlsChart(days []tlsrpt.Day) template.HTML {
+	bars := make([]bar, len(days))
+	for i, d := range days {
+		bars[i] = bar{d.Date, d.Successful, d.Failed}
+	}
+	return stacked(bars, series{"TLS sessions per day, successful and failed", "ok", "failed"})
+}
+
+// stacked draws bars server-side, as SVG. Each day's group carries its
+// figures as data- attributes, and a title a browser shows on hover, so
+// that no script is needed. Dates are ours (YYYY-MM-DD), figures
+// numbers: nothing a reporter wrote reaches the SVG.
+func stacked(bars []bar, s series) template.HTML {
 	const w, h, top, bottom, left = 800.0, 220.0, 10.0, 30.0, 50.0
 	var peak int64
-	for _, d := range days {
-		peak = max(peak, d.Messages)
+	for _, b := range bars {
+		peak = max(peak, b.good+b.bad)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="messages per day, passing and failing DMARC" data-days="%d" data-peak="%d">`,
-		w, h, len(days), peak)
-	if len(days) == 0 || peak == 0 {
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s" data-days="%d" data-peak="%d">`,
+		w, h, s.label, len(bars), peak)
+	if len(bars) == 0 || peak == 0 {
 		b.WriteString(`<text x="400" y="110" text-anchor="middle">no reports yet</text></svg>`)
 		return template.HTML(b.String())
 	}
 	plotH := h - top - bottom
-	bw := (w - left) / float64(len(days))
+	bw := (w - left) / float64(len(bars))
 	y := func(n int64) float64 { return plotH * float64(n) / float64(peak) }
 	fmt.Fprintf(&b, `<line class="axis" x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f"/>`, left, top+plotH, w, top+plotH)
 	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.1f" text-anchor="end">%d</text>`, left-4, top+8, peak)
 	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.1f" text-anchor="end">0</text>`, left-4, top+plotH)
-	for i, d := range days {
+	for i, d := range bars {
 		x := left + float64(i)*bw
-		fmt.Fprintf(&b, `<g class="day" data-date="%s" data-pass="%d" data-fail="%d"><title>%s: %d messages, %d pass, %d fail</title>`,
-			d.Date, d.Pass, d.Fail, d.Date, d.Messages, d.Pass, d.Fail)
-		hp, hf := y(d.Pass), y(d.Fail)
-		if d.Pass > 0 {
-			fmt.Fprintf(&b, `<rect class="pass" x="%.2f" y="%.2f" width="%.2f" height="%.2f"/>`, x, top+plotH-hp, max(bw*0.8, 0.5), hp)
+		fmt.Fprintf(&b, `<g class="day" data-date="%s" data-%s="%d" data-%s="%d"><title>%s: %d %s, %d %s</title>`,
+			d.date, s.good, d.good, s.bad, d.bad, d.date, d.good, s.good, d.bad, s.bad)
+		hg, hb := y(d.good), y(d.bad)
+		if d.good > 0 {
+			fmt.Fprintf(&b, `<rect class="pass" x="%.2f" y="%.2f" width="%.2f" height="%.2f"/>`, x, top+plotH-hg, max(bw*0.8, 0.5), hg)
 		}
-		if d.Fail > 0 {
-			fmt.Fprintf(&b, `<rect class="fail" x="%.2f" y="%.2f" width="%.2f" height="%.2f"/>`, x, top+plotH-hp-hf, max(bw*0.8, 0.5), hf)
+		if d.bad > 0 {
+			fmt.Fprintf(&b, `<rect class="fail" x="%.2f" y="%.2f" width="%.2f" height="%.2f"/>`, x, top+plotH-hg-hb, max(bw*0.8, 0.5), hb)
 		}
 		b.WriteString(`</g>`)
 	}
-	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.0f">%s</text>`, left, h-8, days[0].Date)
-	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.0f" text-anchor="end">%s</text>`, w, h-8, days[len(days)-1].Date)
+	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.0f">%s</text>`, left, h-8, bars[0].date)
+	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%.0f" text-anchor="end">%s</text>`, w, h-8, bars[len(bars)-1].date)
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
 }

@@ -267,7 +267,7 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, "domain.html", map[string]any{
 		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
-		"Reports": reps, "TLS": tls, "Admin": readerOf(r).admin, "Published": published,
+		"Reports": reps, "TLS": tls, "TLSChart": tlsChart(tls.Days), "Admin": readerOf(r).admin, "Published": published,
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/tlsrpt"
 )
 
 // fixture is a report from org about domain for the day that starts at
@@ -80,6 +81,15 @@ func newWorld(t *testing.T) *world {
 		} else {
 			w.bankID = res.ID
 		}
+	}
+	// A TLS report about bank.example (RFC 8460's example, moved).
+	tls, err := os.ReadFile("../tlsrpt/testdata/rfc8460.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsText := strings.NewReplacer("company-y.example", "bank.example", "2016-04-01", "2026-11-26").Replace(string(tls))
+	if _, err := tlsrpt.Ingest(ctx, st, strings.NewReader(tlsText), tlsrpt.DefaultLimits(), time.Now()); err != nil {
+		t.Fatal(err)
 	}
 	var adminHash, bankHash string
 	w.admin, adminHash = NewToken()
@@ -187,6 +197,7 @@ func TestDomainPage(t *testing.T) {
 		`<g class="day" data-date="2026-11-25" data-pass="20" data-fail="3">`,
 		`<g class="day" data-date="2026-11-26" data-pass="0" data-fail="0">`,
 		`<g class="day" data-date="2026-11-27" data-pass="10" data-fail="5">`,
+		`<g class="day" data-date="2026-11-26" data-ok="5326" data-failed="303">`, // the TLS chart
 		`<td data-n="30">30</td>`, // DKIM and SPF
 		`<td data-n="8">8</td>`,   // neither
 	} {
