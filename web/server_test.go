@@ -198,8 +198,8 @@ func TestDomainPage(t *testing.T) {
 		`<g class="day" data-date="2026-11-26" data-pass="0" data-fail="0">`,
 		`<g class="day" data-date="2026-11-27" data-pass="10" data-fail="5">`,
 		`<g class="day" data-date="2026-11-26" data-ok="5326" data-failed="303">`, // the TLS chart
-		`<td data-n="30">30</td>`, // DKIM and SPF
-		`<td data-n="8">8</td>`,   // neither
+		`<td data-n="30">30</td>`,                                                 // DKIM and SPF
+		`<td data-n="8">8</td>`,                                                   // neither
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %s", want)
