@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/wehr/wehr/listener"
 )
 
 // Observer counts decisions; *metrics.Metrics is one.
@@ -135,23 +137,10 @@ func authorized(r *http.Request, key string) bool {
 
 // Serve serves on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, certFile, keyFile string) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
-	}()
-	var err error
-	if certFile != "" {
-		err = hs.ServeTLS(ln, certFile, keyFile)
-	} else {
-		err = hs.Serve(ln)
+	err := listener.ServeHTTP(ctx, ln, s, listener.HTTP{CertFile: certFile, KeyFile: keyFile, WriteTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+	if err != nil {
+		return fmt.Errorf("authpolicy: %w", err)
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return fmt.Errorf("authpolicy: %w", err)
+	return nil
 }

@@ -216,10 +216,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 			log.Warn("wehr: profiler at http://" + a.Address + "/debug/pprof/ (metrics.pprof)")
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		grp.Go(func() error {
-			go func() { <-ctx.Done(); hs.Close() }()
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			// A CPU profile takes its seconds to answer.
+			if err := listener.ServeHTTP(ctx, ln, mux, listener.HTTP{WriteTimeout: 2 * time.Minute}); err != nil {
 				return fmt.Errorf("metrics: %w", err)
 			}
 			return nil

@@ -3,7 +3,6 @@ package mtasts
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -12,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/wehr/wehr/listener"
 )
 
 // PolicyServer serves the policy files of the configured domains over
@@ -45,28 +46,15 @@ func NewPolicyServer(c ServeConfig, log *slog.Logger) (*PolicyServer, error) {
 
 // Serve serves HTTPS on ln until ctx ends.
 func (s *PolicyServer) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          log.New(io.Discard, "", 0), // handshakes of scanners
-		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	err := listener.ServeHTTP(ctx, ln, s, listener.HTTP{WriteTimeout: 10 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0), // handshakes of scanners
+		TLS: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if c, ok := s.certs[strings.ToLower(hi.ServerName)]; ok {
 				return c, nil
 			}
 			return nil, fmt.Errorf("no policy for %q", hi.ServerName)
-		}},
-	}
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx) //nolint:errcheck
-	})
-	defer stop()
-	if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		}}})
+	if err != nil {
 		return fmt.Errorf("mtasts: serving policies: %w", err)
 	}
 	return nil

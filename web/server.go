@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/dmarcreport"
+	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/store"
 	"github.com/wehr/wehr/tlsrpt"
@@ -379,23 +380,10 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 // Serve serves on ln until ctx ends, over TLS when the configuration
 // names a certificate.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
-	}()
-	var err error
-	if s.cfg.TLSCert != "" {
-		err = hs.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
-	} else {
-		err = hs.Serve(ln)
+	err := listener.ServeHTTP(ctx, ln, s.Handler(), listener.HTTP{CertFile: s.cfg.TLSCert, KeyFile: s.cfg.TLSKey,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+	if err != nil {
+		return fmt.Errorf("web: %w", err)
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return fmt.Errorf("web: %w", err)
+	return nil
 }
