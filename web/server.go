@@ -266,9 +266,18 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		p := s.check.CheckDomain(ctx, d, sum.Selectors)
 		published = &p
 	}
+	var suggested []dmarcreport.ZoneRecord
+	why := ""
+	if published != nil && (published.DMARC.Record == "" || strings.EqualFold(published.DMARC.PolicyDomain, d)) {
+		sg := dmarcreport.Suggest(sum, published.DMARC.Record)
+		if recs, err := sg.Request.Records(); err == nil {
+			suggested, why = recs, sg.Why
+		}
+	}
 	s.render(w, "domain.html", map[string]any{
 		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
 		"Reports": reps, "TLS": tls, "TLSChart": tlsChart(tls.Days), "Admin": readerOf(r).admin, "Published": published,
+		"Suggested": suggested, "SuggestedWhy": why,
 	})
 }
 

@@ -217,7 +217,9 @@ func TestDomainPage(t *testing.T) {
 	// What the domain publishes, with the selector the reports saw in
 	// its own signatures (not the one a forger's signature named), and
 	// whatever DNS says escaped.
-	for _, want := range []string{"<code>v=spf1 ip4:192.0.2.1 -all</code>", "<th>DKIM s2026</th><td>rsa 2048 bits", "&lt;script&gt;alert(1)&lt;/script&gt; from DNS"} {
+	for _, want := range []string{"<code>v=spf1 ip4:192.0.2.1 -all</code>", "<th>DKIM s2026</th><td>rsa 2048 bits", "&lt;script&gt;alert(1)&lt;/script&gt; from DNS",
+		// p=reject published: the suggestion keeps it.
+		`_dmarc.bank.example. 3600 IN TXT &#34;v=DMARC1; p=reject&#34;`, "keep the published policy"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the published records lack %s", want)
 		}
