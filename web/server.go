@@ -25,6 +25,7 @@ import (
 	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/mtasts"
 	"github.com/wehr/wehr/store"
 	"github.com/wehr/wehr/tlsrpt"
 )
@@ -40,6 +41,42 @@ type Checker interface {
 	CheckDomain(ctx context.Context, domain string, selectors []string) mailauth.DomainReport
 }
 
+// TXTResolver looks up TXT records (wehr's resolver).
+type TXTResolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// Transport is what a domain publishes for the security of the mail
+// sent to it: its MTA-STS record and where it wants TLS reports.
+type Transport struct {
+	STSID, STSProblem string
+	TLSRPT            []string
+	TLSRPTProblem     string
+}
+
+// transport looks up domain's _mta-sts and _smtp._tls records.
+func transport(ctx context.Context, res TXTResolver, domain string) Transport {
+	var t Transport
+	txts, err := res.LookupTXT(ctx, "_mta-sts."+domain)
+	if err == nil {
+		var rec mtasts.Record
+		if rec, err = mtasts.SelectRecord(txts); err == nil {
+			t.STSID = rec.ID
+		}
+	}
+	if err != nil {
+		t.STSProblem = clip(err.Error())
+	}
+	txts, err = res.LookupTXT(ctx, "_smtp._tls."+domain)
+	if err == nil {
+		t.TLSRPT, err = tlsrpt.SelectRecord(txts)
+	}
+	if err != nil {
+		t.TLSRPTProblem = clip(err.Error())
+	}
+	return t
+}
+
 // Server serves the web view.
 type Server struct {
 	cfg   Config
@@ -52,6 +89,8 @@ type Server struct {
 
 	// FailedDir is reports.failed: the admin page lists what is in it.
 	FailedDir string
+	// TXT, if set, looks up the domain's MTA-STS and TLS-RPT records.
+	TXT TXTResolver
 
 	mu     sync.Mutex
 	recent map[string]*overview // per domain, the last one computed
@@ -266,6 +305,11 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		p := s.check.CheckDomain(ctx, d, sum.Selectors)
 		published = &p
 	}
+	var tr *Transport
+	if s.TXT != nil {
+		t := transport(ctx, s.TXT, d)
+		tr = &t
+	}
 	var suggested []dmarcreport.ZoneRecord
 	why := ""
 	if published != nil && (published.DMARC.Record == "" || strings.EqualFold(published.DMARC.PolicyDomain, d)) {
@@ -277,7 +321,7 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 	s.render(w, "domain.html", map[string]any{
 		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
 		"Reports": reps, "TLS": tls, "TLSChart": tlsChart(tls.Days), "Admin": readerOf(r).admin, "Published": published,
-		"Suggested": suggested, "SuggestedWhy": why,
+		"Suggested": suggested, "SuggestedWhy": why, "Transport": tr,
 	})
 }
 

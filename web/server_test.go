@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -45,6 +46,17 @@ func (checker) CheckDomain(_ context.Context, domain string, selectors []string)
 	}
 	r.Warnings = []string{"<script>alert(1)</script> from DNS"}
 	return r
+}
+
+// txts is a TXT resolver of fixed answers; a name without one does not
+// exist.
+type txts map[string][]string
+
+func (x txts) LookupTXT(_ context.Context, name string) ([]string, error) {
+	if v, ok := x[name]; ok {
+		return v, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 }
 
 type world struct {
@@ -104,6 +116,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	s.now = func() time.Time { return day.AddDate(0, 0, 10) }
+	s.TXT = txts{"_mta-sts.bank.example": {"v=STSv1; id=20261201"}, "_smtp._tls.bank.example": {"v=TLSRPTv1; rua=mailto:tls@bank.example"}}
 	w.server = s
 	w.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(w.srv.Close)
@@ -219,7 +232,8 @@ func TestDomainPage(t *testing.T) {
 	// whatever DNS says escaped.
 	for _, want := range []string{"<code>v=spf1 ip4:192.0.2.1 -all</code>", "<th>DKIM s2026</th><td>rsa 2048 bits", "&lt;script&gt;alert(1)&lt;/script&gt; from DNS",
 		// p=reject published: the suggestion keeps it.
-		`_dmarc.bank.example. 3600 IN TXT &#34;v=DMARC1; p=reject&#34;`, "keep the published policy"} {
+		`_dmarc.bank.example. 3600 IN TXT &#34;v=DMARC1; p=reject&#34;`, "keep the published policy",
+		"published, id=20261201", "<td>mailto:tls@bank.example</td>"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the published records lack %s", want)
 		}
