@@ -2,9 +2,17 @@ package web
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -336,5 +344,65 @@ func TestAdminPage(t *testing.T) {
 	}
 	if i, j := strings.Index(body, "100001Z"), strings.Index(body, "100000Z"); i < 0 || j < i {
 		t.Error("the newest failure is not first")
+	}
+}
+
+// With web.tls_cert and web.tls_key the view is served over HTTPS, and
+// the token is checked there as over HTTP.
+func TestServeTLS(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "reports.example"}, DNSNames: []string{"reports.example"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	w.server.cfg.TLSCert, w.server.cfg.TLSKey = certFile, keyFile
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.server.Serve(ctx, ln) }()
+	pool := x509.NewCertPool()
+	cert, _ := x509.ParseCertificate(der)
+	pool.AddCert(cert)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	get := func(token string) int {
+		req, _ := http.NewRequest("GET", "https://"+ln.Addr().String()+"/domain/bank.example/", nil)
+		if token != "" {
+			req.SetBasicAuth("", token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := get(""); c != 401 {
+		t.Errorf("HTTPS without a token: %d", c)
+	}
+	if c := get(w.bank); c != 200 {
+		t.Errorf("HTTPS with the token: %d", c)
+	}
+	// Plain HTTP to the HTTPS port gets nothing of the view.
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/domain/bank.example/"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || strings.Contains(string(b), "bank.example") {
+			t.Errorf("plain HTTP: %d %q", resp.StatusCode, b)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }
