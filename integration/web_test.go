@@ -34,7 +34,8 @@ func webReport(org, id, domain string, day time.Time, fail int) string {
 // page: the totals, and the chart's bars read back from the SVG; the
 // drill-down to a report shows its records and its download arrives;
 // the customer's token reaches nothing of another domain, direct URLs
-// included; a page without a token is 401. Screenshots of the pages are
+// included, nor the admin page; the admin's shows every domain and the
+// admin page; a page without a token is 401. Screenshots of the pages are
 // kept in a directory the log names.
 func TestWebInBrowser(t *testing.T) {
 	ports, err := FreePorts(3)
@@ -216,6 +217,16 @@ web:
 		t.Errorf("the admin's index: %q %v", index, err)
 	}
 	shot(actx2, "admin-index")
+	if st := open(actx2, "/admin"); st != 200 {
+		t.Errorf("the admin page: %d", st)
+	}
+	if sending, err := chromedp.Run(actx2, chromedp.Text(chromedp.CSS(`#sending`))); err != nil || !strings.Contains(sending, "Sent: 0") {
+		t.Errorf("the admin page: %q %v", sending, err)
+	}
+	shot(actx2, "admin")
+	if st := open(ctx, "/admin"); st != http.StatusNotFound {
+		t.Errorf("the customer on the admin page: %d", st)
+	}
 
 	// No token: 401.
 	nctx, done3 := browse("")
