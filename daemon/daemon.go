@@ -306,7 +306,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return setupf("%v", err)
 		}
 		ws.FailedDir = cfg.Reports.Failed
-		ws.TXT = d.res
 		ln, err := listener.Listen(a, listener.SocketPerms{})
 		if err != nil {
 			return err

@@ -201,6 +201,20 @@ func Find(ctx context.Context, st store.Store, id string) (Stored, error) {
 	return Stored{}, fmt.Errorf("dmarcreport: no stored report %q (wehr dmarc reports list shows them)", id)
 }
 
+// FindIn returns domain's stored report whose id is id (one store
+// read), and whether there is one.
+func FindIn(ctx context.Context, st store.Store, domain, id string) (Stored, bool, error) {
+	b, ok, err := store.NewReceivedReports(st, ReceivedKeep).Meta(ctx, domain, id)
+	if err != nil || !ok {
+		return Stored{}, false, err
+	}
+	var s Stored
+	if err := json.Unmarshal(b, &s); err != nil || s.Report == nil {
+		return Stored{}, false, nil
+	}
+	return s, true, nil
+}
+
 // Records hands the records of a stored report to fn, a chunk at a
 // time.
 func (s Stored) Records(ctx context.Context, st store.Store, fn func(ReceivedRecord) error) error {

@@ -47,6 +47,14 @@ func checkPart(what, s string) error {
 	return nil
 }
 
+// Meta returns the report ID of domain, if it is stored.
+func (r ReceivedReports) Meta(ctx context.Context, domain, id string) ([]byte, bool, error) {
+	if checkPart("id", id) != nil {
+		return nil, false, nil // no id a URL makes up reaches another key
+	}
+	return r.st.Get(ctx, r.meta+strings.ToLower(domain)+":"+id)
+}
+
 // Has says whether the report ID of domain is stored.
 func (r ReceivedReports) Has(ctx context.Context, domain, id string) (bool, error) {
 	_, ok, err := r.st.Get(ctx, r.meta+strings.ToLower(domain)+":"+id)

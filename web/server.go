@@ -41,8 +41,10 @@ type Checker interface {
 	CheckDomain(ctx context.Context, domain string, selectors []string) mailauth.DomainReport
 }
 
-// TXTResolver looks up TXT records (wehr's resolver).
-type TXTResolver interface {
+// DNS is what the pages need of wehr's resolver: the names of sending
+// addresses, and the domain's MTA-STS and TLS-RPT records.
+type DNS interface {
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
 	LookupTXT(ctx context.Context, name string) ([]string, error)
 }
 
@@ -55,7 +57,7 @@ type Transport struct {
 }
 
 // transport looks up domain's _mta-sts and _smtp._tls records.
-func transport(ctx context.Context, res TXTResolver, domain string) Transport {
+func transport(ctx context.Context, res DNS, domain string) Transport {
 	var t Transport
 	txts, err := res.LookupTXT(ctx, "_mta-sts."+domain)
 	if err == nil {
@@ -82,15 +84,13 @@ type Server struct {
 	cfg   Config
 	st    store.Store
 	check Checker // nil: the published records are not shown
-	ptr   dmarcreport.PTRResolver
+	dns   DNS     // nil: no PTR names, no MTA-STS or TLS-RPT records
 	log   *slog.Logger
 	pages *template.Template
 	now   func() time.Time
 
 	// FailedDir is reports.failed: the admin page lists what is in it.
 	FailedDir string
-	// TXT, if set, looks up the domain's MTA-STS and TLS-RPT records.
-	TXT TXTResolver
 
 	mu     sync.Mutex
 	recent map[string]*overview // per domain, the last one computed
@@ -112,9 +112,10 @@ const overviewKeep = 10 * time.Minute
 // maxOverviews bounds the domains kept.
 const maxOverviews = 1000
 
-// New is the web view of the reports in st; ptr (may be nil) names the
-// sending addresses, check (may be nil) reads what a domain publishes.
-func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, check Checker, log *slog.Logger) (*Server, error) {
+// New is the web view of the reports in st; dns (may be nil) names the
+// sending addresses and finds the domain's MTA-STS and TLS-RPT records,
+// check (may be nil) reads what else a domain publishes.
+func New(cfg Config, st store.Store, dns DNS, check Checker, log *slog.Logger) (*Server, error) {
 	t, err := template.New("").Funcs(template.FuncMap{
 		"date":    func(unix int64) string { return time.Unix(unix, 0).UTC().Format("2006-01-02 15:04") },
 		"when":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") },
@@ -124,7 +125,7 @@ func New(cfg Config, st store.Store, ptr dmarcreport.PTRResolver, check Checker,
 	if err != nil {
 		return nil, fmt.Errorf("web: templates: %w", err)
 	}
-	return &Server{cfg: cfg, st: st, ptr: ptr, check: check, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
+	return &Server{cfg: cfg, st: st, dns: dns, check: check, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
 }
 
 func percent(part, whole int64) string {
@@ -237,39 +238,44 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	for d := range rd.domains {
 		rows[d] = &DomainRow{Domain: d}
 	}
-	reps, err := dmarcreport.Reports(r.Context(), s.st, "", since)
-	if err != nil {
-		s.fail(w, "reading the reports", err)
-		return
+	// The admin's index reads every domain's reports; a customer's only
+	// the token's domains'.
+	scopes := []string{""}
+	if !rd.admin {
+		scopes = scopes[:0]
+		for d := range rd.domains {
+			scopes = append(scopes, d)
+		}
 	}
-	for _, x := range reps {
-		d := strings.ToLower(x.Report.Policy.Domain)
-		if !rd.sees(d) {
-			continue
+	for _, scope := range scopes {
+		reps, err := dmarcreport.Reports(r.Context(), s.st, scope, since)
+		if err != nil {
+			s.fail(w, "reading the reports", err)
+			return
 		}
-		if rows[d] == nil {
-			rows[d] = &DomainRow{Domain: d}
+		for _, x := range reps {
+			d := strings.ToLower(x.Report.Policy.Domain)
+			if rows[d] == nil {
+				rows[d] = &DomainRow{Domain: d}
+			}
+			rows[d].Reports++
+			rows[d].Messages += x.Report.MessageCount
+			rows[d].Fail += x.Report.FailCount
 		}
-		rows[d].Reports++
-		rows[d].Messages += x.Report.MessageCount
-		rows[d].Fail += x.Report.FailCount
-	}
-	treps, err := tlsrpt.Reports(r.Context(), s.st, "", since)
-	if err != nil {
-		s.fail(w, "reading the TLS reports", err)
-		return
-	}
-	for _, x := range treps {
-		if !rd.sees(x.Domain) {
-			continue
+		treps, err := tlsrpt.Reports(r.Context(), s.st, scope, since)
+		if err != nil {
+			s.fail(w, "reading the TLS reports", err)
+			return
 		}
-		if rows[x.Domain] == nil {
-			rows[x.Domain] = &DomainRow{Domain: x.Domain}
+		for _, x := range treps {
+			if rows[x.Domain] == nil {
+				rows[x.Domain] = &DomainRow{Domain: x.Domain}
+			}
+			ok, bad := x.Totals()
+			rows[x.Domain].TLSReports++
+			rows[x.Domain].TLSOK += ok
+			rows[x.Domain].TLSFailed += bad
 		}
-		ok, bad := x.Totals()
-		rows[x.Domain].TLSReports++
-		rows[x.Domain].TLSOK += ok
-		rows[x.Domain].TLSFailed += bad
 	}
 	list := make([]DomainRow, 0, len(rows))
 	for _, v := range rows {
@@ -306,8 +312,8 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		published = &p
 	}
 	var tr *Transport
-	if s.TXT != nil {
-		t := transport(ctx, s.TXT, d)
+	if s.dns != nil {
+		t := transport(ctx, s.dns, d)
 		tr = &t
 	}
 	var suggested []dmarcreport.ZoneRecord
@@ -323,6 +329,15 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		"Reports": reps, "TLS": tls, "TLSChart": tlsChart(tls.Days), "Admin": readerOf(r).admin, "Published": published,
 		"Suggested": suggested, "SuggestedWhy": why, "Transport": tr,
 	})
+}
+
+// ptrs is the PTR resolver of the summaries (a nil interface when there
+// is no resolver).
+func (s *Server) ptrs() dmarcreport.PTRResolver {
+	if s.dns == nil {
+		return nil
+	}
+	return s.dns
 }
 
 // overview is domain's overview: the one computed before, while the
@@ -346,7 +361,7 @@ func (s *Server) overview(ctx context.Context, domain string) (*overview, error)
 	if err != nil {
 		return nil, err
 	}
-	sum, err := dmarcreport.SummarizeReports(ctx, s.st, s.ptr, domain, since, reps)
+	sum, err := dmarcreport.SummarizeReports(ctx, s.st, s.ptrs(), domain, since, reps)
 	if err != nil {
 		return nil, err
 	}
@@ -369,19 +384,16 @@ func (s *Server) find(w http.ResponseWriter, r *http.Request) (string, *dmarcrep
 	if d == "" {
 		return "", nil
 	}
-	id := r.PathValue("id")
-	reps, err := dmarcreport.Reports(r.Context(), s.st, d, time.Time{})
+	x, ok, err := dmarcreport.FindIn(r.Context(), s.st, d, r.PathValue("id"))
 	if err != nil {
-		s.fail(w, "reading the reports", err)
+		s.fail(w, "reading the report", err)
 		return "", nil
 	}
-	for i := range reps {
-		if reps[i].ID == id {
-			return d, &reps[i]
-		}
+	if !ok {
+		http.NotFound(w, r)
+		return "", nil
 	}
-	http.NotFound(w, r)
-	return "", nil
+	return d, &x
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request) {

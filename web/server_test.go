@@ -56,9 +56,13 @@ func (checker) CheckDomain(_ context.Context, domain string, selectors []string)
 	return r
 }
 
-// txts is a TXT resolver of fixed answers; a name without one does not
-// exist.
+// txts is a resolver of fixed TXT answers; a name without one, and
+// every address's PTR, does not exist.
 type txts map[string][]string
+
+func (txts) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: addr, IsNotFound: true}
+}
 
 func (x txts) LookupTXT(_ context.Context, name string) ([]string, error) {
 	if v, ok := x[name]; ok {
@@ -119,12 +123,12 @@ func newWorld(t *testing.T) *world {
 		{Name: "admin", Hash: adminHash, Admin: true},
 		{Name: "bank", Hash: bankHash, Domains: []string{"Bank.Example"}},
 	}}
-	s, err := New(cfg, st, nil, checker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	dns := txts{"_mta-sts.bank.example": {"v=STSv1; id=20261201"}, "_smtp._tls.bank.example": {"v=TLSRPTv1; rua=mailto:tls@bank.example"}}
+	s, err := New(cfg, st, dns, checker{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.now = func() time.Time { return day.AddDate(0, 0, 10) }
-	s.TXT = txts{"_mta-sts.bank.example": {"v=STSv1; id=20261201"}, "_smtp._tls.bank.example": {"v=TLSRPTv1; rua=mailto:tls@bank.example"}}
 	w.server = s
 	w.srv = httptest.NewServer(s.Handler())
 	t.Cleanup(w.srv.Close)
