@@ -1,6 +1,8 @@
 package dmarcreport
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,10 +28,13 @@ const ReceivedKeep = 400 * 24 * time.Hour
 // Stored is a received report as the store keeps it: the report
 // without its records, and where they are.
 type Stored struct {
-	ID         string    `json:"id"`
-	Report     *Report   `json:"report"`
-	Token      string    `json:"token"`
-	Chunks     int       `json:"chunks"`
+	ID     string  `json:"id"`
+	Report *Report `json:"report"`
+	Token  string  `json:"token"`
+	Chunks int     `json:"chunks"`
+	// FileChunks hold the report file as received (its XML, gzipped
+	// by us); none for reports stored before files were kept.
+	FileChunks int       `json:"file_chunks,omitempty"`
 	ReceivedAt time.Time `json:"received_at"`
 	Source     string    `json:"source,omitempty"` // the attachment's name, as given
 }
@@ -49,7 +54,10 @@ type Ingested struct {
 	Messages                      int64
 	Duplicate                     bool
 	Repairs                       []string
-	Attachment                    reportmail.Attachment
+	// TallyErr says why the report's day tally was not written (it is
+	// made again from the reports when read).
+	TallyErr   error
+	Attachment reportmail.Attachment
 }
 
 // Ingest reads one report (an email or a bare file) and stores it under
@@ -69,6 +77,9 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 		return Ingested{Attachment: att}, err
 	}
 	chunks := 0
+	file := &fileWriter{ctx: ctx, rr: rr, token: token}
+	x = io.TeeReader(x, file)
+	one := newAdder("")
 	buf := make([]ReceivedRecord, 0, ChunkRecords)
 	flush := func() error {
 		if len(buf) == 0 {
@@ -86,6 +97,7 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 		return nil
 	}
 	rep, err := Decode(x, lim, func(r ReceivedRecord) error {
+		one.record("", r)
 		buf = append(buf, r)
 		if len(buf) == ChunkRecords {
 			return flush()
@@ -95,7 +107,13 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 	if err == nil {
 		err = flush()
 	}
-	cleanup := func() { rr.DeleteChunks(context.WithoutCancel(ctx), token, chunks) }
+	if err == nil {
+		err = file.Close()
+	}
+	cleanup := func() {
+		rr.DeleteChunks(context.WithoutCancel(ctx), token, chunks)
+		rr.DeleteFileChunks(context.WithoutCancel(ctx), token, file.n)
+	}
 	if err != nil {
 		cleanup()
 		return Ingested{Attachment: att}, err
@@ -117,7 +135,7 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 		out.Duplicate = true
 		return out, nil
 	}
-	b, err := json.Marshal(Stored{ID: id, Report: rep, Token: token, Chunks: chunks, ReceivedAt: now.UTC(), Source: att.Name})
+	b, err := json.Marshal(Stored{ID: id, Report: rep, Token: token, Chunks: chunks, FileChunks: file.n, ReceivedAt: now.UTC(), Source: att.Name})
 	if err != nil {
 		return out, err
 	}
@@ -125,7 +143,94 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 		cleanup()
 		return out, reportmail.StoreError{Err: err}
 	}
+	// The report is stored; its day's tally is a cache of it, made again
+	// when read if this fails.
+	if date, ok := dateOf(rep); ok {
+		one.settle(rep.OrgName, rep.Policy.Domain)
+		one.report(id, rep)
+		out.TallyErr = addToDay(ctx, rr, strings.ToLower(rep.Policy.Domain), one.result(date))
+	}
 	return out, nil
+}
+
+// fileChunk is the size of the chunks a report file is stored in.
+const fileChunk = 256 << 10
+
+// fileWriter stores what is written to it, gzipped, in chunks of the
+// ingest's token.
+type fileWriter struct {
+	ctx   context.Context
+	rr    store.ReceivedReports
+	token string
+	zw    *gzip.Writer
+	buf   bytes.Buffer
+	n     int
+	err   error
+}
+
+func (f *fileWriter) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.zw == nil {
+		f.zw, _ = gzip.NewWriterLevel(&f.buf, gzip.BestSpeed)
+	}
+	f.zw.Write(p)
+	if f.buf.Len() >= fileChunk {
+		f.err = f.flush()
+	}
+	return len(p), f.err
+}
+
+func (f *fileWriter) flush() error {
+	if f.buf.Len() == 0 {
+		return nil
+	}
+	if err := f.rr.PutFileChunk(f.ctx, f.token, f.n, f.buf.Bytes()); err != nil {
+		return reportmail.StoreError{Err: err}
+	}
+	f.n++
+	f.buf.Reset()
+	return nil
+}
+
+// Close stores the rest of the file.
+func (f *fileWriter) Close() error {
+	if f.err != nil || f.zw == nil {
+		return f.err
+	}
+	f.zw.Close()
+	f.err = f.flush()
+	return f.err
+}
+
+// File writes the report's file as received (its XML) to w; false for
+// a report stored before files were kept.
+func (s Stored) File(ctx context.Context, st store.Store, w io.Writer) (bool, error) {
+	if s.FileChunks == 0 {
+		return false, nil
+	}
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	pr, pw := io.Pipe()
+	go func() {
+		var err error
+		for i := 0; i < s.FileChunks && err == nil; i++ {
+			var b []byte
+			if b, err = rr.FileChunk(ctx, s.Token, i); err == nil {
+				_, err = pw.Write(b)
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	defer pr.Close()
+	zr, err := gzip.NewReader(pr)
+	if err != nil {
+		return true, fmt.Errorf("dmarcreport: report %s file: %w", s.ID, err)
+	}
+	if _, err := io.Copy(w, zr); err != nil {
+		return true, fmt.Errorf("dmarcreport: report %s file: %w", s.ID, err)
+	}
+	return true, nil
 }
 
 // Taker is Ingest as the report inbox calls it.
@@ -135,12 +240,16 @@ func Taker(st store.Store, lim Limits) reportmail.Taker {
 		if err != nil {
 			return reportmail.Taken{}, err
 		}
+		attrs := []any{"domain", res.Domain, "org", res.OrgName, "report_id", res.ReportID, "id", res.ID,
+			"records", res.Records, "messages", res.Messages, "repairs", strings.Join(res.Repairs, "; ")}
+		if res.TallyErr != nil {
+			attrs = append(attrs, "tally_error", res.TallyErr.Error())
+		}
 		return reportmail.Taken{
 			Duplicate: res.Duplicate,
 			What: fmt.Sprintf("report %s from %s about %s: %d records, %d messages (%s)",
 				res.ReportID, res.OrgName, res.Domain, res.Records, res.Messages, res.ID),
-			Attrs: []any{"domain", res.Domain, "org", res.OrgName, "report_id", res.ReportID, "id", res.ID,
-				"records", res.Records, "messages", res.Messages, "repairs", strings.Join(res.Repairs, "; ")},
+			Attrs: attrs,
 		}, nil
 	}
 }

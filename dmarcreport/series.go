@@ -35,65 +35,50 @@ const MaxDays = 400
 // first and the last are all there, empty ones with zeros, at most
 // MaxDays (the latest). It reads the reports' totals, not their records.
 func Daily(reps []Stored) []Day {
-	type acc struct {
-		day  Day
-		orgs map[string]*DayOrg
-	}
-	days := map[string]*acc{}
-	var first, last time.Time
+	byDate := map[string]*adder{}
 	for _, s := range reps {
-		r := s.Report
-		if r == nil || r.DateRange.End < r.DateRange.Begin {
+		date, ok := dateOf(s.Report)
+		if !ok {
 			continue
 		}
-		t := time.Unix(r.DateRange.Begin+(r.DateRange.End-r.DateRange.Begin)/2, 0).UTC().Truncate(24 * time.Hour)
-		if first.IsZero() || t.Before(first) {
-			first = t
-		}
-		if t.After(last) {
-			last = t
-		}
-		k := t.Format(time.DateOnly)
-		a := days[k]
+		a := byDate[date]
 		if a == nil {
-			a = &acc{day: Day{Date: k}, orgs: map[string]*DayOrg{}}
-			days[k] = a
+			a = newAdder("")
+			byDate[date] = a
 		}
-		fail := min(max(r.FailCount, 0), r.MessageCount)
-		pass := r.MessageCount - fail
-		a.day.Reports++
-		a.day.Messages = addSat(a.day.Messages, r.MessageCount)
-		a.day.Pass = addSat(a.day.Pass, pass)
-		a.day.Fail = addSat(a.day.Fail, fail)
-		o := a.orgs[r.OrgName]
-		if o == nil {
-			o = &DayOrg{Org: r.OrgName}
-			a.orgs[r.OrgName] = o
-		}
-		o.Messages = addSat(o.Messages, r.MessageCount)
-		o.Pass = addSat(o.Pass, pass)
-		o.Fail = addSat(o.Fail, fail)
+		a.report(s.ID, s.Report)
 	}
-	if first.IsZero() {
+	days := make([]Day, 0, len(byDate))
+	for date, a := range byDate {
+		days = append(days, a.result(date).Day)
+	}
+	sort.Slice(days, func(i, j int) bool { return days[i].Date < days[j].Date })
+	return fillDays(days)
+}
+
+// fillDays is days (sorted) with the empty days between them, at most
+// MaxDays (the latest).
+func fillDays(days []Day) []Day {
+	if len(days) == 0 {
 		return []Day{}
 	}
+	first, _ := time.Parse(time.DateOnly, days[0].Date)
+	last, _ := time.Parse(time.DateOnly, days[len(days)-1].Date)
 	if n := int(last.Sub(first)/(24*time.Hour)) + 1; n > MaxDays {
 		first = last.AddDate(0, 0, -(MaxDays - 1))
 	}
-	var out []Day
+	out := make([]Day, 0, int(last.Sub(first)/(24*time.Hour))+1)
+	i := 0
 	for t := first; !t.After(last); t = t.AddDate(0, 0, 1) {
 		k := t.Format(time.DateOnly)
-		a := days[k]
-		if a == nil {
-			out = append(out, Day{Date: k, Orgs: []DayOrg{}})
+		for i < len(days) && days[i].Date < k {
+			i++
+		}
+		if i < len(days) && days[i].Date == k {
+			out = append(out, days[i])
 			continue
 		}
-		a.day.Orgs = make([]DayOrg, 0, len(a.orgs))
-		for _, o := range a.orgs {
-			a.day.Orgs = append(a.day.Orgs, *o)
-		}
-		sort.Slice(a.day.Orgs, func(i, j int) bool { return a.day.Orgs[i].Org < a.day.Orgs[j].Org })
-		out = append(out, a.day)
+		out = append(out, Day{Date: k, Orgs: []DayOrg{}})
 	}
 	return out
 }

@@ -53,11 +53,7 @@ func TestAlignment(t *testing.T) {
 	if _, err := Ingest(ctx, st, bytes.NewReader(report(t, "Google", "a1", 9)), Limits{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	reps, err := Reports(ctx, st, "bank.example", time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum, err := SummarizeReports(ctx, st, nil, "bank.example", time.Time{}, reps)
+	sum, err := Summarize(ctx, st, nil, "bank.example", time.Time{})
 	a := sum.Alignment
 	// genReport: record i has 1+i%2 messages, DKIM fails on every third,
 	// SPF always fails: i = 0, 3, 6 fail (1+2+1), the rest DKIM only.

@@ -2,10 +2,7 @@ package dmarcreport
 
 import (
 	"context"
-	"net/netip"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -68,105 +65,44 @@ type PTRResolver interface {
 // MaxSources is how many sources a summary lists, failing ones first.
 const MaxSources = 100
 
-// Summarize adds up the received reports of domain whose period ends
-// at since or later: per reporting organisation and per source IP, the
-// sources that fail DMARC first, named by their PTR records (res may be
-// nil). Memory grows with the distinct source addresses, not with the
-// records.
+// Summarize adds up the received reports of domain that count on the
+// day of since or later (Daily): per reporting organisation and per
+// source IP, the sources that fail DMARC first, named by their PTR
+// records (res may be nil). It reads the day tallies, not the records.
 func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time) (Summary, error) {
-	reps, err := Reports(ctx, st, domain, since)
-	if err != nil {
-		return Summary{Domain: domain, Since: since.UTC()}, err
-	}
-	return SummarizeReports(ctx, st, res, domain, since, reps)
+	sum, _, err := Overview(ctx, st, res, domain, since, 0)
+	return sum, err
 }
 
-// SummarizeReports is Summarize of reports already read (Reports): one
-// pass over their records gives the sources, the organisations and the
-// alignment breakdown.
-func SummarizeReports(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time, reps []Stored) (Summary, error) {
-	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}, Days: Daily(reps), Selectors: []string{}}
-	orgs := map[string]*OrgSummary{}
-	srcs := map[string]*SourceSummary{}
-	addTo := func(list []string, v string) []string {
-		for _, x := range list {
-			if x == v {
-				return list
-			}
-		}
-		if len(list) < 5 {
-			list = append(list, v)
-		}
-		return list
+// Overview is Summarize, and the lines of the latest n reports (by the
+// start of their period, newest first).
+func Overview(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time, n int) (Summary, []ReportLine, error) {
+	sum := Summary{Domain: domain, Since: since.UTC(), Orgs: []OrgSummary{}, Sources: []SourceSummary{}, Days: []Day{}, Selectors: []string{}}
+	ts, err := tallies(ctx, st, domain)
+	if err != nil {
+		return sum, nil, err
 	}
-	for _, s := range reps {
-		sum.Reports++
-		o := orgs[s.Report.OrgName]
-		if o == nil {
-			o = &OrgSummary{Org: s.Report.OrgName}
-			orgs[s.Report.OrgName] = o
+	from := since.UTC().Format(time.DateOnly)
+	a := newAdder(domain)
+	var days []Day
+	for _, t := range ts {
+		if t.Date < from {
+			continue
 		}
-		o.Reports++
-		err := s.Records(ctx, st, func(r ReceivedRecord) error {
-			n := r.Row.Count
-			ip := r.Row.SourceIP
-			if a, err := netip.ParseAddr(ip); err == nil {
-				ip = a.Unmap().String()
-			}
-			src := srcs[ip]
-			if src == nil {
-				src = &SourceSummary{IP: ip, HeaderFrom: []string{}, Orgs: []string{}}
-				srcs[ip] = src
-			}
-			src.Messages = addSat(src.Messages, n)
-			o.Messages = addSat(o.Messages, n)
-			sum.Messages = addSat(sum.Messages, n)
-			if r.DMARCPass() {
-				src.Pass, o.Pass, sum.Pass = addSat(src.Pass, n), addSat(o.Pass, n), addSat(sum.Pass, n)
-			} else {
-				src.Fail, o.Fail, sum.Fail = addSat(src.Fail, n), addSat(o.Fail, n), addSat(sum.Fail, n)
-			}
-			sum.Alignment.add(r)
-			for _, d := range r.AuthResults.DKIM {
-				if len(sum.Selectors) < MaxSelectors && d.Selector != "" && strings.EqualFold(strings.TrimSuffix(d.Domain, "."), domain) && !slices.Contains(sum.Selectors, d.Selector) {
-					sum.Selectors = append(sum.Selectors, d.Selector)
-				}
-			}
-			src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
-			src.Orgs = addTo(src.Orgs, s.Report.OrgName)
-			return nil
-		})
-		if err != nil {
-			return sum, err
-		}
+		a.tally(t)
+		days = append(days, t.Day)
 	}
-	for _, o := range orgs {
-		sum.Orgs = append(sum.Orgs, *o)
-	}
-	sort.Slice(sum.Orgs, func(i, j int) bool {
-		if sum.Orgs[i].Messages != sum.Orgs[j].Messages {
-			return sum.Orgs[i].Messages > sum.Orgs[j].Messages
+	sum.Reports, sum.Messages, sum.Pass, sum.Fail = a.reports, a.messages, a.pass, a.fail
+	sum.Orgs, sum.Sources, sum.Alignment, sum.Selectors = a.orgList(), a.sourceList(MaxSources), a.alignment, a.selectors
+	sum.Days = fillDays(days)
+	lines := a.lines
+	sort.Slice(lines, func(i, j int) bool {
+		if lines[i].Begin != lines[j].Begin {
+			return lines[i].Begin > lines[j].Begin
 		}
-		return sum.Orgs[i].Org < sum.Orgs[j].Org
+		return lines[i].ID < lines[j].ID
 	})
-	for _, s := range srcs {
-		sum.Sources = append(sum.Sources, *s)
-	}
-	// Failing sources first (most failed messages first), then the rest
-	// by volume.
-	sort.Slice(sum.Sources, func(i, j int) bool {
-		a, b := sum.Sources[i], sum.Sources[j]
-		if a.Fail != b.Fail {
-			return a.Fail > b.Fail
-		}
-		if a.Messages != b.Messages {
-			return a.Messages > b.Messages
-		}
-		return a.IP < b.IP
-	})
-	if len(sum.Sources) > MaxSources {
-		sum.Sources = sum.Sources[:MaxSources]
-	}
+	lines = lines[:min(len(lines), n)]
 	if res != nil {
 		// Sixteen at a time, each within 3 s: a page of a hundred
 		// sources does not wait for a hundred lookups in a row.
@@ -188,11 +124,29 @@ func SummarizeReports(ctx context.Context, st store.Store, res PTRResolver, doma
 	}
 	marks, err := store.NewReportMarks(st).List(ctx, domain)
 	if err != nil {
-		return sum, err
+		return sum, nil, err
 	}
 	sum.Sent = marks
 	if sum.Sent == nil {
 		sum.Sent = []store.ReportMark{}
 	}
-	return sum, nil
+	return sum, lines, nil
+}
+
+// Totals adds up the reports' own totals of domain's days from since's
+// on (the day tallies, without reading a record or naming a source):
+// what a list of domains shows.
+func Totals(ctx context.Context, st store.Store, domain string, since time.Time) (Day, error) {
+	ts, err := tallies(ctx, st, domain)
+	if err != nil {
+		return Day{}, err
+	}
+	from := since.UTC().Format(time.DateOnly)
+	a := newAdder(domain)
+	for _, t := range ts {
+		if t.Date >= from {
+			a.tally(t)
+		}
+	}
+	return a.day, nil
 }

@@ -16,6 +16,10 @@ import (
 //	                   written last, so a report is stored once this
 //	                   exists
 //	rinr:TOKEN:NNNNNN  its records, a chunk of them (JSON)
+//	rinf:TOKEN:NNNNNN  its file as received (the XML, gzipped), a chunk
+//	rind:DOMAIN:DATE   a day of DOMAIN's DMARC reports added up (JSON;
+//	                   package dmarcreport's tallies, made again from
+//	                   the reports whenever they disagree)
 //	tlsm:DOMAIN:ID     a TLS report, the part about DOMAIN (JSON)
 //
 // ID is derived from the reporting organisation and its report id, so
@@ -26,12 +30,13 @@ type ReceivedReports struct {
 	st   Store
 	keep time.Duration
 	meta string // rinm: or tlsm:
+	day  string // rind: (TLS reports have no days)
 }
 
 // NewReceivedReports is the received DMARC reports in st, kept for
 // keep.
 func NewReceivedReports(st Store, keep time.Duration) ReceivedReports {
-	return ReceivedReports{st: st, keep: keep, meta: "rinm:"}
+	return ReceivedReports{st: st, keep: keep, meta: "rinm:", day: "rind:"}
 }
 
 // NewTLSReports is the received TLS reports in st, kept for keep. They
@@ -149,5 +154,109 @@ func (r ReceivedReports) Metas(ctx context.Context, domain string) ([]StoredRepo
 			out = append(out, StoredReport{Domain: parts[1], ID: parts[2], Meta: b})
 		}
 	}
+	return out, nil
+}
+
+// PutFileChunk writes the n-th chunk of an ingest's report file.
+func (r ReceivedReports) PutFileChunk(ctx context.Context, token string, n int, b []byte) error {
+	if err := checkPart("token", token); err != nil {
+		return err
+	}
+	return r.st.Set(ctx, fmt.Sprintf("rinf:%s:%06d", token, n), b, r.keep)
+}
+
+// FileChunk reads the n-th chunk of an ingest's report file.
+func (r ReceivedReports) FileChunk(ctx context.Context, token string, n int) ([]byte, error) {
+	b, ok, err := r.st.Get(ctx, fmt.Sprintf("rinf:%s:%06d", token, n))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("store: report file chunk %s:%d is gone", token, n)
+	}
+	return b, nil
+}
+
+// DeleteFileChunks removes the first n file chunks of an ingest.
+func (r ReceivedReports) DeleteFileChunks(ctx context.Context, token string, n int) error {
+	for i := 0; i < n; i++ {
+		if err := r.st.Delete(ctx, fmt.Sprintf("rinf:%s:%06d", token, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StoredDay is one stored day of a domain's reports.
+type StoredDay struct {
+	Date  string // YYYY-MM-DD
+	Value []byte
+}
+
+// Days returns domain's stored days, oldest first.
+func (r ReceivedReports) Days(ctx context.Context, domain string) ([]StoredDay, error) {
+	if r.day == "" {
+		return nil, nil
+	}
+	prefix := r.day + strings.ToLower(domain) + ":"
+	keys, err := r.st.Scan(ctx, prefix, 0)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(keys)
+	out := make([]StoredDay, 0, len(keys))
+	for _, k := range keys {
+		b, ok, err := r.st.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, StoredDay{Date: strings.TrimPrefix(k, prefix), Value: b})
+		}
+	}
+	return out, nil
+}
+
+// Day returns domain's stored day date, if there is one.
+func (r ReceivedReports) Day(ctx context.Context, domain, date string) ([]byte, bool, error) {
+	if r.day == "" || checkPart("date", date) != nil {
+		return nil, false, nil
+	}
+	return r.st.Get(ctx, r.day+strings.ToLower(domain)+":"+date)
+}
+
+// PutDay stores domain's day date; an empty b removes it.
+func (r ReceivedReports) PutDay(ctx context.Context, domain, date string, b []byte) error {
+	if r.day == "" {
+		return fmt.Errorf("store: these reports have no days")
+	}
+	if err := checkPart("domain", domain); err != nil {
+		return err
+	}
+	if err := checkPart("date", date); err != nil {
+		return err
+	}
+	k := r.day + strings.ToLower(domain) + ":" + date
+	if len(b) == 0 {
+		return r.st.Delete(ctx, k)
+	}
+	return r.st.Set(ctx, k, b, r.keep)
+}
+
+// Domains lists the domains that have reports.
+func (r ReceivedReports) Domains(ctx context.Context) ([]string, error) {
+	keys, err := r.st.Scan(ctx, r.meta, 0)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, k := range keys {
+		if parts := strings.SplitN(k, ":", 3); len(parts) == 3 && !seen[parts[1]] {
+			seen[parts[1]] = true
+			out = append(out, parts[1])
+		}
+	}
+	sort.Strings(out)
 	return out, nil
 }

@@ -104,7 +104,7 @@ type overview struct {
 	digest  [32]byte
 	at      time.Time
 	sum     dmarcreport.Summary
-	reports []dmarcreport.Stored // the latest 200
+	reports []dmarcreport.ReportLine // the latest 200
 }
 
 const overviewKeep = 10 * time.Minute
@@ -247,21 +247,26 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 			scopes = append(scopes, d)
 		}
 	}
-	for _, scope := range scopes {
-		reps, err := dmarcreport.Reports(r.Context(), s.st, scope, since)
+	dmarcDomains := scopes
+	if rd.admin {
+		var err error
+		if dmarcDomains, err = store.NewReceivedReports(s.st, dmarcreport.ReceivedKeep).Domains(r.Context()); err != nil {
+			s.fail(w, "reading the reports", err)
+			return
+		}
+	}
+	for _, d := range dmarcDomains {
+		t, err := dmarcreport.Totals(r.Context(), s.st, d, since)
 		if err != nil {
 			s.fail(w, "reading the reports", err)
 			return
 		}
-		for _, x := range reps {
-			d := strings.ToLower(x.Report.Policy.Domain)
-			if rows[d] == nil {
-				rows[d] = &DomainRow{Domain: d}
-			}
-			rows[d].Reports++
-			rows[d].Messages += x.Report.MessageCount
-			rows[d].Fail += x.Report.FailCount
+		if rows[d] == nil {
+			rows[d] = &DomainRow{Domain: d}
 		}
+		rows[d].Reports, rows[d].Messages, rows[d].Fail = t.Reports, t.Messages, t.Fail
+	}
+	for _, scope := range scopes {
 		treps, err := tlsrpt.Reports(r.Context(), s.st, scope, since)
 		if err != nil {
 			s.fail(w, "reading the TLS reports", err)
@@ -356,18 +361,11 @@ func (s *Server) overview(ctx context.Context, domain string) (*overview, error)
 	if ov != nil && ov.digest == digest && now.Sub(ov.at) < overviewKeep {
 		return ov, nil
 	}
-	since := now.Add(-Keep)
-	reps, err := dmarcreport.Reports(ctx, s.st, domain, since)
+	sum, lines, err := dmarcreport.Overview(ctx, s.st, s.ptrs(), domain, now.Add(-Keep), 200)
 	if err != nil {
 		return nil, err
 	}
-	sum, err := dmarcreport.SummarizeReports(ctx, s.st, s.ptrs(), domain, since, reps)
-	if err != nil {
-		return nil, err
-	}
-	// The latest reports first in the list, at most 200.
-	sort.Slice(reps, func(i, j int) bool { return reps[i].Report.DateRange.Begin > reps[j].Report.DateRange.Begin })
-	ov = &overview{digest: digest, at: now, sum: sum, reports: reps[:min(len(reps), 200)]}
+	ov = &overview{digest: digest, at: now, sum: sum, reports: lines}
 	s.mu.Lock()
 	if len(s.recent) >= maxOverviews {
 		clear(s.recent)

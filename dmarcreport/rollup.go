@@ -1,0 +1,450 @@
+package dmarcreport
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/wehr/wehr/store"
+)
+
+// A tally is one UTC day of a domain's received reports added up: what
+// the domain's summary and page show. Tallies are kept in the store, so
+// a summary of a year reads about 365 values instead of every record of
+// 18,000 reports. Ingest adds each new report to its day's tally; a
+// tally names the reports it counts, and one that names a report no
+// longer stored, or misses one (two ingests raced, an ingest stopped
+// between the report and its tally, reports stored before tallies
+// existed), is made again from the reports themselves the next time it
+// is read. So the tallies are a cache of the reports, never a second
+// truth.
+type tally struct {
+	Date string `json:"date"` // YYYY-MM-DD, the day of the middle of each report's period (Daily)
+	// IDs are the reports counted, sorted.
+	IDs []string `json:"ids"`
+	// Lines describe them, for the list of reports.
+	Lines []ReportLine `json:"lines"`
+	// Day is the day's figures from the reports' own totals (Daily).
+	Day Day `json:"day"`
+	// The rest is from the records.
+	Messages  int64           `json:"messages"`
+	Pass      int64           `json:"pass"`
+	Fail      int64           `json:"fail"`
+	Orgs      []OrgSummary    `json:"orgs"`
+	Sources   []SourceSummary `json:"sources"`
+	Alignment Alignment       `json:"alignment"`
+	Selectors []string        `json:"selectors"`
+}
+
+// ReportLine is one received report in a list.
+type ReportLine struct {
+	ID       string `json:"id"`
+	Org      string `json:"org"`
+	ReportID string `json:"report_id"`
+	Begin    int64  `json:"begin"`
+	End      int64  `json:"end"`
+	Messages int64  `json:"messages"`
+	Fail     int64  `json:"fail"`
+}
+
+// maxDaySources bounds the sources a tally keeps (failing ones first),
+// and twice that the sources an adder holds while it adds: a day of a
+// domain a botnet forges can name more addresses than anyone reads.
+// The totals stay exact; past the bound, the list of sources is the
+// ones that failed most where they were counted, not over the year.
+const maxDaySources = 2000
+
+// dateOf is the day a report counts on (Daily), false for a report
+// whose period ends before it begins.
+func dateOf(r *Report) (string, bool) {
+	if r == nil || r.DateRange.End < r.DateRange.Begin {
+		return "", false
+	}
+	t := time.Unix(r.DateRange.Begin+(r.DateRange.End-r.DateRange.Begin)/2, 0).UTC()
+	return t.Format(time.DateOnly), true
+}
+
+// adder adds reports, records and tallies up.
+type adder struct {
+	domain    string
+	ids       []string
+	lines     []ReportLine
+	day       Day
+	dayOrgs   map[string]*DayOrg
+	reports   int
+	messages  int64
+	pass      int64
+	fail      int64
+	orgs      map[string]*OrgSummary
+	srcs      map[string]*SourceSummary
+	alignment Alignment
+	selectors []string
+	pending   [][2]string // DKIM domain and selector, before settle
+}
+
+func newAdder(domain string) *adder {
+	return &adder{domain: domain, dayOrgs: map[string]*DayOrg{}, orgs: map[string]*OrgSummary{},
+		srcs: map[string]*SourceSummary{}, selectors: []string{}}
+}
+
+func (a *adder) org(name string) *OrgSummary {
+	o := a.orgs[name]
+	if o == nil {
+		o = &OrgSummary{Org: name}
+		a.orgs[name] = o
+	}
+	return o
+}
+
+func (a *adder) source(ip string) *SourceSummary {
+	s := a.srcs[ip]
+	if s == nil {
+		if len(a.srcs) >= 2*maxDaySources {
+			a.prune()
+		}
+		s = &SourceSummary{IP: ip, HeaderFrom: []string{}, Orgs: []string{}}
+		a.srcs[ip] = s
+	}
+	return s
+}
+
+// addTo adds v to a short list of distinct values (at most 5).
+func addTo(list []string, v string) []string {
+	if len(list) >= 5 || slices.Contains(list, v) {
+		return list
+	}
+	return append(list, v)
+}
+
+func (a *adder) selector(s string) {
+	if len(a.selectors) < MaxSelectors && s != "" && !slices.Contains(a.selectors, s) {
+		a.selectors = append(a.selectors, s)
+	}
+}
+
+// report counts a report: its line, its totals on the day, its org.
+func (a *adder) report(id string, r *Report) {
+	a.ids = append(a.ids, id)
+	a.lines = append(a.lines, ReportLine{ID: id, Org: r.OrgName, ReportID: r.ReportID, Begin: r.DateRange.Begin,
+		End: r.DateRange.End, Messages: r.MessageCount, Fail: r.FailCount})
+	a.reports++
+	a.org(r.OrgName).Reports++
+	fail := min(max(r.FailCount, 0), r.MessageCount)
+	pass := r.MessageCount - fail
+	a.day.Reports++
+	a.day.Messages = addSat(a.day.Messages, r.MessageCount)
+	a.day.Pass = addSat(a.day.Pass, pass)
+	a.day.Fail = addSat(a.day.Fail, fail)
+	o := a.dayOrgs[r.OrgName]
+	if o == nil {
+		o = &DayOrg{Org: r.OrgName}
+		a.dayOrgs[r.OrgName] = o
+	}
+	o.Messages = addSat(o.Messages, r.MessageCount)
+	o.Pass = addSat(o.Pass, pass)
+	o.Fail = addSat(o.Fail, fail)
+}
+
+// record counts one record of a report of org.
+func (a *adder) record(org string, r ReceivedRecord) {
+	n := r.Row.Count
+	ip := r.Row.SourceIP
+	if x, err := netip.ParseAddr(ip); err == nil {
+		ip = x.Unmap().String()
+	}
+	src, o := a.source(ip), a.org(org)
+	src.Messages = addSat(src.Messages, n)
+	o.Messages = addSat(o.Messages, n)
+	a.messages = addSat(a.messages, n)
+	if r.DMARCPass() {
+		src.Pass, o.Pass, a.pass = addSat(src.Pass, n), addSat(o.Pass, n), addSat(a.pass, n)
+	} else {
+		src.Fail, o.Fail, a.fail = addSat(src.Fail, n), addSat(o.Fail, n), addSat(a.fail, n)
+	}
+	a.alignment.add(r)
+	for _, d := range r.AuthResults.DKIM {
+		dom := strings.TrimSuffix(d.Domain, ".")
+		switch {
+		case a.domain == "":
+			// The policy domain is not known yet (settle).
+			if d.Selector != "" && len(a.pending) < 4*MaxSelectors && !slices.Contains(a.pending, [2]string{dom, d.Selector}) {
+				a.pending = append(a.pending, [2]string{dom, d.Selector})
+			}
+		case strings.EqualFold(dom, a.domain):
+			a.selector(d.Selector)
+		}
+	}
+	src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
+	src.Orgs = addTo(src.Orgs, org)
+}
+
+// settle names the organisation and the policy domain of one report
+// whose records were counted before its metadata was known.
+func (a *adder) settle(name, domain string) {
+	a.domain = domain
+	for _, p := range a.pending {
+		if strings.EqualFold(p[0], domain) {
+			a.selector(p[1])
+		}
+	}
+	a.pending = nil
+	if o := a.orgs[""]; o != nil {
+		delete(a.orgs, "")
+		o.Org = name
+		a.orgs[name] = o
+	}
+	for _, s := range a.srcs {
+		for i, v := range s.Orgs {
+			if v == "" {
+				s.Orgs[i] = name
+			}
+		}
+	}
+}
+
+// tally adds a day's tally: what it counted is counted again here.
+func (a *adder) tally(t tally) {
+	a.ids = append(a.ids, t.IDs...)
+	a.lines = append(a.lines, t.Lines...)
+	a.reports += t.Day.Reports
+	a.day.Reports += t.Day.Reports
+	a.day.Messages = addSat(a.day.Messages, t.Day.Messages)
+	a.day.Pass = addSat(a.day.Pass, t.Day.Pass)
+	a.day.Fail = addSat(a.day.Fail, t.Day.Fail)
+	for _, x := range t.Day.Orgs {
+		o := a.dayOrgs[x.Org]
+		if o == nil {
+			o = &DayOrg{Org: x.Org}
+			a.dayOrgs[x.Org] = o
+		}
+		o.Messages, o.Pass, o.Fail = addSat(o.Messages, x.Messages), addSat(o.Pass, x.Pass), addSat(o.Fail, x.Fail)
+	}
+	a.messages, a.pass, a.fail = addSat(a.messages, t.Messages), addSat(a.pass, t.Pass), addSat(a.fail, t.Fail)
+	for _, x := range t.Orgs {
+		o := a.org(x.Org)
+		o.Reports += x.Reports
+		o.Messages, o.Pass, o.Fail = addSat(o.Messages, x.Messages), addSat(o.Pass, x.Pass), addSat(o.Fail, x.Fail)
+	}
+	for _, x := range t.Sources {
+		s := a.source(x.IP)
+		s.Messages, s.Pass, s.Fail = addSat(s.Messages, x.Messages), addSat(s.Pass, x.Pass), addSat(s.Fail, x.Fail)
+		for _, v := range x.HeaderFrom {
+			s.HeaderFrom = addTo(s.HeaderFrom, v)
+		}
+		for _, v := range x.Orgs {
+			s.Orgs = addTo(s.Orgs, v)
+		}
+	}
+	a.alignment.Both = addSat(a.alignment.Both, t.Alignment.Both)
+	a.alignment.DKIMOnly = addSat(a.alignment.DKIMOnly, t.Alignment.DKIMOnly)
+	a.alignment.SPFOnly = addSat(a.alignment.SPFOnly, t.Alignment.SPFOnly)
+	a.alignment.Neither = addSat(a.alignment.Neither, t.Alignment.Neither)
+	for _, s := range t.Selectors {
+		a.selector(s)
+	}
+}
+
+// orgList is the organisations, most messages first.
+func (a *adder) orgList() []OrgSummary {
+	out := make([]OrgSummary, 0, len(a.orgs))
+	for _, o := range a.orgs {
+		out = append(out, *o)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Messages != out[j].Messages {
+			return out[i].Messages > out[j].Messages
+		}
+		return out[i].Org < out[j].Org
+	})
+	return out
+}
+
+// prune keeps the first maxDaySources sources (sourceList): memory
+// stays bounded whatever number of addresses the reports name.
+func (a *adder) prune() {
+	keep := a.sourceList(maxDaySources)
+	clear(a.srcs)
+	for i := range keep {
+		a.srcs[keep[i].IP] = &keep[i]
+	}
+}
+
+// sourceList is the first n sources: failing ones first (most failed
+// messages first), then the rest by volume.
+func (a *adder) sourceList(n int) []SourceSummary {
+	out := make([]SourceSummary, 0, len(a.srcs))
+	for _, s := range a.srcs {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		x, y := out[i], out[j]
+		if x.Fail != y.Fail {
+			return x.Fail > y.Fail
+		}
+		if x.Messages != y.Messages {
+			return x.Messages > y.Messages
+		}
+		return x.IP < y.IP
+	})
+	return out[:min(len(out), n)]
+}
+
+// result is the day's tally.
+func (a *adder) result(date string) tally {
+	a.day.Date = date
+	a.day.Orgs = make([]DayOrg, 0, len(a.dayOrgs))
+	for _, o := range a.dayOrgs {
+		a.day.Orgs = append(a.day.Orgs, *o)
+	}
+	sort.Slice(a.day.Orgs, func(i, j int) bool { return a.day.Orgs[i].Org < a.day.Orgs[j].Org })
+	ids := slices.Clone(a.ids)
+	sort.Strings(ids)
+	return tally{Date: date, IDs: ids, Lines: a.lines, Day: a.day, Messages: a.messages, Pass: a.pass, Fail: a.fail,
+		Orgs: a.orgList(), Sources: a.sourceList(maxDaySources), Alignment: a.alignment, Selectors: a.selectors}
+}
+
+// addToDay adds a report just stored, whose records t counts, to its
+// day's tally. Two ingests adding to one day at once can lose one of
+// the two; reading the tallies finds and repairs that.
+func addToDay(ctx context.Context, rr store.ReceivedReports, domain string, t tally) error {
+	b, ok, err := rr.Day(ctx, domain, t.Date)
+	if err != nil {
+		return err
+	}
+	if ok {
+		var old tally
+		if err := json.Unmarshal(b, &old); err != nil || old.Date != t.Date {
+			// Made again when read.
+			return nil
+		}
+		if slices.Contains(old.IDs, t.IDs[0]) {
+			return nil
+		}
+		a := newAdder(domain)
+		a.tally(old)
+		a.tally(t)
+		t = a.result(t.Date)
+	}
+	b, err = json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return rr.PutDay(ctx, domain, t.Date, b)
+}
+
+// tallies returns domain's tallies, oldest first, each of them agreeing
+// with the stored reports: a tally that names a report no longer
+// stored, or misses one of its day, is made again from the reports'
+// records, and stored.
+func tallies(ctx context.Context, st store.Store, domain string) ([]tally, error) {
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	ids, err := rr.IDs(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		have[id] = true
+	}
+	days, err := rr.Days(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	good := map[string]tally{}
+	stale := map[string]bool{}
+	members := map[string][]string{} // date: the stored reports known to be of that day
+	covered := make(map[string]bool, len(ids))
+	for _, d := range days {
+		var t tally
+		if err := json.Unmarshal(d.Value, &t); err != nil || t.Date != d.Date {
+			stale[d.Date] = true
+			continue
+		}
+		ok := true
+		for _, id := range t.IDs {
+			if !have[id] || covered[id] {
+				ok = false
+				continue
+			}
+			covered[id] = true
+			members[d.Date] = append(members[d.Date], id)
+		}
+		if ok {
+			good[d.Date] = t
+		} else {
+			stale[d.Date] = true
+		}
+	}
+	// The reports no tally counts: their day is made again.
+	for _, id := range ids {
+		if covered[id] {
+			continue
+		}
+		s, ok, err := FindIn(ctx, st, domain, id)
+		if err != nil {
+			return nil, err
+		}
+		date, dated := "", false
+		if ok {
+			date, dated = dateOf(s.Report)
+		}
+		if !dated {
+			continue
+		}
+		delete(good, date)
+		stale[date] = true
+		members[date] = append(members[date], id)
+	}
+	for date := range stale {
+		t, err := makeDay(ctx, st, domain, date, members[date])
+		if err != nil {
+			return nil, err
+		}
+		var b []byte
+		if len(t.IDs) > 0 {
+			if b, err = json.Marshal(t); err != nil {
+				return nil, err
+			}
+			good[date] = t
+		}
+		if err := rr.PutDay(ctx, domain, date, b); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]tally, 0, len(good))
+	for _, t := range good {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Date < out[j].Date })
+	return out, nil
+}
+
+// makeDay is the tally of domain's reports ids, of day date, from their
+// records.
+func makeDay(ctx context.Context, st store.Store, domain, date string, ids []string) (tally, error) {
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	a := newAdder(domain)
+	for _, id := range ids {
+		s, ok, err := FindIn(ctx, st, domain, id)
+		if err != nil {
+			return tally{}, err
+		}
+		if d, dated := dateOf(s.Report); !ok || !dated || d != date {
+			continue
+		}
+		a.report(s.ID, s.Report)
+		if err := s.Records(ctx, st, func(r ReceivedRecord) error {
+			a.record(s.Report.OrgName, r)
+			return nil
+		}); err != nil {
+			return tally{}, fmt.Errorf("dmarcreport: adding up %s of %s: %w", id, date, err)
+		}
+	}
+	return a.result(date), nil
+}
