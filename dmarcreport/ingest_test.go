@@ -78,12 +78,50 @@ func TestIngest(t *testing.T) {
 	if len(keys) != 4 {
 		t.Errorf("chunks left: %d, want 4", len(keys))
 	}
+	if keys, _ := st.Scan(ctx, "rinf:", 0); len(keys) != 2 {
+		t.Errorf("file chunks left: %d, want 2", len(keys))
+	}
+	// The file as received (the XML inside the gzip), byte for byte.
+	var file bytes.Buffer
+	if kept, err := s.File(ctx, st, &file); !kept || err != nil || !bytes.Equal(file.Bytes(), report(t, "Google", "r1", 1201)) {
+		t.Errorf("file: kept %v, %v, %d bytes", kept, err, file.Len())
+	}
 	all, _ := Reports(ctx, st, "bank.example", time.Time{})
 	if len(all) != 2 {
 		t.Errorf("reports %d", len(all))
 	}
 	if l, _ := Reports(ctx, st, "bank.example", time.Unix(1764547200, 0)); len(l) != 0 {
 		t.Errorf("--since after the period: %d reports", len(l))
+	}
+}
+
+// A report file larger than a chunk is kept in chunks and read back
+// whole; a report stored before files were kept says so.
+func TestIngestFile(t *testing.T) {
+	ctx := context.Background()
+	st := open(t)
+	x := report(t, "Big", "b1", 40_000)
+	in, err := Ingest(ctx, st, bytes.NewReader(x), Limits{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Find(ctx, st, in.ID)
+	if err != nil || s.FileChunks < 2 {
+		t.Fatalf("%d file chunks, %v", s.FileChunks, err)
+	}
+	var file bytes.Buffer
+	if kept, err := s.File(ctx, st, &file); !kept || err != nil || !bytes.Equal(file.Bytes(), x) {
+		t.Errorf("file: kept %v, %v, %d of %d bytes", kept, err, file.Len(), len(x))
+	}
+	t.Logf("%d bytes of XML in %d chunks", len(x), s.FileChunks)
+	// A chunk lost: an error, not a file cut short without a word.
+	st.Delete(ctx, fmt.Sprintf("rinf:%s:%06d", s.Token, 1))
+	if _, err := s.File(ctx, st, io.Discard); err == nil {
+		t.Error("a lost chunk went unnoticed")
+	}
+	s.FileChunks = 0
+	if kept, err := s.File(ctx, st, io.Discard); kept || err != nil {
+		t.Errorf("an old report: kept %v, %v", kept, err)
 	}
 }
 

@@ -171,24 +171,39 @@ web:
 		Behavior: browser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: downloads, EventsEnabled: &yes}); err != nil {
 		t.Fatalf("download behaviour: %v", err)
 	}
-	progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`a[href$="/download"]`), chromedp.NodeVisible)); err != nil {
-		t.Fatalf("download: %v", err)
-	}
-	guid := ""
-	dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
-	for ev, err := range progress {
-		if err != nil || dctx.Err() != nil {
-			break
+	// download clicks the link that matches css and returns the file
+	// Chromium saved.
+	download := func(css string) []byte {
+		t.Helper()
+		progress := chromedp.BrowserEvents(ctx, browser.DownloadProgress)
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(css), chromedp.NodeVisible)); err != nil {
+			t.Fatalf("download %s: %v", css, err)
 		}
-		if ev.State == browser.DownloadProgressStateCompleted {
-			guid = ev.GUID
-			break
+		guid := ""
+		dctx, dcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer dcancel()
+		for ev, err := range progress {
+			if err != nil || dctx.Err() != nil {
+				break
+			}
+			if ev.State == browser.DownloadProgressStateCompleted {
+				guid = ev.GUID
+				break
+			}
 		}
+		if guid == "" {
+			t.Errorf("download %s: none completed", css)
+			return nil
+		}
+		b, _ := os.ReadFile(filepath.Join(downloads, guid))
+		return b
 	}
-	dcancel()
-	if b, _ := os.ReadFile(filepath.Join(downloads, guid)); guid == "" || !strings.Contains(string(b), `"source_ip": "198.51.100.7"`) || !strings.Contains(string(b), `"org_name"`) {
-		t.Errorf("the download (%q): %.200s", guid, b)
+	if b := download(`a[href$="/download"]`); !strings.Contains(string(b), `"source_ip": "198.51.100.7"`) || !strings.Contains(string(b), `"org_name"`) {
+		t.Errorf("the JSON download: %.200s", b)
+	}
+	// The newest report's file as it was ingested, byte for byte.
+	if b, want := download(`a[href$="/file"]`), webReport("Google", "web-2", "bank.example", day.AddDate(0, 0, 2), 5); string(b) != want {
+		t.Errorf("the report file: %.300s", b)
 	}
 
 	// Nothing of another domain, however the URL is made.
@@ -197,6 +212,7 @@ web:
 		"/domain/other.example/report/" + otherID,
 		"/domain/bank.example/report/" + otherID,
 		"/domain/bank.example/report/" + otherID + "/download",
+		"/domain/bank.example/report/" + otherID + "/file",
 	} {
 		st := open(ctx, p)
 		body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`body`)))

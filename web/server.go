@@ -147,6 +147,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /domain/{domain}/{$}", s.domain)
 	mux.HandleFunc("GET /domain/{domain}/report/{id}", s.report)
 	mux.HandleFunc("GET /domain/{domain}/report/{id}/download", s.download)
+	mux.HandleFunc("GET /domain/{domain}/report/{id}/file", s.file)
 	mux.HandleFunc("GET /style.css", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
 		w.Write(styleCSS)
@@ -438,6 +439,28 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(rep)
+}
+
+// file is the report file as it was received (its XML), under a name
+// of ours: the sender's name for it is not trusted in a header.
+func (s *Server) file(w http.ResponseWriter, r *http.Request) {
+	d, x := s.find(w, r)
+	if x == nil {
+		return
+	}
+	if x.FileChunks == 0 {
+		http.Error(w, "wehr did not keep the file of this report (it was stored before wehr kept files); the JSON download has its content", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="%s-%s.xml"`, d, x.ID))
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := x.File(r.Context(), s.st, w); err != nil {
+		// The status is sent: the client sees a file cut short.
+		s.log.Warn("web: report file", "domain", d, "id", x.ID, "err", err)
+	}
 }
 
 // Serve serves on ln until ctx ends, over TLS when the configuration

@@ -190,6 +190,8 @@ func TestIsolation(t *testing.T) {
 		"/domain/bank.example/report/" + w.otherID,
 		"/domain/bank.example/report/" + w.otherID + "/download",
 		"/domain/other.example/report/" + w.otherID + "/download",
+		"/domain/bank.example/report/" + w.otherID + "/file",
+		"/domain/other.example/report/" + w.otherID + "/file",
 		"/domain/bank.example/report/nonexistent",
 		"/domain/BANK.example./report/../../other.example/",
 	} {
@@ -264,6 +266,12 @@ func TestDomainPage(t *testing.T) {
 	code, body, h := w.get(t, w.bank, "/domain/bank.example/report/"+w.bankID+"/download")
 	if code != 200 || !strings.HasPrefix(h.Get("Content-Disposition"), "attachment;") || !strings.Contains(body, `"report_id": "r2"`) || !strings.Contains(body, `"source_ip": "198.51.100.7"`) {
 		t.Errorf("download: %d %v\n%s", code, h, body)
+	}
+	// The file as received, byte for byte, under a name of ours.
+	code, body, h = w.get(t, w.bank, "/domain/bank.example/report/"+w.bankID+"/file")
+	want := fixture("Google", "r2", "bank.example", time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC), 5)
+	if code != 200 || body != want || h.Get("Content-Type") != "application/xml" || h.Get("Content-Disposition") != `attachment; filename="bank.example-`+w.bankID+`.xml"` {
+		t.Errorf("file: %d %v\n%s", code, h, body)
 	}
 }
 

@@ -119,6 +119,11 @@ func TestDMARCIngest(t *testing.T) {
 	if code != 0 || !strings.Contains(out, `"source_ip": "`) || !strings.Contains(out, `"report_id": "5264580628977113351"`) {
 		t.Fatalf("show: %d %s", code, out)
 	}
+	// The file as received: its XML, whatever compression it came in.
+	code, out, _ = wehr(t, "--config", cfg, "dmarc", "reports", "show", "--file", list.Received[1].ID)
+	if code != 0 || !strings.Contains(out, "<feedback") || !strings.Contains(out, "<report_id>5264580628977113351</report_id>") {
+		t.Fatalf("show --file: %d %.300s", code, out)
+	}
 	if code, out, _ = wehr(t, "--config", cfg, "dmarc", "reports", "show", "nope"); code != 1 {
 		t.Fatalf("show unknown: %d %s", code, out)
 	}

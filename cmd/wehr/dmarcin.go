@@ -252,6 +252,7 @@ func newReportsCmd(g *globals) *cobra.Command {
 	}
 	list.Flags().StringVar(&domain, "domain", "", "the policy domain")
 	list.Flags().StringVar(&since, "since", "", "only reports whose period ends after this (7d, 48h, a date)")
+	showFile := false
 	show := &cobra.Command{
 		Use:   "show ID",
 		Short: "Print one stored report, records included (ID as reports list prints it, or the report id)",
@@ -264,6 +265,13 @@ func newReportsCmd(g *globals) *cobra.Command {
 			defer st.Close()
 			s, err := dmarcreport.Find(cmd.Context(), st, args[0])
 			if err != nil {
+				return err
+			}
+			if showFile {
+				kept, err := s.File(cmd.Context(), st, g.stdout)
+				if err == nil && !kept {
+					err = fmt.Errorf("dmarc: report %s was stored before wehr kept report files; without --file it prints what was read from it", s.ID)
+				}
 				return err
 			}
 			rep := *s.Report
@@ -283,6 +291,7 @@ func newReportsCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	show.Flags().BoolVar(&showFile, "file", false, "print the report file as it was received (its XML)")
 	var sdomain, ssince string
 	summary := &cobra.Command{
 		Use:   "summary",
