@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wehr/wehr/store"
 )
@@ -107,7 +108,7 @@ func (a *adder) source(ip string) *SourceSummary {
 		if len(a.srcs) >= 2*maxDaySources {
 			a.prune()
 		}
-		s = &SourceSummary{IP: ip, HeaderFrom: []string{}, Orgs: []string{}}
+		s = &SourceSummary{IP: ip, HeaderFrom: []string{}, Orgs: []string{}, DKIM: []string{}, SPF: []string{}}
 		a.srcs[ip] = s
 	}
 	return s
@@ -181,6 +182,29 @@ func (a *adder) record(org string, r ReceivedRecord) {
 	}
 	src.HeaderFrom = addTo(src.HeaderFrom, r.Identifiers.HeaderFrom)
 	src.Orgs = addTo(src.Orgs, org)
+	for _, d := range r.AuthResults.DKIM {
+		v := clipWord(d.Domain)
+		if d.Selector != "" {
+			v += " s=" + clipWord(d.Selector)
+		}
+		src.DKIM = addTo(src.DKIM, v+" "+clipWord(d.Result))
+	}
+	for _, x := range r.AuthResults.SPF {
+		src.SPF = addTo(src.SPF, clipWord(x.Domain)+" "+clipWord(x.Result))
+	}
+}
+
+// clipWord bounds what a reporter wrote to 64 bytes (a DNS label's
+// length and some), on a rune boundary.
+func clipWord(s string) string {
+	if len(s) <= 64 {
+		return s
+	}
+	s = s[:64]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
 }
 
 // settle names the organisation and the policy domain of one report
@@ -238,6 +262,12 @@ func (a *adder) tally(t tally) {
 		}
 		for _, v := range x.Orgs {
 			s.Orgs = addTo(s.Orgs, v)
+		}
+		for _, v := range x.DKIM {
+			s.DKIM = addTo(s.DKIM, v)
+		}
+		for _, v := range x.SPF {
+			s.SPF = addTo(s.SPF, v)
 		}
 	}
 	a.alignment.Both = addSat(a.alignment.Both, t.Alignment.Both)

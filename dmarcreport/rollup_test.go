@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/wehr/wehr/store"
 )
@@ -97,7 +98,8 @@ func TestTallies(t *testing.T) {
 				if len(sum.Days) != 2 || sum.Days[0].Reports+sum.Days[1].Reports != tc.reports || sum.Days[1].Fail != 5 {
 					t.Errorf("round %d: days %+v", round, sum.Days)
 				}
-				if s := sum.Sources[0]; s.IP != "198.51.100.7" || s.Fail != 7 || len(s.Orgs) != 1 {
+				if s := sum.Sources[0]; s.IP != "198.51.100.7" || s.Fail != 7 || len(s.Orgs) != 1 ||
+					fmt.Sprint(s.DKIM) != "[evil.example s=forged pass]" || fmt.Sprint(s.SPF) != "[evil.example fail]" {
 					t.Errorf("round %d: first source %+v", round, s)
 				}
 				// The forger's selector is not the domain's.
@@ -187,5 +189,30 @@ func TestTallyBoundsSources(t *testing.T) {
 	}
 	if worst != n/7 {
 		t.Errorf("kept %d of the %d addresses failing most", worst, n/7)
+	}
+}
+
+// What a reporter writes into a source's DKIM and SPF detail is bounded
+// in length and in number, on a rune boundary.
+func TestSourceDetailBounded(t *testing.T) {
+	ctx := context.Background()
+	st := open(t)
+	long := strings.Repeat("ü", 100) + ".example"
+	var auth strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&auth, `<dkim><domain>d%d.%s</domain><selector>s</selector><result>pass</result></dkim>`, i, long)
+	}
+	x := strings.Replace(dayReport("Google", "g", time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC), 1),
+		`<auth_results><dkim><domain>evil.example</domain>`, `<auth_results>`+auth.String()+`<dkim><domain>evil.example</domain>`, 1)
+	if _, err := Ingest(ctx, st, strings.NewReader(x), Limits{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Summarize(ctx, st, nil, "bank.example", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sum.Sources[0].DKIM
+	if len(d) != 5 || !strings.HasPrefix(d[0], "d0.üü") || len(d[0]) > 64+len(" s=s pass")+len("…") || !utf8.ValidString(d[0]) {
+		t.Errorf("%d: %q", len(d), d)
 	}
 }

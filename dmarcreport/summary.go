@@ -55,6 +55,13 @@ type SourceSummary struct {
 	// it (a few of each).
 	HeaderFrom []string `json:"header_from"`
 	Orgs       []string `json:"orgs"`
+	// DKIM and SPF are the results the reporters saw for it (a few of
+	// each): "example.com s=sel1 pass", "bulk.example fail". Aligned
+	// or not is in Pass and Fail; these tell a forger (his own domain's
+	// signature) from a service of the domain's own that signs for
+	// itself or is missing from the SPF record.
+	DKIM []string `json:"dkim"`
+	SPF  []string `json:"spf"`
 }
 
 // PTRResolver names addresses.

@@ -140,7 +140,7 @@ web:
 	if err != nil {
 		t.Fatal(err)
 	}
-	bars, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll('svg.chart g.day')].map(g => [g.dataset.date, g.dataset.pass, g.dataset.fail,
+	bars, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll('#daily g.day')].map(g => [g.dataset.date, g.dataset.pass, g.dataset.fail,
 		String(g.querySelectorAll('rect').length)])`))
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +157,16 @@ web:
 	if fmt.Sprint(bars) != fmt.Sprint(want) {
 		t.Errorf("the chart's bars %v, want %v", bars, want)
 	}
+	// One organisation's days, by its link in the table.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#orgs a[href$="org=Yahoo"]`), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS(`#daily[data-org="Yahoo"]`))); err != nil {
+		t.Fatalf("Yahoo's days: %v", err)
+	}
+	yahoo, err := chromedp.Run(ctx, chromedp.Evaluate[[][]string](`[...document.querySelectorAll('#daily g.day')].map(g => [g.dataset.pass, g.dataset.fail, g.dataset.rate || "-"])`))
+	if err != nil || fmt.Sprint(yahoo) != "[[10 0 100.0] [0 0 -] [0 0 -]]" {
+		t.Errorf("Yahoo's days %v %v", yahoo, err)
+	}
+	shot(ctx, "domain-yahoo")
+	open(ctx, "/domain/bank.example/")
 
 	// Drill-down, then the download.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#reports a`), chromedp.NodeVisible), chromedp.WaitVisible(chromedp.CSS(`#records`))); err != nil {

@@ -63,7 +63,7 @@ func (e *Engine) CheckDomain(ctx context.Context, domain string, selectors []str
 		rep.Warnings = append(rep.Warnings, d+" publishes neither SPF nor DMARC: anyone can send mail in its name")
 	}
 	if len(selectors) == 0 {
-		rep.Warnings = append(rep.Warnings, "no DKIM selector given (--selector): DKIM keys cannot be discovered from DNS")
+		rep.Warnings = append(rep.Warnings, "no DKIM selector to check (DNS cannot list a domain's DKIM keys): name one with wehr check domain --selector, or wait for reports showing the selectors of its own signatures")
 	}
 	// Ed25519 alone is a problem only if none of the selectors checked
 	// holds a usable RSA key.

@@ -309,7 +309,10 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sum, reps := ov.sum, ov.reports
-	chart := dailyChart(sum.Days)
+	// ?org= draws one reporting organisation's days (a name the
+	// reports do not have draws empty days).
+	org := r.URL.Query().Get("org")
+	chart := dailyChart(sum.Days, org)
 	var published *mailauth.DomainReport
 	if s.check != nil {
 		// What the domain publishes now, with the DKIM selectors the
@@ -331,7 +334,7 @@ func (s *Server) domain(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.render(w, "domain.html", map[string]any{
-		"Domain": d, "Summary": sum, "Chart": chart, "Alignment": sum.Alignment,
+		"Domain": d, "Summary": sum, "Chart": chart, "Org": org, "Alignment": sum.Alignment,
 		"Reports": reps, "TLS": tls, "TLSChart": tlsChart(tls.Days), "Admin": readerOf(r).admin, "Published": published,
 		"Suggested": suggested, "SuggestedWhy": why, "Transport": tr,
 	})

@@ -221,9 +221,12 @@ func TestDomainPage(t *testing.T) {
 	for _, want := range []string{
 		`data-reports="3" data-messages="38" data-pass="30" data-fail="8"`,
 		`data-days="3" data-peak="23"`,
-		`<g class="day" data-date="2026-11-25" data-pass="20" data-fail="3">`,
+		`<g class="day" data-date="2026-11-25" data-pass="20" data-fail="3" data-rate="87.0">`,
 		`<g class="day" data-date="2026-11-26" data-pass="0" data-fail="0">`,
-		`<g class="day" data-date="2026-11-27" data-pass="10" data-fail="5">`,
+		`<g class="day" data-date="2026-11-27" data-pass="10" data-fail="5" data-rate="66.7">`,
+		`<polyline class="rate" points="`,
+		`<td class="auth">evil.example s=forged pass</td><td class="auth">evil.example fail</td>`,
+		`<a href="/domain/bank.example/?org=Yahoo">Yahoo</a></td><td>1</td><td>10</td><td>0</td><td>100.0 %</td>`,
 		`<g class="day" data-date="2026-11-26" data-ok="5326" data-failed="303">`, // the TLS chart
 		`<td data-n="30">30</td>`,                                                 // DKIM and SPF
 		`<td data-n="8">8</td>`,                                                   // neither
@@ -231,6 +234,18 @@ func TestDomainPage(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %s", want)
 		}
+	}
+	// One organisation's days; a name no report has draws empty days,
+	// and what the URL says is escaped.
+	_, yahoo, _ := w.get(t, w.bank, "/domain/bank.example/?org=Yahoo")
+	for _, want := range []string{`data-org="Yahoo"`, `<g class="day" data-date="2026-11-25" data-pass="10" data-fail="0" data-rate="100.0">`,
+		`<g class="day" data-date="2026-11-27" data-pass="0" data-fail="0">`, `data-reports="3"`} {
+		if !strings.Contains(yahoo, want) {
+			t.Errorf("Yahoo's days lack %s", want)
+		}
+	}
+	if _, odd, _ := w.get(t, w.bank, "/domain/bank.example/?org=%3Cscript%3E"); strings.Contains(odd, "<script>") || !strings.Contains(odd, `data-peak="0"`) {
+		t.Error("an organisation no report has")
 	}
 	// A new report changes the page at once (what was added up before
 	// is kept only while the reports stay the same).

@@ -327,7 +327,8 @@ func newReportsCmd(g *globals) *cobra.Command {
 				if len(s.PTR) > 0 {
 					ptr = strings.Join(s.PTR, ",")
 				}
-				fmt.Fprintf(w, "  %-39s %7d fail %7d pass  %s  from=%s\n", s.IP, s.Fail, s.Pass, ptr, strings.Join(s.HeaderFrom, ","))
+				fmt.Fprintf(w, "  %-39s %7d fail %7d pass  %s  from=%s  dkim=%s  spf=%s\n", s.IP, s.Fail, s.Pass, ptr, strings.Join(s.HeaderFrom, ","),
+					strings.Join(s.DKIM, ";"), strings.Join(s.SPF, ";"))
 			}
 			fmt.Fprintln(w, "reporting organisations:")
 			for _, o := range sum.Orgs {
