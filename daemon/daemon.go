@@ -275,7 +275,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return setupf("mtasts.listen: %v", err)
 		}
 		sts := store.NewStsPolicies(d.st)
-		r, err := mtasts.NewResolver(cfg.MTASTS, d.res, mtasts.StoreCache{P: sts})
+		r, err := mtasts.NewResolver(cfg.MTASTS, d.res.WithCache(cfg.MTASTS.DNSCacheSize), mtasts.StoreCache{P: sts})
 		if err != nil {
 			return setupf("%v", err)
 		}

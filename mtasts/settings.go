@@ -31,6 +31,12 @@ type Config struct {
 	// full); AnswerCacheSize bounds how many are kept.
 	AnswerCache     time.Duration `yaml:"answer_cache"`
 	AnswerCacheSize int           `yaml:"answer_cache_size"`
+	// DNSCacheSize bounds the DNS answers MTA-STS lookups keep (the
+	// TXT records, the policy hosts' addresses, the DANE checks' MX and
+	// TLSA records), in a cache of their own: a long tail of
+	// destinations never evicts the answers mail authentication reuses
+	// from the shared one (dns.cache_size).
+	DNSCacheSize int `yaml:"dns_cache_size"`
 	// Serve: the policy files wehr serves for domains that point
 	// mta-sts.DOMAIN at this host.
 	Serve ServeConfig `yaml:"serve"`
@@ -38,7 +44,7 @@ type Config struct {
 
 // Default is the mtasts: section's defaults.
 func Default() Config {
-	return Config{LookupTimeout: 10 * time.Second, FetchTimeout: 8 * time.Second, AnswerCache: time.Minute, AnswerCacheSize: 200000}
+	return Config{LookupTimeout: 10 * time.Second, FetchTimeout: 8 * time.Second, AnswerCache: time.Minute, AnswerCacheSize: 200000, DNSCacheSize: 5000}
 }
 
 // Check reports the problems of the mtasts: section.
@@ -54,6 +60,9 @@ func (c Config) Check(p *setting.Problems) {
 	}
 	if c.AnswerCacheSize < 1 || c.AnswerCacheSize > 10_000_000 {
 		p.Add("answer_cache_size", "%d: between 1 and 10000000 answers", c.AnswerCacheSize)
+	}
+	if c.DNSCacheSize < 0 || c.DNSCacheSize > 1_000_000 {
+		p.Add("dns_cache_size", "%d: between 0 (none: every lookup asks the DNS servers) and 1000000 answers", c.DNSCacheSize)
 	}
 	p.Positive("fetch_timeout", c.FetchTimeout)
 	if c.FetchTimeout > c.LookupTimeout {

@@ -241,6 +241,46 @@ func TestCacheSizeCap(t *testing.T) {
 	}
 }
 
+// A view with a cache of its own (WithCache): its long tail of names
+// never evicts the shared cache's answers, it keeps its own within its
+// bound, and both count in one Stats.
+func TestWithCache(t *testing.T) {
+	var z strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&z, "h%d.example.org. 300 IN A 192.0.2.%d\n", i, i)
+	}
+	srv := dnstest.New(t, z.String())
+	ctx := context.Background()
+	r, _ := newResolver(t, srv, func(c *Config) { c.CacheSize = 10 })
+	if _, err := r.LookupIP(ctx, "ip4", "h0.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	v := r.WithCache(5)
+	for i := 1; i < 50; i++ {
+		if _, err := v.LookupIP(ctx, "ip4", fmt.Sprintf("h%d.example.org", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.CacheLen() != 1 || v.CacheLen() != 5 {
+		t.Errorf("shared cache %d entries, the view's %d", r.CacheLen(), v.CacheLen())
+	}
+	r.LookupIP(ctx, "ip4", "h0.example.org")  //nolint:errcheck
+	v.LookupIP(ctx, "ip4", "h49.example.org") //nolint:errcheck
+	if srv.QueryCount("h0.example.org", dns.TypeA) != 1 || srv.QueryCount("h49.example.org", dns.TypeA) != 1 {
+		t.Error("an answer was asked for twice")
+	}
+	if st := r.Stats(); st.Lookups != 52 || st.CacheHits != 2 || v.Stats() != st {
+		t.Errorf("stats %+v, the view's %+v", st, v.Stats())
+	}
+	// No cache at all: every lookup asks.
+	none := r.WithCache(0)
+	none.LookupIP(ctx, "ip4", "h1.example.org") //nolint:errcheck
+	none.LookupIP(ctx, "ip4", "h1.example.org") //nolint:errcheck
+	if n := srv.QueryCount("h1.example.org", dns.TypeA); n != 3 {
+		t.Errorf("h1 asked %d times, want 3", n)
+	}
+}
+
 func TestTruncationRetriesOverTCP(t *testing.T) {
 	var z strings.Builder
 	for i := range 40 {
