@@ -18,6 +18,7 @@ import (
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/spf"
+	"github.com/wehr/wehr/workers"
 )
 
 // Envelope is what the SMTP dialogue told us about a message.
@@ -131,6 +132,9 @@ type Engine struct {
 	cfg  Config
 	res  Resolver
 	keys *rsaKeys
+	// checks runs the checks that go alongside DKIM (SPF, iprev, each
+	// author's DMARC) on workers whose stacks have grown already.
+	checks *workers.Pool
 }
 
 // NewEngine makes an engine; zero config fields take their defaults.
@@ -161,7 +165,7 @@ func NewEngine(res Resolver, cfg Config) *Engine {
 			o.Disposition = PolicyNone
 		}
 	}
-	return &Engine{cfg: cfg, res: res, keys: &rsaKeys{}}
+	return &Engine{cfg: cfg, res: res, keys: &rsaKeys{}, checks: workers.New(256, time.Minute)}
 }
 
 // AuthResult is the SMTP AUTH result (RFC 8601 2.7.4).
@@ -323,7 +327,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		}
 	}
 	checks.Add(2)
-	go func() {
+	e.checks.Go(func() {
 		defer checks.Done()
 		defer guard("SPF", func(s string) { v.SPF = spf.Outcome{Result: spf.TempError, Scope: spf.ScopeMailFrom, Error: s} })
 		ctx, cancel := e.checkCtx(ctx, start, spfTimeShare)
@@ -338,14 +342,14 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 			h := spfc.CheckHelo(ctx, env.ClientIP, env.Helo)
 			v.HeloSPF = &h
 		}
-	}()
-	go func() {
+	})
+	e.checks.Go(func() {
 		defer checks.Done()
 		defer guard("iprev", func(s string) { v.IPRev = iprev.Outcome{Result: iprev.TempError, Error: s} })
 		ctx, cancel := e.checkCtx(ctx, start, iprevTimeShare)
 		defer cancel()
 		v.IPRev = iprev.Check(ctx, iprevRes, env.ClientIP)
-	}()
+	})
 	// DKIM on this goroutine (it reads msg; nothing else does), while
 	// SPF, iprev and the authors' policy discovery run; then phase 2.
 	runDKIM := func() {
@@ -382,7 +386,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		var wg sync.WaitGroup
 		for i, a := range authors {
 			wg.Add(1)
-			go func() {
+			e.checks.Go(func() {
 				defer wg.Done()
 				defer guard("DMARC", func(s string) {
 					v.AllDMARC[i] = DMARCResult{Result: DMARCTempError, FromDomain: a, Reason: s, Discovery: e.cfg.DMARC.Discovery,
@@ -391,7 +395,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 				ev := &evaluation{e: e, ctx: ctx, start: start, d: d.with(authorRes[i]), list: d.with(listRes),
 					spfc: spf.New(authorRes[i], e.cfg.SPF), env: env, h: h, v: v, fromDomain: a}
 				v.AllDMARC[i] = ev.author(phase1)
-			}()
+			})
 		}
 		runDKIM()
 		checks.Wait()

@@ -34,6 +34,7 @@ import (
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/workers"
 )
 
 // Quarantine modes.
@@ -130,6 +131,8 @@ type Server struct {
 	srv  *milter.Server
 	cur  atomic.Pointer[setup]
 	keys atomic.Pointer[dkimkeys.Set]
+	// verifiers run the engine, on workers whose stacks have grown.
+	verifiers *workers.Pool
 }
 
 // setup is what a reload replaces; a message keeps the setup it started
@@ -198,7 +201,7 @@ var libraryLog sync.Once
 
 // New makes a milter server.
 func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
-	s := &Server{log: log}
+	s := &Server{log: log, verifiers: workers.New(256, time.Minute)}
 	st := newSetup(engine, cfg)
 	s.cur.Store(st)
 	if cfg.Keys != nil {
@@ -582,7 +585,7 @@ func dkimSummary(ds []mailauth.DKIMResult) string {
 	return strings.Join(parts, ",")
 }
 
-// verify runs the engine in a goroutine and tells Postfix we are alive
+// verify runs the engine on a worker and tells Postfix we are alive
 // every second meanwhile (Modifier calls stay on this goroutine: the
 // library's writes are not locked).
 func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
@@ -598,7 +601,7 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 		err error
 	}
 	done := make(chan result, 1)
-	go func() {
+	ss.s.verifiers.Go(func() {
 		defer func() {
 			if r := recover(); r != nil {
 				ss.s.log.Error("milter: panic in the engine", "session", ss.id, "panic", r, "stack", string(debug.Stack()))
@@ -607,7 +610,7 @@ func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
 		}()
 		v, err := ss.set.engine.Verify(ctx, env, rd)
 		done <- result{v, err}
-	}()
+	})
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
