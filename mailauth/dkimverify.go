@@ -428,6 +428,7 @@ type bodyCanon struct {
 	wsp     bool  // relaxed: white space held back
 	cr      bool  // a CR held back
 	out     []byte
+	pooled  *[canonBufSize]byte // out's array, from canonBuffers
 }
 
 func (c *bodyCanon) emit(p []byte) {
@@ -445,19 +446,26 @@ func (c *bodyCanon) startContent() {
 
 func (c *bodyCanon) Write(p []byte) (int, error) {
 	if need := len(p) + len(p)/8 + 64; cap(c.out) < need {
-		c.out = make([]byte, 0, need)
+		if c.pooled == nil && need <= canonBufSize {
+			c.pooled = canonBuffers.Get().(*[canonBufSize]byte)
+			c.out = c.pooled[:0]
+		} else {
+			c.out = make([]byte, 0, need)
+		}
 	}
-	for _, b := range p {
+	for i := 0; i < len(p); {
+		b := p[i]
 		if c.cr {
 			c.cr = false
 			if b != '\n' {
 				c.char('\r')
 			}
 		}
-		switch b {
-		case '\r':
+		switch {
+		case b == '\r':
 			c.cr = true
-		case '\n':
+			i++
+		case b == '\n':
 			c.wsp = false
 			if c.content {
 				c.emit([]byte("\r\n"))
@@ -465,13 +473,41 @@ func (c *bodyCanon) Write(p []byte) (int, error) {
 			} else {
 				c.empty++
 			}
+			i++
+		case c.relaxed && (b == ' ' || b == '\t'):
+			c.wsp = true
+			i++
 		default:
-			c.char(b)
+			// A run of bytes that change nothing in the state: copied
+			// as they are (a line's text, most of a body).
+			j := i + 1
+			for j < len(p) && !c.special(p[j]) {
+				j++
+			}
+			c.startContent()
+			if c.wsp {
+				c.out = append(c.out, ' ')
+				c.wsp = false
+			}
+			c.out = append(c.out, p[i:j]...)
+			i = j
 		}
 	}
 	c.flush()
 	return len(p), nil
 }
+
+// special says whether b changes the canonicaliser's state.
+func (c *bodyCanon) special(b byte) bool {
+	return b == '\r' || b == '\n' || c.relaxed && (b == ' ' || b == '\t')
+}
+
+// canonBufSize is the size of the pooled output buffers: the body is
+// read 8 KiB at a time, and relaxed canonicalisation can only shorten
+// it, simple add a CR per line.
+const canonBufSize = 20 << 10
+
+var canonBuffers = sync.Pool{New: func() any { return new([canonBufSize]byte) }}
 
 func (c *bodyCanon) char(b byte) {
 	if c.relaxed && (b == ' ' || b == '\t') {
@@ -514,6 +550,10 @@ func (c *bodyCanon) close() {
 		c.emit([]byte("\r\n"))
 	}
 	c.flush()
+	if c.pooled != nil {
+		canonBuffers.Put(c.pooled)
+		c.pooled, c.out = nil, nil
+	}
 }
 
 var errNotRSA = errors.New("not an RSA key")

@@ -208,3 +208,80 @@ func TestDKIMStopsAtDeadline(t *testing.T) {
 		t.Fatalf("with time: %+v", rs)
 	}
 }
+
+// refCanon is the canonicaliser written byte by byte, as it was before
+// Write copied runs: the reference the fuzzer compares with.
+func refCanon(in []byte, relaxed bool) string {
+	var out []byte
+	empty, content, wsp, cr := 0, false, false, false
+	char := func(b byte) {
+		if relaxed && (b == ' ' || b == '\t') {
+			wsp = true
+			return
+		}
+		if !content {
+			for ; empty > 0; empty-- {
+				out = append(out, "\r\n"...)
+			}
+			content = true
+		}
+		if wsp {
+			out = append(out, ' ')
+			wsp = false
+		}
+		out = append(out, b)
+	}
+	for _, b := range in {
+		if cr {
+			cr = false
+			if b != '\n' {
+				char('\r')
+			}
+		}
+		switch b {
+		case '\r':
+			cr = true
+		case '\n':
+			wsp = false
+			if content {
+				out = append(out, "\r\n"...)
+				content = false
+			} else {
+				empty++
+			}
+		default:
+			char(b)
+		}
+	}
+	if cr {
+		char('\r')
+	}
+	if content {
+		out = append(out, "\r\n"...)
+	}
+	if !relaxed && len(out) == 0 {
+		out = append(out, "\r\n"...)
+	}
+	return string(out)
+}
+
+// FuzzBodyCanon: the canonicaliser, written in chunks of any size,
+// gives what the byte-by-byte reference gives.
+func FuzzBodyCanon(f *testing.F) {
+	for _, s := range []string{"", "a", "a \t b  \r\n\r\n", "\r\r\n\n x\r", "line\nline\r\n\r\n\r\n", " \t\r\n \r\nx"} {
+		f.Add([]byte(s), true, uint8(1))
+		f.Add([]byte(s), false, uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, relaxed bool, chunk uint8) {
+		step := int(chunk) + 1
+		var out bytes.Buffer
+		c := &bodyCanon{w: &out, relaxed: relaxed, limit: -1}
+		for i := 0; i < len(in); i += step {
+			c.Write(in[i:min(i+step, len(in))])
+		}
+		c.close()
+		if want := refCanon(in, relaxed); out.String() != want {
+			t.Fatalf("relaxed=%v step %d: %q → %q, want %q", relaxed, step, in, out.String(), want)
+		}
+	})
+}
