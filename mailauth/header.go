@@ -2,6 +2,7 @@ package mailauth
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -44,67 +45,105 @@ var ErrHeaderTooLarge = errors.New("message header too large")
 // that ends the header, or at EOF (a message without body).
 func ReadHeader(r *bufio.Reader, max int) (Header, error) {
 	var h Header
-	// The field being read; its continuation lines are appended to a
-	// builder, so that a long folded field costs linear time.
-	var cur strings.Builder
-	have := false
-	flush := func() {
-		if have {
-			h.Fields[len(h.Fields)-1].Raw = cur.String()
-			cur.Reset()
-			have = false
+	// The section is gathered into one buffer, with CRLF line breaks,
+	// and becomes one string the fields are slices of: a header costs
+	// two allocations and linear time, however its fields are folded.
+	type span struct{ name, sep, start, end int }
+	var (
+		buf   []byte
+		spans []span
+		line  []byte
+		err   error
+	)
+	done := func() (Header, error) {
+		all := string(buf)
+		h.Fields = make([]Field, len(spans))
+		for i, sp := range spans {
+			h.Fields[i] = Field{Name: all[sp.start : sp.start+sp.name], Sep: all[sp.start+sp.name : sp.start+sp.sep],
+				Raw: all[sp.start+sp.sep+1 : sp.end]}
 		}
+		return h, err
 	}
 	for {
-		line, err := r.ReadString('\n')
+		line, err = readLine(r, line[:0], max-h.Size)
 		h.Size += len(line)
 		if max > 0 && h.Size > max {
-			flush()
-			return h, fmt.Errorf("%w: more than %d bytes", ErrHeaderTooLarge, max)
+			err = fmt.Errorf("%w: more than %d bytes", ErrHeaderTooLarge, max)
+			return done()
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			flush()
-			return h, fmt.Errorf("read header: %w", err)
+			err = fmt.Errorf("read header: %w", err)
+			return done()
 		}
-		body := strings.TrimRight(line, "\r\n")
-		if body == "" {
-			flush()
-			return h, nil // end of header (or of input)
+		eof := errors.Is(err, io.EOF)
+		err = nil
+		body := line
+		for len(body) > 0 && (body[len(body)-1] == '\n' || body[len(body)-1] == '\r') {
+			body = body[:len(body)-1]
+		}
+		if len(body) == 0 {
+			return done() // end of header (or of input)
 		}
 		switch {
 		case body[0] == ' ' || body[0] == '\t':
-			if !have {
+			if len(spans) == 0 || spans[len(spans)-1].end != len(buf) {
 				h.Malformed++
 			} else {
-				cur.WriteString("\r\n")
-				cur.WriteString(body)
+				buf = append(append(buf, "\r\n"...), body...)
+				spans[len(spans)-1].end = len(buf)
 			}
 		default:
-			flush()
-			name, raw, ok := strings.Cut(body, ":")
+			colon := bytes.IndexByte(body, ':')
 			// RFC 5322 2.2: field names are printable ASCII except
 			// colon; "From :" (space before the colon) is obsolete
 			// syntax (RFC 5322 4.5.8) that mailers still accept.
-			trimmed := strings.TrimRight(name, " \t")
-			if !ok || !ValidFieldName(trimmed) {
+			name := 0
+			if colon >= 0 {
+				name = len(bytes.TrimRight(body[:colon], " \t"))
+			}
+			if colon < 0 || !validFieldName(body[:name]) {
 				h.Malformed++
+				// A continuation after a malformed line continues
+				// nothing.
+				buf = append(buf, '\n')
 			} else {
-				h.Fields = append(h.Fields, Field{Name: trimmed, Sep: name[len(trimmed):]})
-				cur.WriteString(raw)
-				have = true
+				if len(buf) > 0 {
+					buf = append(buf, '\n')
+				}
+				start := len(buf)
+				buf = append(buf, body...)
+				spans = append(spans, span{name: name, sep: colon, start: start, end: len(buf)})
 			}
 		}
-		if errors.Is(err, io.EOF) {
-			flush()
-			return h, nil
+		if eof {
+			return done()
+		}
+	}
+}
+
+// readLine appends the next line of r to line, ending LF included; at
+// most left bytes more than that are read into it when left > 0 (the
+// rest of an overlong line is not kept, only counted by the caller's
+// cap through the length returned).
+func readLine(r *bufio.Reader, line []byte, left int) ([]byte, error) {
+	for {
+		frag, err := r.ReadSlice('\n')
+		line = append(line, frag...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
+		if left > 0 && len(line) > left {
+			return line, nil
 		}
 	}
 }
 
 // ValidFieldName reports whether s may be a header field name (RFC 5322
 // 2.2: printable ASCII except colon).
-func ValidFieldName(s string) bool {
-	if s == "" {
+func ValidFieldName(s string) bool { return validFieldName(s) }
+
+func validFieldName[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
