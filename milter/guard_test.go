@@ -3,10 +3,13 @@ package milter
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
+	"time"
 )
 
 // countConn records the writes that reach the connection.
@@ -86,5 +89,35 @@ func TestGuardWrites(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A read deadline noted before a read that reaches the socket holds
+// for it; one set while a read waits ends the wait, as on the socket.
+func TestGuardDeadlines(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	g := &frameGuard{Conn: a, log: slog.New(slog.DiscardHandler)}
+	defer g.Close()
+	g.SetReadDeadline(time.Now().Add(50 * time.Millisecond)) //nolint:errcheck
+	start := time.Now()
+	if _, err := g.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Fatalf("noted deadline: %v after %v", err, time.Since(start))
+	}
+	g.SetReadDeadline(time.Time{}) //nolint:errcheck
+	done := make(chan error, 1)
+	go func() {
+		_, err := g.Read(make([]byte, 8))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	g.SetReadDeadline(time.Now()) //nolint:errcheck
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("deadline while reading: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a deadline set while a read waits did not end it")
 	}
 }
