@@ -228,8 +228,8 @@ func TestDomainPage(t *testing.T) {
 		`<td class="auth">evil.example s=forged pass</td><td class="auth">evil.example fail</td>`,
 		`<a href="/domain/bank.example/?org=Yahoo">Yahoo</a></td><td>1</td><td>10</td><td>0</td><td>100.0 %</td>`,
 		`<g class="day" data-date="2026-11-26" data-ok="5326" data-failed="303">`, // the TLS chart
-		`<td data-n="30">30</td>`,                                                 // DKIM and SPF
-		`<td data-n="8">8</td>`,                                                   // neither
+		`<td data-n="30">30</td>`, // DKIM and SPF
+		`<td data-n="8">8</td>`,   // neither
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %s", want)
