@@ -68,29 +68,56 @@ func (r ReceivedReports) Has(ctx context.Context, domain, id string) (bool, erro
 
 // PutChunk writes the n-th chunk of records of an ingest.
 func (r ReceivedReports) PutChunk(ctx context.Context, token string, n int, b []byte) error {
-	if err := checkPart("token", token); err != nil {
-		return err
-	}
-	return r.st.Set(ctx, fmt.Sprintf("rinr:%s:%06d", token, n), b, r.keep)
+	return r.putChunk(ctx, "rinr:", token, n, b)
 }
 
 // Chunk reads the n-th chunk of records of an ingest.
 func (r ReceivedReports) Chunk(ctx context.Context, token string, n int) ([]byte, error) {
-	b, ok, err := r.st.Get(ctx, fmt.Sprintf("rinr:%s:%06d", token, n))
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("store: received report: chunk %d of %s is missing", n, token)
-	}
-	return b, nil
+	return r.chunk(ctx, "rinr:", token, n)
 }
 
 // DeleteChunks removes the first n chunks of an ingest (a duplicate, or
 // one that failed).
 func (r ReceivedReports) DeleteChunks(ctx context.Context, token string, n int) error {
+	return r.deleteChunks(ctx, "rinr:", token, n)
+}
+
+// PutFileChunk writes the n-th chunk of an ingest's report file.
+func (r ReceivedReports) PutFileChunk(ctx context.Context, token string, n int, b []byte) error {
+	return r.putChunk(ctx, "rinf:", token, n, b)
+}
+
+// FileChunk reads the n-th chunk of an ingest's report file.
+func (r ReceivedReports) FileChunk(ctx context.Context, token string, n int) ([]byte, error) {
+	return r.chunk(ctx, "rinf:", token, n)
+}
+
+// DeleteFileChunks removes the first n file chunks of an ingest.
+func (r ReceivedReports) DeleteFileChunks(ctx context.Context, token string, n int) error {
+	return r.deleteChunks(ctx, "rinf:", token, n)
+}
+
+func (r ReceivedReports) putChunk(ctx context.Context, prefix, token string, n int, b []byte) error {
+	if err := checkPart("token", token); err != nil {
+		return err
+	}
+	return r.st.Set(ctx, fmt.Sprintf("%s%s:%06d", prefix, token, n), b, r.keep)
+}
+
+func (r ReceivedReports) chunk(ctx context.Context, prefix, token string, n int) ([]byte, error) {
+	b, ok, err := r.st.Get(ctx, fmt.Sprintf("%s%s:%06d", prefix, token, n))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("store: received report: chunk %s%d of %s is missing", prefix, n, token)
+	}
+	return b, nil
+}
+
+func (r ReceivedReports) deleteChunks(ctx context.Context, prefix, token string, n int) error {
 	for i := 0; i < n; i++ {
-		if err := r.st.Delete(ctx, fmt.Sprintf("rinr:%s:%06d", token, i)); err != nil {
+		if err := r.st.Delete(ctx, fmt.Sprintf("%s%s:%06d", prefix, token, i)); err != nil {
 			return err
 		}
 	}
@@ -155,36 +182,6 @@ func (r ReceivedReports) Metas(ctx context.Context, domain string) ([]StoredRepo
 		}
 	}
 	return out, nil
-}
-
-// PutFileChunk writes the n-th chunk of an ingest's report file.
-func (r ReceivedReports) PutFileChunk(ctx context.Context, token string, n int, b []byte) error {
-	if err := checkPart("token", token); err != nil {
-		return err
-	}
-	return r.st.Set(ctx, fmt.Sprintf("rinf:%s:%06d", token, n), b, r.keep)
-}
-
-// FileChunk reads the n-th chunk of an ingest's report file.
-func (r ReceivedReports) FileChunk(ctx context.Context, token string, n int) ([]byte, error) {
-	b, ok, err := r.st.Get(ctx, fmt.Sprintf("rinf:%s:%06d", token, n))
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("store: report file chunk %s:%d is gone", token, n)
-	}
-	return b, nil
-}
-
-// DeleteFileChunks removes the first n file chunks of an ingest.
-func (r ReceivedReports) DeleteFileChunks(ctx context.Context, token string, n int) error {
-	for i := 0; i < n; i++ {
-		if err := r.st.Delete(ctx, fmt.Sprintf("rinf:%s:%06d", token, i)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // StoredDay is one stored day of a domain's reports.
