@@ -361,6 +361,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ln = listener.AckUnless(ln, milter.EndsCommand)
 		d.m = milter.New(d.engine(cfg), mc, log)
 		log.Info("wehr: milter listening", slog.String("listen", addr.String()), slog.String("authserv_id", cfg.AuthservID),
 			slog.Any("dns_servers", d.res.Servers()), slog.String("dmarc_refusal", cfg.DMARC.Refusal),

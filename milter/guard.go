@@ -171,6 +171,24 @@ func (g *frameGuard) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// EndsCommand says whether data read from the MTA ends with a command
+// it waits on our answer to: the end of the message (an 'E' packet
+// without data, as Postfix sends it), the option negotiation, or quit.
+// Our answer then carries the ACK (listener.AckUnless). The rest of a
+// message comes without waiting for answers (we negotiate none), and
+// is acknowledged at once. A body chunk that happens to end in the
+// same bytes costs at most one delayed ACK.
+func EndsCommand(read []byte) bool {
+	n := len(read)
+	switch {
+	case n >= 5 && (string(read[n-5:]) == "\x00\x00\x00\x01E" || string(read[n-5:]) == "\x00\x00\x00\x01Q"):
+		return true
+	case n >= 17 && string(read[n-17:n-12]) == "\x00\x00\x00\x0dO":
+		return true
+	}
+	return false
+}
+
 // maxHeld bounds what Write holds back.
 const maxHeld = 64 << 10
 

@@ -121,3 +121,32 @@ func TestGuardDeadlines(t *testing.T) {
 		t.Fatal("a deadline set while a read waits did not end it")
 	}
 }
+
+// The reads after which the MTA waits for our answer: the end of the
+// message, the negotiation, quit; not a header, a body chunk, a macro.
+func TestEndsCommand(t *testing.T) {
+	join := func(ps ...[][]byte) []byte {
+		var b []byte
+		for _, p := range ps {
+			b = append(b, bytes.Join(p, nil)...)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		read []byte
+		want bool
+	}{
+		{join(written('O', "\x00\x00\x00\x06\x00\x00\x01\xff\x00\x1f\xff\xff")), true},
+		{join(written('L', "Subject\x00hi\x00"), written('N', ""), written('B', "body\r\n"), written('E', "")), true},
+		{join(written('Q', "")), true},
+		{join(written('L', "Subject\x00hi\x00")), false},
+		{join(written('B', "body\r\n")), false},
+		{join(written('D', "Ei\x00ABC\x00")), false},
+		{join(written('N', "")), false},
+		{[]byte("E"), false},
+	} {
+		if got := EndsCommand(tc.read); got != tc.want {
+			t.Errorf("%q: %v, want %v", tc.read, got, tc.want)
+		}
+	}
+}
