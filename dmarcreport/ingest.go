@@ -150,6 +150,22 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 		one.report(id, rep)
 		out.TallyErr = addToDay(ctx, rr, strings.ToLower(rep.Policy.Domain), one.result(date))
 	}
+	// After the tally, written or not: a reader that sees the new
+	// generation checks that this report is in its day's tally.
+	if date, ok := dateOf(rep); ok {
+		gen, err := rr.Bump(ctx, rep.Policy.Domain, id, date)
+		if err != nil && out.TallyErr == nil {
+			out.TallyErr = err
+		}
+		if gen == 1 {
+			// The domain's first report since generations are counted:
+			// the tallies are checked against every report now (those
+			// stored before included), once, so that no page has to.
+			if _, err := tallies(ctx, st, strings.ToLower(rep.Policy.Domain)); err != nil && out.TallyErr == nil {
+				out.TallyErr = err
+			}
+		}
+	}
 	return out, nil
 }
 

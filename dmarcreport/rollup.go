@@ -373,6 +373,121 @@ func addToDay(ctx context.Context, rr store.ReceivedReports, domain string, t ta
 // records, and stored.
 func tallies(ctx context.Context, st store.Store, domain string) ([]tally, error) {
 	rr := store.NewReceivedReports(st, ReceivedKeep)
+	// No report stored since the tallies were last checked: they are
+	// read without listing the reports (a key scan, the costly part
+	// with Redis). A report that expired meanwhile is older than any
+	// page shows.
+	gen, checked, wasChecked, err := rr.Generation(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	if wasChecked && checked.Generation <= gen && gen-checked.Generation <= maxLogged {
+		ts, ok, err := storedTallies(ctx, rr, domain)
+		if err != nil {
+			return nil, err
+		}
+		// A tally gone (evicted from Redis, expired) is found by the
+		// count of days; a day only goes when it is a year past.
+		ok = ok && len(ts) >= checked.Days
+		if ok && checked.Generation == gen && len(ts) == checked.Days {
+			return ts, nil
+		}
+		if ok {
+			if ts, ok, err = newlyStored(ctx, st, rr, domain, ts, checked.Generation, gen); err != nil || ok {
+				if err == nil {
+					rr.SetChecked(ctx, domain, store.Checked{Generation: gen, Days: len(ts)}) //nolint:errcheck
+				}
+				return ts, err
+			}
+		}
+	}
+	ts, err := checkedTallies(ctx, st, rr, domain)
+	if err != nil {
+		return nil, err
+	}
+	// gen was read before the reports were listed: a report stored
+	// since has bumped it past gen, and the next read checks it.
+	// Not noting the check costs the next read a check, nothing more.
+	rr.SetChecked(ctx, domain, store.Checked{Generation: gen, Days: len(ts)}) //nolint:errcheck
+	return ts, nil
+}
+
+// maxLogged bounds the reports stored since the last check that are
+// checked one by one; past it, every report is.
+const maxLogged = 250
+
+// newlyStored checks that each report stored after generation from,
+// up to to, is in its day's tally, and makes again the days where one
+// is not; false if a report's generation is not known any more.
+func newlyStored(ctx context.Context, st store.Store, rr store.ReceivedReports, domain string, ts []tally, from, to int64) ([]tally, bool, error) {
+	byDate := make(map[string]int, len(ts))
+	for i, t := range ts {
+		byDate[t.Date] = i
+	}
+	latest, err := rr.Latest(ctx, domain)
+	if err != nil {
+		return nil, false, err
+	}
+	missing := map[string][]string{}
+	for g := from + 1; g <= to; g++ {
+		x, ok := latest[g]
+		if !ok {
+			return nil, false, nil
+		}
+		id, date := x[0], x[1]
+		if i, ok := byDate[date]; ok && slices.Contains(ts[i].IDs, id) {
+			continue
+		}
+		missing[date] = append(missing[date], id)
+	}
+	for date, ids := range missing {
+		i, had := byDate[date]
+		if had {
+			ids = append(ids, ts[i].IDs...)
+		}
+		t, err := makeDay(ctx, st, domain, date, ids)
+		if err != nil {
+			return nil, false, err
+		}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return nil, false, err
+		}
+		if err := rr.PutDay(ctx, domain, date, b); err != nil {
+			return nil, false, err
+		}
+		if had {
+			ts[i] = t
+		} else {
+			byDate[date] = len(ts)
+			ts = append(ts, t)
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Date < ts[j].Date })
+	return ts, true, nil
+}
+
+// storedTallies reads domain's tallies as stored; false if one of them
+// does not read (then they are checked).
+func storedTallies(ctx context.Context, rr store.ReceivedReports, domain string) ([]tally, bool, error) {
+	days, err := rr.Days(ctx, domain)
+	if err != nil {
+		return nil, false, err
+	}
+	out := make([]tally, 0, len(days))
+	for _, d := range days {
+		var t tally
+		if err := json.Unmarshal(d.Value, &t); err != nil || t.Date != d.Date {
+			return nil, false, nil
+		}
+		out = append(out, t)
+	}
+	return out, true, nil
+}
+
+// checkedTallies is tallies the long way: every one checked against
+// the stored reports.
+func checkedTallies(ctx context.Context, st store.Store, rr store.ReceivedReports, domain string) ([]tally, error) {
 	ids, err := rr.IDs(ctx, domain)
 	if err != nil {
 		return nil, err
@@ -477,4 +592,11 @@ func makeDay(ctx context.Context, st store.Store, domain, date string, ids []str
 		}
 	}
 	return a.result(date), nil
+}
+
+// Generation counts the reports of domain stored so far (it changes
+// with every new one): what a cache of a summary is keyed by.
+func Generation(ctx context.Context, st store.Store, domain string) (int64, error) {
+	gen, _, _, err := store.NewReceivedReports(st, ReceivedKeep).Generation(ctx, domain)
+	return gen, err
 }

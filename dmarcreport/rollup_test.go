@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/store/storetest"
 )
 
 // dayReport is org's report of one day about bank.example: 10 messages
@@ -73,52 +74,79 @@ func TestTallies(t *testing.T) {
 			w.rr.PutDay(ctx, "bank.example", "2026-11-20", nil)
 			w.rr.PutDay(ctx, "bank.example", "2026-11-21", nil)
 		}, 3, 37, 7},
-		{"a report expired", func(t *testing.T, w *world) {
+		// A report expires 400 days after it came, past what a page
+		// shows: a full check finds it gone (there is one when tallies
+		// go missing, and when none was noted).
+		{"a report expired, and a full check", func(t *testing.T, w *world) {
 			w.st.Delete(ctx, "rinm:bank.example:"+w.yahoo.ID)
+			w.st.Delete(ctx, "rinv:bank.example")
 		}, 2, 27, 7},
 	}
+	// On both stores: a Redis one holds the tallies in one server, the
+	// keys flushed between cases.
+	r := storetest.StartRedis(t, "")
+	redis, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{r.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer redis.Close()
+	stores := []struct {
+		name string
+		open func(t *testing.T) store.Store
+	}{
+		{"embedded", func(t *testing.T) store.Store { return open(t) }},
+		{"redis", func(t *testing.T) store.Store {
+			keys, _ := redis.Scan(ctx, "", 0)
+			for _, k := range keys {
+				redis.Delete(ctx, k)
+			}
+			return redis
+		}},
+	}
 	var want []byte
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			w := &world{st: open(t)}
-			w.rr = store.NewReceivedReports(w.st, ReceivedKeep)
-			ingest(t, w.st, "Google", "g1", d1, 2)
-			w.first, _, _ = w.rr.Day(ctx, "bank.example", "2026-11-20")
-			w.yahoo = ingest(t, w.st, "Yahoo", "y1", d1, 0)
-			ingest(t, w.st, "Google", "g2", d2, 5)
-			tc.then(t, w)
-			for round := range 2 { // the read, then what it stored
-				sum, lines, err := Overview(ctx, w.st, nil, "bank.example", time.Time{}, 10)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if sum.Reports != tc.reports || sum.Messages != tc.messages || sum.Fail != tc.fail || len(lines) != tc.reports {
-					t.Fatalf("round %d: %d reports, %d messages, %d failed, %d lines", round, sum.Reports, sum.Messages, sum.Fail, len(lines))
-				}
-				if len(sum.Days) != 2 || sum.Days[0].Reports+sum.Days[1].Reports != tc.reports || sum.Days[1].Fail != 5 {
-					t.Errorf("round %d: days %+v", round, sum.Days)
-				}
-				if s := sum.Sources[0]; s.IP != "198.51.100.7" || s.Fail != 7 || len(s.Orgs) != 1 ||
-					fmt.Sprint(s.DKIM) != "[evil.example s=forged pass]" || fmt.Sprint(s.SPF) != "[evil.example fail]" {
-					t.Errorf("round %d: first source %+v", round, s)
-				}
-				// The forger's selector is not the domain's.
-				if !reflect.DeepEqual(sum.Selectors, []string{"s2026"}) || sum.Alignment.Neither != 7 || sum.Alignment.Both != tc.messages-7 {
-					t.Errorf("round %d: selectors %v, alignment %+v", round, sum.Selectors, sum.Alignment)
-				}
-				if lines[0].ReportID != "g2" || lines[0].Fail != 5 {
-					t.Errorf("round %d: newest line %+v", round, lines[0])
-				}
-				if tc.reports == 3 {
-					b, _ := json.Marshal(sum)
-					if want == nil {
-						want = b
-					} else if string(b) != string(want) {
-						t.Errorf("round %d: the summary differs from the one as ingested:\n%s\n%s", round, b, want)
+	for _, sto := range stores {
+		for _, tc := range cases {
+			t.Run(sto.name+"/"+tc.name, func(t *testing.T) {
+				w := &world{st: sto.open(t)}
+				w.rr = store.NewReceivedReports(w.st, ReceivedKeep)
+				ingest(t, w.st, "Google", "g1", d1, 2)
+				w.first, _, _ = w.rr.Day(ctx, "bank.example", "2026-11-20")
+				w.yahoo = ingest(t, w.st, "Yahoo", "y1", d1, 0)
+				ingest(t, w.st, "Google", "g2", d2, 5)
+				tc.then(t, w)
+				for round := range 2 { // the read, then what it stored
+					sum, lines, err := Overview(ctx, w.st, nil, "bank.example", time.Time{}, 10)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if sum.Reports != tc.reports || sum.Messages != tc.messages || sum.Fail != tc.fail || len(lines) != tc.reports {
+						t.Fatalf("round %d: %d reports, %d messages, %d failed, %d lines", round, sum.Reports, sum.Messages, sum.Fail, len(lines))
+					}
+					if len(sum.Days) != 2 || sum.Days[0].Reports+sum.Days[1].Reports != tc.reports || sum.Days[1].Fail != 5 {
+						t.Errorf("round %d: days %+v", round, sum.Days)
+					}
+					if s := sum.Sources[0]; s.IP != "198.51.100.7" || s.Fail != 7 || len(s.Orgs) != 1 ||
+						fmt.Sprint(s.DKIM) != "[evil.example s=forged pass]" || fmt.Sprint(s.SPF) != "[evil.example fail]" {
+						t.Errorf("round %d: first source %+v", round, s)
+					}
+					// The forger's selector is not the domain's.
+					if !reflect.DeepEqual(sum.Selectors, []string{"s2026"}) || sum.Alignment.Neither != 7 || sum.Alignment.Both != tc.messages-7 {
+						t.Errorf("round %d: selectors %v, alignment %+v", round, sum.Selectors, sum.Alignment)
+					}
+					if lines[0].ReportID != "g2" || lines[0].Fail != 5 {
+						t.Errorf("round %d: newest line %+v", round, lines[0])
+					}
+					if tc.reports == 3 {
+						b, _ := json.Marshal(sum)
+						if want == nil {
+							want = b
+						} else if string(b) != string(want) {
+							t.Errorf("round %d: the summary differs from the one as ingested:\n%s\n%s", round, b, want)
+						}
 					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -215,4 +243,59 @@ func TestSourceDetailBounded(t *testing.T) {
 	if len(d) != 5 || !strings.HasPrefix(d[0], "d0.üü") || len(d[0]) > 64+len(" s=s pass")+len("…") || !utf8.ValidString(d[0]) {
 		t.Errorf("%d: %q", len(d), d)
 	}
+}
+
+// scans counts the key scans of received reports' metadata.
+type scans struct {
+	store.Store
+	n int
+}
+
+func (s *scans) Scan(ctx context.Context, prefix string, limit int) ([]string, error) {
+	if strings.HasPrefix(prefix, "rinm:") {
+		s.n++
+	}
+	return s.Store.Scan(ctx, prefix, limit)
+}
+
+// Once checked, the tallies are read without listing the reports: a
+// report stored since is looked for in its day's tally (a lost update
+// is found that way); a tally that no longer reads, or one gone, makes
+// a full check.
+func TestTalliesGeneration(t *testing.T) {
+	ctx := context.Background()
+	st := &scans{Store: open(t)}
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	d1 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	ingest := func(org, id string, fail int) {
+		t.Helper()
+		if _, err := Ingest(ctx, st, strings.NewReader(dayReport(org, id, d1, fail)), Limits{}, d1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(wantReports int, wantScans int) {
+		t.Helper()
+		st.n = 0
+		sum, err := Summarize(ctx, st, nil, "bank.example", time.Time{})
+		if err != nil || sum.Reports != wantReports || st.n != wantScans {
+			t.Fatalf("%d reports (want %d), %d scans (want %d), %v", sum.Reports, wantReports, st.n, wantScans, err)
+		}
+	}
+	ingest("Google", "g1", 1) // the domain's first: checked at once
+	read(1, 0)
+	read(1, 0)
+	before, _, _ := rr.Day(ctx, "bank.example", "2026-11-20")
+	ingest("Yahoo", "y1", 0)
+	rr.PutDay(ctx, "bank.example", "2026-11-20", before) // the new report's tally update lost
+	read(2, 0)                                           // found by its generation
+	read(2, 0)
+	rr.PutDay(ctx, "bank.example", "2026-11-20", []byte("{garbage")) // a tally that no longer reads
+	read(2, 1)
+	read(2, 0)
+	rr.PutDay(ctx, "bank.example", "2026-11-20", nil) // a tally gone (evicted)
+	read(2, 1)
+	ingest("Mailru", "m1", 0)
+	st.Delete(ctx, "rinl:bank.example") // the note of the latest reports lost (two ingests raced)
+	read(3, 1)
+	read(3, 0)
 }

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,6 +22,12 @@ import (
 //	rind:DOMAIN:DATE   a day of DOMAIN's DMARC reports added up (JSON;
 //	                   package dmarcreport's tallies, made again from
 //	                   the reports whenever they disagree)
+//	ring:DOMAIN        Counters [generation]: one more for each DMARC
+//	                   report stored, after its tally
+//	rinv:DOMAIN        what the last check of the tallies against the
+//	                   reports saw: "GENERATION DAYS"
+//	rinl:DOMAIN        the latest reports stored, one a line:
+//	                   "GENERATION ID DATE" (the latest 250 to 500)
 //	tlsm:DOMAIN:ID     a TLS report, the part about DOMAIN (JSON)
 //
 // ID is derived from the reporting organisation and its report id, so
@@ -238,6 +246,97 @@ func (r ReceivedReports) PutDay(ctx context.Context, domain, date string, b []by
 		return r.st.Delete(ctx, k)
 	}
 	return r.st.Set(ctx, k, b, r.keep)
+}
+
+// Bump counts one more report of domain stored (with its tally), id of
+// day date, notes it among the domain's latest (one key: two ingests
+// at once can lose one's note, and a check that misses a generation
+// checks every report), and returns its generation.
+func (r ReceivedReports) Bump(ctx context.Context, domain, id, date string) (int64, error) {
+	if r.day == "" {
+		return 0, nil
+	}
+	d := strings.ToLower(domain)
+	c, err := r.st.Counters(ctx, "ring:"+d, []int64{1}, r.keep)
+	if err != nil || len(c) == 0 {
+		return 0, err
+	}
+	old, _, err := r.st.Get(ctx, "rinl:"+d)
+	if err != nil {
+		return c[0], err
+	}
+	if n := bytes.Count(old, []byte("\n")); n >= maxLatest {
+		// The oldest half goes.
+		for range n / 2 {
+			old = old[bytes.IndexByte(old, '\n')+1:]
+		}
+	}
+	latest := fmt.Appendf(bytes.Clone(old), "%d %s %s\n", c[0], id, date)
+	return c[0], r.st.Set(ctx, "rinl:"+d, latest, r.keep)
+}
+
+// maxLatest bounds the reports Bump notes per domain.
+const maxLatest = 500
+
+// Latest returns the reports of domain noted by Bump: per generation,
+// its id and day.
+func (r ReceivedReports) Latest(ctx context.Context, domain string) (map[int64][2]string, error) {
+	b, _, err := r.st.Get(ctx, "rinl:"+strings.ToLower(domain))
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64][2]string{}
+	for line := range strings.SplitSeq(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		if g, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+			out[g] = [2]string{f[1], f[2]}
+		}
+	}
+	return out, nil
+}
+
+// Generation is how many reports of domain were stored (Bump), and
+// what the last check of its tallies noted (SetChecked), if there was
+// one.
+func (r ReceivedReports) Generation(ctx context.Context, domain string) (gen int64, checked Checked, ok bool, err error) {
+	if r.day == "" {
+		return 0, Checked{}, false, nil
+	}
+	d := strings.ToLower(domain)
+	c, err := r.st.Counters(ctx, "ring:"+d, nil, 0)
+	if err != nil {
+		return 0, Checked{}, false, err
+	}
+	if len(c) > 0 {
+		gen = c[0]
+	}
+	b, ok, err := r.st.Get(ctx, "rinv:"+d)
+	if err != nil || !ok {
+		return gen, Checked{}, false, err
+	}
+	g, days, _ := strings.Cut(string(b), " ")
+	var perr, derr error
+	checked.Generation, perr = strconv.ParseInt(g, 10, 64)
+	checked.Days, derr = strconv.Atoi(days)
+	return gen, checked, perr == nil && derr == nil, nil
+}
+
+// Checked is what a check of a domain's tallies against its reports
+// found: the generation it saw, and how many days had tallies.
+type Checked struct {
+	Generation int64
+	Days       int
+}
+
+// SetChecked notes what a check of domain's tallies found.
+func (r ReceivedReports) SetChecked(ctx context.Context, domain string, c Checked) error {
+	if r.day == "" {
+		return nil
+	}
+	return r.st.Set(ctx, "rinv:"+strings.ToLower(domain), fmt.Appendf(nil, "%d %d", c.Generation, c.Days), r.keep)
 }
 
 // Domains lists the domains that have reports.

@@ -419,7 +419,7 @@ func (r *Redis) Scan(ctx context.Context, prefix string, limit int) ([]string, e
 	var mu sync.Mutex
 	var out []string
 	scan := func(ctx context.Context, c redis.UniversalClient) error {
-		it := c.Scan(ctx, 0, pattern, 200).Iterator()
+		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
 		for it.Next(ctx) {
 			k := it.Val()
 			if !strings.HasSuffix(k, "}") {

@@ -8,7 +8,6 @@ package web
 
 import (
 	"context"
-	"crypto/sha256"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -101,7 +100,7 @@ type Server struct {
 // overviewKeep): reports never change once stored, so only a new or an
 // expired one changes the page.
 type overview struct {
-	digest  [32]byte
+	gen     int64 // dmarcreport.Generation
 	at      time.Time
 	sum     dmarcreport.Summary
 	reports []dmarcreport.ReportLine // the latest 200
@@ -349,27 +348,26 @@ func (s *Server) ptrs() dmarcreport.PTRResolver {
 	return s.dns
 }
 
-// overview is domain's overview: the one computed before, while the
-// domain's report ids are the same, or a new one.
+// overview is domain's overview: the one computed before, while no
+// report of the domain was stored since (and for overviewKeep at most),
+// or a new one.
 func (s *Server) overview(ctx context.Context, domain string) (*overview, error) {
-	ids, err := store.NewReceivedReports(s.st, dmarcreport.ReceivedKeep).IDs(ctx, domain)
+	gen, err := dmarcreport.Generation(ctx, s.st, domain)
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(ids)
-	digest := sha256.Sum256([]byte(strings.Join(ids, "\n")))
 	now := s.now()
 	s.mu.Lock()
 	ov := s.recent[domain]
 	s.mu.Unlock()
-	if ov != nil && ov.digest == digest && now.Sub(ov.at) < overviewKeep {
+	if ov != nil && ov.gen == gen && now.Sub(ov.at) < overviewKeep {
 		return ov, nil
 	}
 	sum, lines, err := dmarcreport.Overview(ctx, s.st, s.ptrs(), domain, now.Add(-Keep), 200)
 	if err != nil {
 		return nil, err
 	}
-	ov = &overview{digest: digest, at: now, sum: sum, reports: lines}
+	ov = &overview{gen: gen, at: now, sum: sum, reports: lines}
 	s.mu.Lock()
 	if len(s.recent) >= maxOverviews {
 		clear(s.recent)

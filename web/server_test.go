@@ -26,6 +26,7 @@ import (
 	"github.com/wehr/wehr/dmarcreport"
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/store"
+	"github.com/wehr/wehr/store/storetest"
 	"github.com/wehr/wehr/tlsrpt"
 )
 
@@ -300,6 +301,21 @@ func BenchmarkDomainPageYear(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
+	benchDomainPage(b, st)
+}
+
+// BenchmarkDomainPageYearRedis: the same with the reports in Redis.
+func BenchmarkDomainPageYearRedis(b *testing.B) {
+	r := storetest.StartRedis(b, "")
+	st, err := store.OpenRedis(store.RedisConfig{Mode: store.ModeSingle, Addrs: []string{r.Addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	benchDomainPage(b, st)
+}
+
+func benchDomainPage(b *testing.B, st store.Store) {
 	ctx := context.Background()
 	end := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	for d := range 365 {
