@@ -257,13 +257,129 @@ func (r *Redis) greylistCall(op Op) (*redis.Script, []string, []any) {
 
 // Set implements Store.
 func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	return wrap(r.c.Set(ctx, r.k(key), value, max(ttl, 0)).Err())
+	ix := indexOf(key)
+	if ix == "" {
+		return wrap(r.c.Set(ctx, r.k(key), value, max(ttl, 0)).Err())
+	}
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, r.k(key), value, max(ttl, 0))
+		idx := r.k("idx:" + ix)
+		p.ZAdd(ctx, idx, redis.Z{Member: key})
+		// Longer than any of its keys lives (plain EXPIRE: Redis 6
+		// has no NX or GT).
+		p.Expire(ctx, idx, indexKeep)
+		return nil
+	})
+	return wrap(err)
 }
 
 // Delete implements Store.
 func (r *Redis) Delete(ctx context.Context, key string) error {
-	return wrap(r.c.Del(ctx, r.k(key)).Err())
+	ix := indexOf(key)
+	if ix == "" {
+		return wrap(r.c.Del(ctx, r.k(key)).Err())
+	}
+	_, err := r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, r.k(key))
+		p.ZRem(ctx, r.k("idx:"+ix), key)
+		return nil
+	})
+	return wrap(err)
 }
+
+// indexed are the key prefixes whose keys Scan lists from an index (a
+// sorted set per "PREFIX:PART:", its members the keys) instead of
+// walking the whole key space with SCAN, greylisting included: the
+// received reports, their day tallies and the marks of the reports
+// sent, which the web view lists per domain on every page.
+var indexed = []string{"rinm:", "rind:", "tlsm:", "rsent:"}
+
+// indexKeep is how long an index outlives its last Set: longer than the
+// received reports are kept (400 days).
+const indexKeep = 410 * 24 * time.Hour
+
+// indexOf is the index key belongs to ("" for none): its prefix and
+// the part after it, "rinm:DOMAIN:".
+func indexOf(key string) string {
+	for _, p := range indexed {
+		if strings.HasPrefix(key, p) {
+			if i := strings.IndexByte(key[len(p):], ':'); i >= 0 {
+				return key[:len(p)+i+1]
+			}
+		}
+	}
+	return ""
+}
+
+// indexComplete is the member that says an index holds every key of its
+// prefix (it sorts first). An index without it was started by a Set
+// before anything listed the prefix: keys stored before it are missing.
+const indexComplete = "\x00complete"
+
+// scanIndex lists the keys of index ix: what the index holds, less the
+// keys that expired (dropped from it), or, for an index not known
+// complete, what SCAN finds, which then completes it.
+func (r *Redis) scanIndex(ctx context.Context, ix string, limit int) ([]string, error) {
+	idx := r.k("idx:" + ix)
+	members, err := r.c.ZRange(ctx, idx, 0, -1).Result()
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(members) == 0 || members[0] != indexComplete {
+		keys, err := r.scanKeys(ctx, ix, 0)
+		if err != nil {
+			return nil, err
+		}
+		_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := 0; i < len(keys); i += 1000 {
+				zs := make([]redis.Z, 0, 1000)
+				for _, k := range keys[i:min(i+1000, len(keys))] {
+					zs = append(zs, redis.Z{Member: k})
+				}
+				p.ZAdd(ctx, idx, zs...)
+			}
+			p.ZAdd(ctx, idx, redis.Z{Member: indexComplete})
+			return nil
+		})
+		if err != nil {
+			return nil, wrap(err)
+		}
+		if limit > 0 && len(keys) > limit {
+			keys = keys[:limit]
+		}
+		return keys, nil
+	}
+	members = members[1:]
+	exists := make([]*redis.IntCmd, len(members))
+	_, err = r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			exists[i] = p.Exists(ctx, r.k(m))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	var out, gone []string
+	for i, m := range members {
+		if exists[i].Val() == 0 {
+			gone = append(gone, m)
+		} else if limit <= 0 || len(out) < limit {
+			out = append(out, m)
+		}
+	}
+	if len(gone) > 0 {
+		anys := make([]any, len(gone))
+		for i, g := range gone {
+			anys[i] = g
+		}
+		if err := r.c.ZRem(ctx, idx, anys...).Err(); err != nil {
+			return nil, wrap(err)
+		}
+	}
+	return out, nil
+}
+
 
 var incrScript = redis.NewScript(`
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -413,8 +529,17 @@ func (r *Redis) Unlock(ctx context.Context, name, owner string) error {
 	return wrap(unlockScript.Run(ctx, r.c, []string{r.k("lock:" + name)}, owner).Err())
 }
 
-// Scan implements Store; on a Cluster it asks every master.
+// Scan implements Store: from an index for the prefixes that have one
+// (indexed), else with SCAN, on a Cluster on every master.
 func (r *Redis) Scan(ctx context.Context, prefix string, limit int) ([]string, error) {
+	if indexOf(prefix) == prefix {
+		return r.scanIndex(ctx, prefix, limit)
+	}
+	return r.scanKeys(ctx, prefix, limit)
+}
+
+// scanKeys lists the keys that start with prefix with SCAN.
+func (r *Redis) scanKeys(ctx context.Context, prefix string, limit int) ([]string, error) {
 	pattern := r.prefix + "{" + escapeGlob(prefix) + "*"
 	var mu sync.Mutex
 	var out []string
