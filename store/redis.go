@@ -380,7 +380,6 @@ func (r *Redis) scanIndex(ctx context.Context, ix string, limit int) ([]string, 
 	return out, nil
 }
 
-
 var incrScript = redis.NewScript(`
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
