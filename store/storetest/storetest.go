@@ -388,6 +388,36 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	// The prefixes a backend may list from an index (Redis does, for the
+	// received reports and the marks): the same answers as a scan, a
+	// deleted key gone, another domain's keys apart.
+	t.Run("scan indexed", func(t *testing.T) {
+		s := open(t)
+		dom := strings.ReplaceAll(strings.TrimSuffix(prefix, ":"), ":", "-") + ".example"
+		for _, k := range []string{"rsent:" + dom + ":1:a", "rsent:" + dom + ":2:b", "rsent:x" + dom + ":1:c"} {
+			if err := s.Set(ctx, k, []byte("1"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		list := func() string {
+			t.Helper()
+			keys, err := s.Scan(ctx, "rsent:"+dom+":", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strings.Join(sorted(keys), " ")
+		}
+		if got := list(); got != "rsent:"+dom+":1:a rsent:"+dom+":2:b" {
+			t.Fatalf("scan: %s", got)
+		}
+		if err := s.Delete(ctx, "rsent:"+dom+":1:a"); err != nil {
+			t.Fatal(err)
+		}
+		if got := list(); got != "rsent:"+dom+":2:b" {
+			t.Fatalf("scan after a delete: %s", got)
+		}
+	})
+
 	runState(t, open)
 }
 
