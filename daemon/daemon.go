@@ -92,6 +92,7 @@ type Daemon struct {
 	keyStore *dkimkeys.Store
 	history  *store.PassHistory
 	m        *milter.Server  // nil without the milter
+	web      *web.Server     // nil without the web view
 	pd       *policyd.Server // nil without the policy service
 	metrics  *metrics.Metrics
 	reports  *dmarcreport.Recorder // nil: no report rows recorded
@@ -306,6 +307,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return setupf("%v", err)
 		}
 		ws.FailedDir = cfg.Reports.Failed
+		d.web = ws
 		ln, err := listener.Listen(a, listener.SocketPerms{})
 		if err != nil {
 			return err
@@ -481,6 +483,9 @@ func (d *Daemon) applyConfig(next *config.Config) {
 	if d.ap != nil {
 		d.ap.SetPolicy(authpolicy.New(next.AuthPolicy, d.st, d.log))
 	}
+	if d.web != nil {
+		d.web.SetTokens(next.Web.Tokens)
+	}
 	if next.DKIM.RotationCheck != d.cfg.DKIM.RotationCheck {
 		select {
 		case d.rotate <- next.DKIM.RotationCheck:
@@ -525,6 +530,11 @@ var restartOnlyKeys = []struct {
 	{"reports.record", func(c *config.Config) any { return c.Reports.Record }, func(d, s *config.Config) { d.Reports.Record = s.Reports.Record }},
 	{"reports.queue", func(c *config.Config) any { return c.Reports.Queue }, func(d, s *config.Config) { d.Reports.Queue = s.Reports.Queue }},
 	{"dmarc.pass_history_keep", func(c *config.Config) any { return c.DMARC.PassHistoryKeep }, func(d, s *config.Config) { d.DMARC.PassHistoryKeep = s.DMARC.PassHistoryKeep }},
+	{"mtasts", func(c *config.Config) any { return c.MTASTS }, func(d, s *config.Config) { d.MTASTS = s.MTASTS }},
+	{"web.listen", func(c *config.Config) any { return c.Web.Listen }, func(d, s *config.Config) { d.Web.Listen = s.Web.Listen }},
+	{"web.allow_remote", func(c *config.Config) any { return c.Web.AllowRemote }, func(d, s *config.Config) { d.Web.AllowRemote = s.Web.AllowRemote }},
+	{"web.tls_cert", func(c *config.Config) any { return c.Web.TLSCert }, func(d, s *config.Config) { d.Web.TLSCert = s.Web.TLSCert }},
+	{"web.tls_key", func(c *config.Config) any { return c.Web.TLSKey }, func(d, s *config.Config) { d.Web.TLSKey = s.Web.TLSKey }},
 }
 
 // restartOnly lists the restart-only keys whose value differs between

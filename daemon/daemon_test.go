@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/resolver"
 	"github.com/wehr/wehr/resolver/dnstest"
+	"github.com/wehr/wehr/web"
 )
 
 // syncBuffer is a log sink safe for the daemon's goroutines.
@@ -64,7 +66,10 @@ type world struct {
 	log     *syncBuffer
 }
 
-func start(t *testing.T) *world {
+func start(t *testing.T) *world { t.Helper(); return startWith(t, "", nil) }
+
+// startWith is start with more of the config (base) and options.
+func startWith(t *testing.T, base string, opt func(*Options)) *world {
 	t.Helper()
 	dir := t.TempDir()
 	ks := &dkimkeys.Store{Dir: filepath.Join(dir, "keys")}
@@ -82,7 +87,7 @@ policyd: {listen: "inet:127.0.0.1:%d"}
 store:
   path: %s
   admin_socket: %s
-`, freePort(t), freePort(t), filepath.Join(dir, "wehr.db"), filepath.Join(dir, "admin.sock"))
+`, freePort(t), freePort(t), filepath.Join(dir, "wehr.db"), filepath.Join(dir, "admin.sock")) + base
 	w.write(t, "dkim: {keys_dir: "+ks.Dir+", sender_map: "+w.senders+", rotation_overlap: 1h}\n")
 	cfg, err := config.Load(w.path)
 	if err != nil {
@@ -93,7 +98,11 @@ store:
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.d = New(Options{Config: cfg, Path: w.path, Log: slog.New(slog.NewTextHandler(w.log, nil)), Resolver: res, Milter: true, Policyd: true})
+	o := Options{Config: cfg, Path: w.path, Log: slog.New(slog.NewTextHandler(w.log, nil)), Resolver: res, Milter: true, Policyd: true}
+	if opt != nil {
+		opt(&o)
+	}
+	w.d = New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.d.Run(ctx) }()
@@ -247,5 +256,55 @@ func TestNextReportRun(t *testing.T) {
 		if got := nextReportRun(day.Add(tc.now)); !got.Equal(day.Add(tc.want)) {
 			t.Errorf("at %v: %v, want %v", tc.now, got.Sub(day), tc.want)
 		}
+	}
+}
+
+// A token added to web.tokens lets its reader in after a reload, and a
+// removed one no longer does; web.listen is named as needing a restart.
+func TestWebTokensReload(t *testing.T) {
+	port := freePort(t)
+	oldTok, oldHash := web.NewToken()
+	newTok, newHash := web.NewToken()
+	line := func(name, hash string) string {
+		return fmt.Sprintf("    - {name: %s, hash: \"%s\", admin: true}\n", name, hash)
+	}
+	w := startWith(t, fmt.Sprintf("web:\n  listen: \"inet:127.0.0.1:%d\"\n  tokens:\n", port)+line("old", oldHash), func(o *Options) { o.Web = true })
+	status := func(tok string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+		req.SetBasicAuth("", tok)
+		for i := 0; ; i++ {
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if i == 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if st := status(oldTok); st != 200 {
+		t.Fatalf("the token the daemon started with: %d", st)
+	}
+	if st := status(newTok); st != 401 {
+		t.Fatalf("a token not configured yet: %d", st)
+	}
+	w.base = strings.Replace(w.base, line("old", oldHash), line("new", newHash), 1)
+	w.base = strings.Replace(w.base, fmt.Sprintf("127.0.0.1:%d\"", port), fmt.Sprintf("127.0.0.1:%d\"", port+1), 1)
+	w.write(t, "dkim: {keys_dir: "+w.d.Config().DKIM.KeysDir+", sender_map: "+w.senders+", rotation_overlap: 1h}\n")
+	mark := w.log.len()
+	if !w.d.Reload(context.Background()) {
+		t.Fatalf("reload refused:\n%s", w.log.since(mark))
+	}
+	if st := status(newTok); st != 200 {
+		t.Errorf("the new token after the reload: %d", st)
+	}
+	if st := status(oldTok); st != 401 {
+		t.Errorf("the removed token after the reload: %d", st)
+	}
+	if got := warned(w.log.since(mark)); fmt.Sprint(got) != "[web.listen]" {
+		t.Errorf("the reload warned %v", got)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wehr/wehr/dmarcreport"
@@ -91,8 +92,18 @@ type Server struct {
 	// FailedDir is reports.failed: the admin page lists what is in it.
 	FailedDir string
 
+	tokens atomic.Pointer[readers] // SetTokens replaces them on reload
+
 	mu     sync.Mutex
 	recent map[string]*overview // per domain, the last one computed
+}
+
+// SetTokens makes tokens (web.tokens, checked) the ones that are let in,
+// at once: a reload's new and removed tokens take effect on the next
+// request.
+func (s *Server) SetTokens(tokens []Token) {
+	rs := newReaders(tokens)
+	s.tokens.Store(&rs)
 }
 
 // overview is what a domain's page shows, computed from its reports
@@ -124,7 +135,9 @@ func New(cfg Config, st store.Store, dns DNS, check Checker, log *slog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("web: templates: %w", err)
 	}
-	return &Server{cfg: cfg, st: st, dns: dns, check: check, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}, nil
+	s := &Server{cfg: cfg, st: st, dns: dns, check: check, log: log, pages: t, now: time.Now, recent: map[string]*overview{}}
+	s.SetTokens(cfg.Tokens)
+	return s, nil
 }
 
 func percent(part, whole int64) string {
@@ -163,7 +176,7 @@ func (s *Server) Handler() http.Handler {
 			http.Error(w, "the web view is read-only", http.StatusMethodNotAllowed)
 			return
 		}
-		rd := match(s.cfg.Tokens, token(r))
+		rd := s.tokens.Load().match(token(r))
 		if rd == nil {
 			h.Set("WWW-Authenticate", `Basic realm="wehr reports", charset="UTF-8"`)
 			http.Error(w, "a token is needed: the password of this page's login, or Authorization: Bearer TOKEN", http.StatusUnauthorized)

@@ -103,24 +103,44 @@ type reader struct {
 
 func (r *reader) sees(domain string) bool { return r.admin || r.domains[strings.ToLower(domain)] }
 
+// readers are the configured tokens as requests are matched against
+// them: each hash decoded and each reader made once, at start and at
+// reload, not on every request.
+type readers []struct {
+	sum []byte
+	r   *reader
+}
+
+func newReaders(tokens []Token) readers {
+	out := make(readers, 0, len(tokens))
+	for _, t := range tokens {
+		sum, err := parseHash(t.Hash)
+		if err != nil {
+			continue // refused by Check at start and reload
+		}
+		rd := &reader{name: t.Name, admin: t.Admin, domains: map[string]bool{}}
+		for _, d := range t.Domains {
+			rd.domains[strings.ToLower(strings.TrimSuffix(d, "."))] = true
+		}
+		out = append(out, struct {
+			sum []byte
+			r   *reader
+		}{sum, rd})
+	}
+	return out
+}
+
 // match finds the token's reader; every configured hash is compared,
 // in constant time, whatever matches first.
-func match(tokens []Token, token string) *reader {
+func (rs readers) match(token string) *reader {
 	if token == "" {
 		return nil
 	}
 	sum := sha256.Sum256([]byte(token))
 	var found *reader
-	for _, t := range tokens {
-		want, err := parseHash(t.Hash)
-		if err != nil {
-			continue
-		}
-		if subtle.ConstantTimeCompare(sum[:], want) == 1 && found == nil {
-			found = &reader{name: t.Name, admin: t.Admin, domains: map[string]bool{}}
-			for _, d := range t.Domains {
-				found.domains[strings.ToLower(strings.TrimSuffix(d, "."))] = true
-			}
+	for _, x := range rs {
+		if subtle.ConstantTimeCompare(sum[:], x.sum) == 1 && found == nil {
+			found = x.r
 		}
 	}
 	return found

@@ -29,7 +29,8 @@ the configuration: the token's name, its SHA-256 (the token itself is kept
 nowhere) and what it shows: every domain (--admin) or the domains named
 (--domain, repeat or comma-separate). The reader gives the token as the
 password of the browser's login (any user name), or as
-Authorization: Bearer TOKEN. wehr serve reads the new line on reload.`,
+Authorization: Bearer TOKEN. wehr serve reads the new line on reload (systemctl reload wehr); web.listen,
+web.allow_remote and the certificate need a restart.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" {
