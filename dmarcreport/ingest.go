@@ -148,23 +148,7 @@ func Ingest(ctx context.Context, st store.Store, input io.Reader, lim Limits, no
 	if date, ok := dateOf(rep); ok {
 		one.settle(rep.OrgName, rep.Policy.Domain)
 		one.report(id, rep)
-		out.TallyErr = addToDay(ctx, rr, strings.ToLower(rep.Policy.Domain), one.result(date))
-	}
-	// After the tally, written or not: a reader that sees the new
-	// generation checks that this report is in its day's tally.
-	if date, ok := dateOf(rep); ok {
-		gen, err := rr.Bump(ctx, rep.Policy.Domain, id, date)
-		if err != nil && out.TallyErr == nil {
-			out.TallyErr = err
-		}
-		if gen == 1 {
-			// The domain's first report since generations are counted:
-			// the tallies are checked against every report now (those
-			// stored before included), once, so that no page has to.
-			if _, err := tallies(ctx, st, strings.ToLower(rep.Policy.Domain)); err != nil && out.TallyErr == nil {
-				out.TallyErr = err
-			}
-		}
+		out.TallyErr = addReport(ctx, st, strings.ToLower(rep.Policy.Domain), id, date, one)
 	}
 	return out, nil
 }
@@ -338,6 +322,18 @@ func FindIn(ctx context.Context, st store.Store, domain, id string) (Stored, boo
 		return Stored{}, false, nil
 	}
 	return s, true, nil
+}
+
+// Whole is the stored report with its records, for a download: all of
+// them in memory, as many as ingest's limits let a report have.
+func (s Stored) Whole(ctx context.Context, st store.Store) (*Report, error) {
+	rep := *s.Report
+	rep.Records = nil
+	err := s.Records(ctx, st, func(r ReceivedRecord) error {
+		rep.Records = append(rep.Records, r)
+		return nil
+	})
+	return &rep, err
 }
 
 // Records hands the records of a stored report to fn, a chunk at a

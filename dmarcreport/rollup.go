@@ -25,12 +25,10 @@ import (
 // is read. So the tallies are a cache of the reports, never a second
 // truth.
 type tally struct {
-	Date string `json:"date"` // YYYY-MM-DD, the day of the middle of each report's period (Daily)
-	// IDs are the reports counted, sorted.
-	IDs []string `json:"ids"`
-	// Lines describe them, for the list of reports.
+	Date string `json:"date"` // YYYY-MM-DD, the day of the middle of each report's period (dateOf)
+	// Lines are the reports counted, for the list of reports.
 	Lines []ReportLine `json:"lines"`
-	// Day is the day's figures from the reports' own totals (Daily).
+	// Day is the day's figures from the reports' own totals (fillDays).
 	Day Day `json:"day"`
 	// The rest is from the records.
 	Messages  int64           `json:"messages"`
@@ -40,6 +38,30 @@ type tally struct {
 	Sources   []SourceSummary `json:"sources"`
 	Alignment Alignment       `json:"alignment"`
 	Selectors []string        `json:"selectors"`
+}
+
+// ids are the reports t counts.
+func (t tally) ids() []string {
+	out := make([]string, len(t.Lines))
+	for i, l := range t.Lines {
+		out[i] = l.ID
+	}
+	return out
+}
+
+// counts says whether t counts the report id.
+func (t tally) counts(id string) bool {
+	return slices.ContainsFunc(t.Lines, func(l ReportLine) bool { return l.ID == id })
+}
+
+// decodeTally is a stored day's tally; false for one that does not read
+// or is not the day its key says.
+func decodeTally(d store.StoredDay) (tally, bool) {
+	var t tally
+	if err := json.Unmarshal(d.Value, &t); err != nil || t.Date != d.Date {
+		return tally{}, false
+	}
+	return t, true
 }
 
 // ReportLine is one received report in a list.
@@ -60,7 +82,7 @@ type ReportLine struct {
 // ones that failed most where they were counted, not over the year.
 const maxDaySources = 2000
 
-// dateOf is the day a report counts on (Daily), false for a report
+// dateOf is the day a report counts on (the middle of its period), false for a report
 // whose period ends before it begins.
 func dateOf(r *Report) (string, bool) {
 	if r == nil || r.DateRange.End < r.DateRange.Begin {
@@ -73,11 +95,9 @@ func dateOf(r *Report) (string, bool) {
 // adder adds reports, records and tallies up.
 type adder struct {
 	domain    string
-	ids       []string
 	lines     []ReportLine
 	day       Day
 	dayOrgs   map[string]*DayOrg
-	reports   int
 	messages  int64
 	pass      int64
 	fail      int64
@@ -128,12 +148,19 @@ func (a *adder) selector(s string) {
 	}
 }
 
+func (a *adder) dayOrg(name string) *DayOrg {
+	o := a.dayOrgs[name]
+	if o == nil {
+		o = &DayOrg{Org: name}
+		a.dayOrgs[name] = o
+	}
+	return o
+}
+
 // report counts a report: its line, its totals on the day, its org.
 func (a *adder) report(id string, r *Report) {
-	a.ids = append(a.ids, id)
 	a.lines = append(a.lines, ReportLine{ID: id, Org: r.OrgName, ReportID: r.ReportID, Begin: r.DateRange.Begin,
 		End: r.DateRange.End, Messages: r.MessageCount, Fail: r.FailCount})
-	a.reports++
 	a.org(r.OrgName).Reports++
 	fail := min(max(r.FailCount, 0), r.MessageCount)
 	pass := r.MessageCount - fail
@@ -141,11 +168,7 @@ func (a *adder) report(id string, r *Report) {
 	a.day.Messages = addSat(a.day.Messages, r.MessageCount)
 	a.day.Pass = addSat(a.day.Pass, pass)
 	a.day.Fail = addSat(a.day.Fail, fail)
-	o := a.dayOrgs[r.OrgName]
-	if o == nil {
-		o = &DayOrg{Org: r.OrgName}
-		a.dayOrgs[r.OrgName] = o
-	}
+	o := a.dayOrg(r.OrgName)
 	o.Messages = addSat(o.Messages, r.MessageCount)
 	o.Pass = addSat(o.Pass, pass)
 	o.Fail = addSat(o.Fail, fail)
@@ -233,19 +256,13 @@ func (a *adder) settle(name, domain string) {
 
 // tally adds a day's tally: what it counted is counted again here.
 func (a *adder) tally(t tally) {
-	a.ids = append(a.ids, t.IDs...)
 	a.lines = append(a.lines, t.Lines...)
-	a.reports += t.Day.Reports
 	a.day.Reports += t.Day.Reports
 	a.day.Messages = addSat(a.day.Messages, t.Day.Messages)
 	a.day.Pass = addSat(a.day.Pass, t.Day.Pass)
 	a.day.Fail = addSat(a.day.Fail, t.Day.Fail)
 	for _, x := range t.Day.Orgs {
-		o := a.dayOrgs[x.Org]
-		if o == nil {
-			o = &DayOrg{Org: x.Org}
-			a.dayOrgs[x.Org] = o
-		}
+		o := a.dayOrg(x.Org)
 		o.Messages, o.Pass, o.Fail = addSat(o.Messages, x.Messages), addSat(o.Pass, x.Pass), addSat(o.Fail, x.Fail)
 	}
 	a.messages, a.pass, a.fail = addSat(a.messages, t.Messages), addSat(a.pass, t.Pass), addSat(a.fail, t.Fail)
@@ -332,27 +349,44 @@ func (a *adder) result(date string) tally {
 		a.day.Orgs = append(a.day.Orgs, *o)
 	}
 	sort.Slice(a.day.Orgs, func(i, j int) bool { return a.day.Orgs[i].Org < a.day.Orgs[j].Org })
-	ids := slices.Clone(a.ids)
-	sort.Strings(ids)
-	return tally{Date: date, IDs: ids, Lines: a.lines, Day: a.day, Messages: a.messages, Pass: a.pass, Fail: a.fail,
+	return tally{Date: date, Lines: a.lines, Day: a.day, Messages: a.messages, Pass: a.pass, Fail: a.fail,
 		Orgs: a.orgList(), Sources: a.sourceList(maxDaySources), Alignment: a.alignment, Selectors: a.selectors}
 }
 
-// addToDay adds a report just stored, whose records t counts, to its
-// day's tally. Two ingests adding to one day at once can lose one of
-// the two; reading the tallies finds and repairs that.
+// addReport adds a report just stored, of day date, whose records one
+// counted, to its day's tally, then to the domain's generation. Two
+// ingests adding to one day at once can lose one of the two: a reader
+// that sees the new generation finds the report missing from its day,
+// and makes the day again. The domain's first report is the time to
+// check the tallies against every report, those stored before tallies
+// existed included, once, so that no page has to.
+func addReport(ctx context.Context, st store.Store, domain, id, date string, one *adder) error {
+	rr := store.NewReceivedReports(st, ReceivedKeep)
+	err := addToDay(ctx, rr, domain, one.result(date))
+	gen, berr := rr.Bump(ctx, domain, id, date)
+	if err == nil {
+		err = berr
+	}
+	if gen == 1 {
+		if _, cerr := tallies(ctx, st, domain); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// addToDay adds t, the tally of one report, to its day's tally.
 func addToDay(ctx context.Context, rr store.ReceivedReports, domain string, t tally) error {
 	b, ok, err := rr.Day(ctx, domain, t.Date)
 	if err != nil {
 		return err
 	}
 	if ok {
-		var old tally
-		if err := json.Unmarshal(b, &old); err != nil || old.Date != t.Date {
-			// Made again when read.
-			return nil
+		old, ok := decodeTally(store.StoredDay{Date: t.Date, Value: b})
+		if !ok {
+			return nil // made again when read
 		}
-		if slices.Contains(old.IDs, t.IDs[0]) {
+		if old.counts(t.Lines[0].ID) {
 			return nil
 		}
 		a := newAdder(domain)
@@ -360,17 +394,26 @@ func addToDay(ctx context.Context, rr store.ReceivedReports, domain string, t ta
 		a.tally(t)
 		t = a.result(t.Date)
 	}
-	b, err = json.Marshal(t)
-	if err != nil {
-		return err
+	return putTally(ctx, rr, domain, t)
+}
+
+// putTally stores t; a tally of no report removes its day.
+func putTally(ctx context.Context, rr store.ReceivedReports, domain string, t tally) error {
+	var b []byte
+	if len(t.Lines) > 0 {
+		var err error
+		if b, err = json.Marshal(t); err != nil {
+			return err
+		}
 	}
 	return rr.PutDay(ctx, domain, t.Date, b)
 }
 
-// tallies returns domain's tallies, oldest first, each of them agreeing
-// with the stored reports: a tally that names a report no longer
-// stored, or misses one of its day, is made again from the reports'
-// records, and stored.
+// tallies returns domain's tallies, oldest first, agreeing with the
+// stored reports: a day that misses a report is made again from the
+// reports' records, and stored. A report that expired (400 days after
+// it came, past what a page shows) leaves its day's tally at the next
+// full check.
 func tallies(ctx context.Context, st store.Store, domain string) ([]tally, error) {
 	rr := store.NewReceivedReports(st, ReceivedKeep)
 	// No report stored since the tallies were last checked: they are
@@ -435,7 +478,7 @@ func newlyStored(ctx context.Context, st store.Store, rr store.ReceivedReports, 
 			return nil, false, nil
 		}
 		id, date := x[0], x[1]
-		if i, ok := byDate[date]; ok && slices.Contains(ts[i].IDs, id) {
+		if i, ok := byDate[date]; ok && ts[i].counts(id) {
 			continue
 		}
 		missing[date] = append(missing[date], id)
@@ -443,17 +486,10 @@ func newlyStored(ctx context.Context, st store.Store, rr store.ReceivedReports, 
 	for date, ids := range missing {
 		i, had := byDate[date]
 		if had {
-			ids = append(ids, ts[i].IDs...)
+			ids = append(ids, ts[i].ids()...)
 		}
-		t, err := makeDay(ctx, st, domain, date, ids)
+		t, err := remakeDay(ctx, st, rr, domain, date, ids)
 		if err != nil {
-			return nil, false, err
-		}
-		b, err := json.Marshal(t)
-		if err != nil {
-			return nil, false, err
-		}
-		if err := rr.PutDay(ctx, domain, date, b); err != nil {
 			return nil, false, err
 		}
 		if had {
@@ -476,8 +512,8 @@ func storedTallies(ctx context.Context, rr store.ReceivedReports, domain string)
 	}
 	out := make([]tally, 0, len(days))
 	for _, d := range days {
-		var t tally
-		if err := json.Unmarshal(d.Value, &t); err != nil || t.Date != d.Date {
+		t, ok := decodeTally(d)
+		if !ok {
 			return nil, false, nil
 		}
 		out = append(out, t)
@@ -505,13 +541,12 @@ func checkedTallies(ctx context.Context, st store.Store, rr store.ReceivedReport
 	members := map[string][]string{} // date: the stored reports known to be of that day
 	covered := make(map[string]bool, len(ids))
 	for _, d := range days {
-		var t tally
-		if err := json.Unmarshal(d.Value, &t); err != nil || t.Date != d.Date {
+		t, ok := decodeTally(d)
+		if !ok {
 			stale[d.Date] = true
 			continue
 		}
-		ok := true
-		for _, id := range t.IDs {
+		for _, id := range t.ids() {
 			if !have[id] || covered[id] {
 				ok = false
 				continue
@@ -546,19 +581,12 @@ func checkedTallies(ctx context.Context, st store.Store, rr store.ReceivedReport
 		members[date] = append(members[date], id)
 	}
 	for date := range stale {
-		t, err := makeDay(ctx, st, domain, date, members[date])
+		t, err := remakeDay(ctx, st, rr, domain, date, members[date])
 		if err != nil {
 			return nil, err
 		}
-		var b []byte
-		if len(t.IDs) > 0 {
-			if b, err = json.Marshal(t); err != nil {
-				return nil, err
-			}
+		if len(t.Lines) > 0 {
 			good[date] = t
-		}
-		if err := rr.PutDay(ctx, domain, date, b); err != nil {
-			return nil, err
 		}
 	}
 	out := make([]tally, 0, len(good))
@@ -567,6 +595,16 @@ func checkedTallies(ctx context.Context, st store.Store, rr store.ReceivedReport
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Date < out[j].Date })
 	return out, nil
+}
+
+// remakeDay makes the tally of domain's reports ids, of day date, again
+// from their records, and stores it.
+func remakeDay(ctx context.Context, st store.Store, rr store.ReceivedReports, domain, date string, ids []string) (tally, error) {
+	t, err := makeDay(ctx, st, domain, date, ids)
+	if err != nil {
+		return tally{}, err
+	}
+	return t, putTally(ctx, rr, domain, t)
 }
 
 // makeDay is the tally of domain's reports ids, of day date, from their

@@ -1,7 +1,6 @@
 package dmarcreport
 
 import (
-	"sort"
 	"time"
 )
 
@@ -25,39 +24,14 @@ type DayOrg struct {
 	Fail     int64  `json:"fail"`
 }
 
-// MaxDays bounds a series (a little over a year of received reports,
-// which are kept 400 days).
+// MaxDays bounds a series (received reports are kept 400 days).
 const MaxDays = 400
 
-// Daily adds up reports by UTC day: each report counts on the day of
-// the middle of its period (a day's report whose period runs from 22:00
-// to 22:00 counts on the day it mostly covers). The days between the
-// first and the last are all there, empty ones with zeros, at most
-// MaxDays (the latest). It reads the reports' totals, not their records.
-func Daily(reps []Stored) []Day {
-	byDate := map[string]*adder{}
-	for _, s := range reps {
-		date, ok := dateOf(s.Report)
-		if !ok {
-			continue
-		}
-		a := byDate[date]
-		if a == nil {
-			a = newAdder("")
-			byDate[date] = a
-		}
-		a.report(s.ID, s.Report)
-	}
-	days := make([]Day, 0, len(byDate))
-	for date, a := range byDate {
-		days = append(days, a.result(date).Day)
-	}
-	sort.Slice(days, func(i, j int) bool { return days[i].Date < days[j].Date })
-	return fillDays(days)
-}
-
 // fillDays is days (sorted) with the empty days between them, at most
-// MaxDays (the latest).
+// MaxDays (the latest): a report counts on the day of the middle of its
+// period (dateOf: a day's report whose period runs from 22:00 to 22:00
+// counts on the day it mostly covers), with its own totals (the
+// tallies' Day).
 func fillDays(days []Day) []Day {
 	if len(days) == 0 {
 		return []Day{}

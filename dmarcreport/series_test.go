@@ -3,6 +3,7 @@ package dmarcreport
 import (
 	"bytes"
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -10,6 +11,30 @@ import (
 func stored(org string, begin time.Time, hours int, messages, fail int64) Stored {
 	return Stored{Report: &Report{OrgName: org, DateRange: DateRange{Begin: begin.Unix(), End: begin.Add(time.Duration(hours)*time.Hour - time.Second).Unix()},
 		MessageCount: messages, FailCount: fail}}
+}
+
+// daily is the series of reps as the tallies make it: each report on
+// its day (adder.report), the days filled in (fillDays).
+func daily(reps []Stored) []Day {
+	byDate := map[string]*adder{}
+	var dates []string
+	for _, s := range reps {
+		date, ok := dateOf(s.Report)
+		if !ok {
+			continue
+		}
+		if byDate[date] == nil {
+			byDate[date] = newAdder("")
+			dates = append(dates, date)
+		}
+		byDate[date].report(s.ID, s.Report)
+	}
+	slices.Sort(dates)
+	days := make([]Day, 0, len(dates))
+	for _, d := range dates {
+		days = append(days, byDate[d].result(d).Day)
+	}
+	return fillDays(days)
 }
 
 // The daily series: reports on the day they mostly cover, per org,
@@ -23,7 +48,7 @@ func TestDaily(t *testing.T) {
 		stored("Google", d1.Add(2*24*time.Hour-2*time.Hour), 24, 30, 3), // 22:00 to 22:00: the 30th
 		stored("Liar", d1.Add(2*24*time.Hour), 24, 5, 500),
 	}
-	days := Daily(reps)
+	days := daily(reps)
 	if len(days) != 3 {
 		t.Fatalf("%d days: %+v", len(days), days)
 	}
@@ -37,11 +62,11 @@ func TestDaily(t *testing.T) {
 		t.Errorf("day 3 (the liar's 500 failures of 5 messages count as 5): %+v", d)
 	}
 	// Over MaxDays: the latest MaxDays.
-	long := Daily([]Stored{stored("A", d1.AddDate(-2, 0, 0), 24, 1, 0), stored("A", d1, 24, 1, 0)})
+	long := daily([]Stored{stored("A", d1.AddDate(-2, 0, 0), 24, 1, 0), stored("A", d1, 24, 1, 0)})
 	if len(long) != MaxDays || long[len(long)-1].Date != "2026-11-28" || long[0].Reports != 0 {
 		t.Errorf("a two-year span: %d days, last %+v", len(long), long[len(long)-1])
 	}
-	if len(Daily(nil)) != 0 {
+	if len(daily(nil)) != 0 {
 		t.Error("no reports, some days")
 	}
 }

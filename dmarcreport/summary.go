@@ -24,7 +24,7 @@ type Summary struct {
 	Sent []store.ReportMark `json:"sent"`
 	// Alignment breaks the messages down by what passed aligned.
 	Alignment Alignment `json:"alignment"`
-	// Days is the daily series (Daily).
+	// Days is the daily series (fillDays).
 	Days []Day `json:"days"`
 	// Selectors are the DKIM selectors the reporters saw in the domain's
 	// signatures (at most MaxSelectors), the keys worth checking.
@@ -73,7 +73,7 @@ type PTRResolver interface {
 const MaxSources = 100
 
 // Summarize adds up the received reports of domain that count on the
-// day of since or later (Daily): per reporting organisation and per
+// day of since or later (dateOf): per reporting organisation and per
 // source IP, the sources that fail DMARC first, named by their PTR
 // records (res may be nil). It reads the day tallies, not the records.
 func Summarize(ctx context.Context, st store.Store, res PTRResolver, domain string, since time.Time) (Summary, error) {
@@ -99,7 +99,7 @@ func Overview(ctx context.Context, st store.Store, res PTRResolver, domain strin
 		a.tally(t)
 		days = append(days, t.Day)
 	}
-	sum.Reports, sum.Messages, sum.Pass, sum.Fail = a.reports, a.messages, a.pass, a.fail
+	sum.Reports, sum.Messages, sum.Pass, sum.Fail = a.day.Reports, a.messages, a.pass, a.fail
 	sum.Orgs, sum.Sources, sum.Alignment, sum.Selectors = a.orgList(), a.sourceList(MaxSources), a.alignment, a.selectors
 	sum.Days = fillDays(days)
 	lines := a.lines
@@ -149,11 +149,12 @@ func Totals(ctx context.Context, st store.Store, domain string, since time.Time)
 		return Day{}, err
 	}
 	from := since.UTC().Format(time.DateOnly)
-	a := newAdder(domain)
+	var sum Day
 	for _, t := range ts {
 		if t.Date >= from {
-			a.tally(t)
+			sum.Reports += t.Day.Reports
+			sum.Messages, sum.Pass, sum.Fail = addSat(sum.Messages, t.Day.Messages), addSat(sum.Pass, t.Day.Pass), addSat(sum.Fail, t.Day.Fail)
 		}
 	}
-	return a.day, nil
+	return sum, nil
 }

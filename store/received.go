@@ -70,7 +70,7 @@ func (r ReceivedReports) Meta(ctx context.Context, domain, id string) ([]byte, b
 
 // Has says whether the report ID of domain is stored.
 func (r ReceivedReports) Has(ctx context.Context, domain, id string) (bool, error) {
-	_, ok, err := r.st.Get(ctx, r.meta+strings.ToLower(domain)+":"+id)
+	_, ok, err := r.Meta(ctx, domain, id)
 	return ok, err
 }
 
@@ -150,7 +150,7 @@ type StoredReport struct {
 }
 
 // IDs returns the ids of domain's reports, unsorted: cheaper than Metas
-// (keys only), to see whether anything changed.
+// (keys only).
 func (r ReceivedReports) IDs(ctx context.Context, domain string) ([]string, error) {
 	prefix := r.meta + strings.ToLower(domain) + ":"
 	keys, err := r.st.Scan(ctx, prefix, 0)

@@ -106,10 +106,9 @@ func (s *Server) SetTokens(tokens []Token) {
 	s.tokens.Store(&rs)
 }
 
-// overview is what a domain's page shows, computed from its reports
-// once and kept while they stay the same (the same ids, and at most
-// overviewKeep): reports never change once stored, so only a new or an
-// expired one changes the page.
+// overview is what a domain's page shows, computed once and kept while
+// no report of the domain is stored (its generation), and at most
+// overviewKeep: reports never change once stored.
 type overview struct {
 	gen     int64 // dmarcreport.Generation
 	at      time.Time
@@ -232,7 +231,7 @@ func (s *Server) render(w http.ResponseWriter, name string, data any) {
 
 func (s *Server) fail(w http.ResponseWriter, what string, err error) {
 	s.log.Error("web: "+what, "error", err)
-	http.Error(w, what+": the store did not answer; try again", http.StatusServiceUnavailable)
+	http.Error(w, what+" failed (wehr's log says why, under \"web: "+what+"\"); try again later", http.StatusServiceUnavailable)
 }
 
 // DomainRow is a line of the index.
@@ -439,12 +438,8 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	if x == nil {
 		return
 	}
-	rep := *x.Report
-	rep.Records = nil
-	if err := x.Records(r.Context(), s.st, func(rec dmarcreport.ReceivedRecord) error {
-		rep.Records = append(rep.Records, rec)
-		return nil
-	}); err != nil {
+	rep, err := x.Whole(r.Context(), s.st)
+	if err != nil {
 		s.fail(w, "reading the report's records", err)
 		return
 	}
@@ -473,7 +468,7 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, err := x.File(r.Context(), s.st, w); err != nil {
 		// The status is sent: the client sees a file cut short.
-		s.log.Warn("web: report file", "domain", d, "id", x.ID, "err", err)
+		s.log.Warn("web: report file", "domain", d, "id", x.ID, "error", err)
 	}
 }
 

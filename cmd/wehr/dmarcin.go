@@ -274,12 +274,8 @@ func newReportsCmd(g *globals) *cobra.Command {
 				}
 				return err
 			}
-			rep := *s.Report
-			rep.Records = nil
-			if err := s.Records(cmd.Context(), st, func(r dmarcreport.ReceivedRecord) error {
-				rep.Records = append(rep.Records, r)
-				return nil
-			}); err != nil {
+			rep, err := s.Whole(cmd.Context(), st)
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -287,7 +283,7 @@ func newReportsCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(rep)
 			}
-			printReport(g.stdout, s.ID, &rep)
+			printReport(g.stdout, s.ID, rep)
 			return nil
 		},
 	}
