@@ -11,7 +11,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"time"
 )
 
 // maxPacket bounds one milter packet. Postfix sends body chunks of at
@@ -55,65 +54,6 @@ type frameGuard struct {
 	// is how far it has been read as whole packets (see Write).
 	out     []byte
 	scanned int
-	// go-milter sets a read deadline before each packet and clears it
-	// after, a write deadline around each write: they are noted here
-	// and given to the socket only when it is read or written.
-	// dmu guards them: a deadline may be set while a read waits (then
-	// it goes to the socket at once, as it would without the guard).
-	dmu             sync.Mutex
-	reading         bool
-	readBy, writeBy time.Time
-	readSet         time.Time // what the socket has
-	writeSet        time.Time
-}
-
-// SetReadDeadline notes t for the next read from the socket (most
-// packets come from what one read brought).
-func (g *frameGuard) SetReadDeadline(t time.Time) error {
-	g.dmu.Lock()
-	defer g.dmu.Unlock()
-	g.readBy = t
-	if g.reading {
-		g.readSet = t
-		return g.Conn.SetReadDeadline(t)
-	}
-	return nil
-}
-
-// SetWriteDeadline notes t for the next write to the socket.
-func (g *frameGuard) SetWriteDeadline(t time.Time) error {
-	g.dmu.Lock()
-	defer g.dmu.Unlock()
-	g.writeBy = t
-	return nil
-}
-
-// SetDeadline notes t for both.
-func (g *frameGuard) SetDeadline(t time.Time) error {
-	g.SetWriteDeadline(t) //nolint:errcheck
-	return g.SetReadDeadline(t)
-}
-
-// socketReader reads the socket under the read deadline last noted.
-type socketReader struct{ g *frameGuard }
-
-func (r socketReader) Read(p []byte) (int, error) {
-	g := r.g
-	g.dmu.Lock()
-	if !g.readBy.Equal(g.readSet) {
-		if err := g.Conn.SetReadDeadline(g.readBy); err != nil {
-			g.dmu.Unlock()
-			return 0, err
-		}
-		g.readSet = g.readBy
-	}
-	g.reading = true
-	g.dmu.Unlock()
-	n, err := g.Conn.Read(p)
-	g.dmu.Lock()
-	g.reading = false
-	g.dmu.Unlock()
-	return n, err
 }
 
 // guardBufs are one connection's read buffer and packet buffer, kept for
@@ -246,15 +186,6 @@ func (g *frameGuard) flush(n int) error {
 	if n == 0 {
 		return nil
 	}
-	g.dmu.Lock()
-	if !g.writeBy.Equal(g.writeSet) {
-		if err := g.Conn.SetWriteDeadline(g.writeBy); err != nil {
-			g.dmu.Unlock()
-			return err
-		}
-		g.writeSet = g.writeBy
-	}
-	g.dmu.Unlock()
 	_, err := g.Conn.Write(g.out[:n])
 	rest := copy(g.out, g.out[n:])
 	g.out = g.out[:rest]
@@ -272,9 +203,9 @@ func (g *frameGuard) next() error {
 		// Small packets come through the buffer; body chunks (up to
 		// 64 KB) are read past it, straight into buf.
 		if g.bufs.br == nil {
-			g.bufs.br = bufio.NewReaderSize(socketReader{g}, 4<<10)
+			g.bufs.br = bufio.NewReaderSize(g.Conn, 4<<10)
 		} else {
-			g.bufs.br.Reset(socketReader{g})
+			g.bufs.br.Reset(g.Conn)
 		}
 	}
 	b := g.bufs

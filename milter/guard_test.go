@@ -92,8 +92,9 @@ func TestGuardWrites(t *testing.T) {
 	}
 }
 
-// A read deadline noted before a read that reaches the socket holds
-// for it; one set while a read waits ends the wait, as on the socket.
+// A read deadline holds through the guard, also one set while a read
+// waits (the guard holds its lock then): go-milter's idle timeout and a
+// shutdown's wake-up depend on it.
 func TestGuardDeadlines(t *testing.T) {
 	a, b := net.Pipe()
 	defer b.Close()

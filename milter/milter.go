@@ -480,13 +480,10 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	// The message's logger, made when a line is logged: formatting the
 	// client and the rest was 3 % of a message's CPU where the log
 	// level leaves nothing to log.
-	who := func() []any {
-		return []any{"queue_id", qid, "session", ss.id, "client", ss.clientString(), "helo", ss.helo, "mail_from", ss.mailFrom}
-	}
 	var logger *slog.Logger
 	log := func() *slog.Logger {
 		if logger == nil {
-			logger = ss.s.log.With(who()...)
+			logger = ss.s.log.With("queue_id", qid, "session", ss.id, "client", ss.clientString(), "helo", ss.helo, "mail_from", ss.mailFrom)
 		}
 		return logger
 	}
@@ -547,7 +544,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	if v.Reply != nil {
 		ss.observe(v.Action)
 		if info {
-			ss.s.log.Info("milter: refused", append(append(who(), attrs()...), "reply", v.Reply.String(), "check", v.Reply.Check)...)
+			log().Info("milter: refused", append(attrs(), "reply", v.Reply.String(), "check", v.Reply.Check)...)
 		}
 		return respond(*v.Reply)
 	}
@@ -558,7 +555,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	}
 	ss.observe(v.Action)
 	if info {
-		ss.s.log.Info("milter: "+v.Action, append(who(), attrs()...)...)
+		log().Info("milter: "+v.Action, attrs()...)
 	}
 	return milter.RespAccept, nil
 }
