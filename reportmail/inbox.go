@@ -1,6 +1,7 @@
 package reportmail
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -102,6 +103,52 @@ func (in *Inbox) keep(path, source string, why error) (string, error) {
 		return dst, err
 	}
 	return dst, nil
+}
+
+// Failure is a report kept in the failed folder, as keep wrote it: its
+// file, when, where from, and why it could not be read.
+type Failure struct {
+	File, When, Source, Reason string
+}
+
+// Failures reads the failed folder dir's reasons, the newest first, at
+// most max of them, and says how many there are in all.
+func Failures(dir string, max int) ([]Failure, int, error) {
+	if dir == "" {
+		return nil, 0, nil
+	}
+	names, err := filepath.Glob(filepath.Join(dir, "*.reason"))
+	if err != nil {
+		return nil, 0, err
+	}
+	// The names start with the UTC time they were kept at (failedName).
+	sort.Sort(sort.Reverse(sort.StringSlice(names)))
+	var out []Failure
+	for _, n := range names[:min(len(names), max)] {
+		f := Failure{File: strings.TrimSuffix(filepath.Base(n), ".reason")}
+		if fh, err := os.Open(n); err == nil {
+			sc := bufio.NewScanner(fh)
+			sc.Buffer(make([]byte, 4096), 64<<10)
+			for _, field := range []*string{&f.When, &f.Source, &f.Reason} {
+				if !sc.Scan() {
+					break
+				}
+				*field = clip(sc.Text())
+			}
+			fh.Close()
+		}
+		out = append(out, f)
+	}
+	return out, len(names), nil
+}
+
+// clip bounds what a kept reason says (the source and the error may
+// quote the sender) for a page.
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100]
+	}
+	return s
 }
 
 func (in *Inbox) report(name string, res Taken) {
