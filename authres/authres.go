@@ -47,21 +47,31 @@ func (r Result) Prop(ptype, property string) (string, bool) {
 // without leading space: "mx.example.net; spf=pass smtp.mailfrom=...".
 // With no results it is "mx.example.net; none" (RFC 8601 2.2).
 func Format(authservID string, results []Result) string {
-	return strings.Join(parts(authservID, results), " ")
+	b := make([]byte, 0, 128+128*len(results))
+	b = appendID(b, authservID, len(results) == 0)
+	for i, r := range results {
+		b = append(b, ' ')
+		b = appendResinfo(b, r, i == len(results)-1)
+	}
+	return string(b)
 }
 
 // Fold returns the field value folded for a header: each resinfo on its
 // own line, continuation lines starting with a tab, long lines broken
 // between words; nl is the line ending ("\r\n", or "\n" for milters).
+// The value is built in one buffer (a string per part and per word was a
+// sixth of what a message allocated).
 func Fold(authservID string, results []Result, nl string) string {
-	var b strings.Builder
-	for i, p := range parts(authservID, results) {
-		if i > 0 {
-			b.WriteString(nl + "\t")
-		}
-		b.WriteString(foldWords(p, nl, 8))
+	out := make([]byte, 0, 160+160*len(results))
+	part := make([]byte, 0, 256)
+	part = appendID(part, authservID, len(results) == 0)
+	out = appendFolded(out, part, nl, 8)
+	for i, r := range results {
+		part = appendResinfo(part[:0], r, i == len(results)-1)
+		out = append(append(out, nl...), '\t')
+		out = appendFolded(out, part, nl, 8)
 	}
-	return b.String()
+	return string(out)
 }
 
 // Caps on what a sender can make long (an SPF explanation, a malformed
@@ -85,52 +95,67 @@ func clip(s string, n int) string {
 	return s[:i] + "..."
 }
 
-// parts returns "authserv-id;" and each "resinfo;" (the last without
-// the semicolon).
-func parts(authservID string, results []Result) []string {
-	id := value(authservID)
-	if len(results) == 0 {
-		return []string{id + "; none"}
+// appendID appends "authserv-id;", or "authserv-id; none" when there
+// are no results.
+func appendID(b []byte, id string, none bool) []byte {
+	b = appendValue(b, id)
+	if none {
+		return append(b, "; none"...)
 	}
-	out := []string{id + ";"}
-	for i, r := range results {
-		var b strings.Builder
-		b.WriteString(strings.ToLower(r.Method))
-		b.WriteByte('=')
-		b.WriteString(strings.ToLower(r.Value))
-		if r.Comment != "" {
-			b.WriteString(" " + comment(clip(r.Comment, maxText)))
-		}
-		if r.Reason != "" {
-			b.WriteString(" reason=" + quote(clip(r.Reason, maxText)))
-		}
-		for _, p := range r.Props {
-			b.WriteByte(' ')
-			if p.Type != "" {
-				b.WriteString(strings.ToLower(p.Type) + ".")
-			}
-			b.WriteString(strings.ToLower(p.Property) + "=" + pvalue(clip(p.Value, maxValue)))
-			if p.Comment != "" {
-				b.WriteString(" " + comment(clip(p.Comment, maxText)))
-			}
-		}
-		if i < len(results)-1 {
-			b.WriteByte(';')
-		}
-		out = append(out, b.String())
-	}
-	return out
+	return append(b, ';')
 }
 
-// foldWords breaks s at spaces outside quotes and comments so that lines
-// stay under 78 characters; indent is the width already used by the tab.
-func foldWords(s, nl string, indent int) string {
+// appendResinfo appends one resinfo, with its semicolon unless last.
+func appendResinfo(b []byte, r Result, last bool) []byte {
+	b = append(b, strings.ToLower(r.Method)...) // ToLower copies nothing already lower case
+	b = append(b, '=')
+	b = append(b, strings.ToLower(r.Value)...)
+	if r.Comment != "" {
+		b = appendComment(append(b, ' '), clip(r.Comment, maxText))
+	}
+	if r.Reason != "" {
+		b = appendQuote(append(b, " reason="...), clip(r.Reason, maxText))
+	}
+	for _, p := range r.Props {
+		b = append(b, ' ')
+		if p.Type != "" {
+			b = append(append(b, strings.ToLower(p.Type)...), '.')
+		}
+		b = append(append(b, strings.ToLower(p.Property)...), '=')
+		b = appendPValue(b, clip(p.Value, maxValue))
+		if p.Comment != "" {
+			b = appendComment(append(b, ' '), clip(p.Comment, maxText))
+		}
+	}
+	if !last {
+		b = append(b, ';')
+	}
+	return b
+}
+
+// appendFolded appends s broken at spaces outside quotes and comments so
+// that lines stay under 78 characters; indent is the width already used
+// by the tab.
+func appendFolded(out, s []byte, nl string, indent int) []byte {
 	const width = 78
 	if len(s)+indent <= width {
-		return s
+		return append(out, s...)
 	}
-	var words []string
-	depth, quoted, start := 0, false, 0
+	line := indent
+	word := func(w []byte, first bool) {
+		if !first {
+			if line+1+len(w) > width {
+				out = append(append(out, nl...), '\t')
+				line = indent
+			} else {
+				out = append(out, ' ')
+				line++
+			}
+		}
+		out = append(out, w...)
+		line += len(w)
+	}
+	depth, quoted, start, first := 0, false, 0, true
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '\\':
@@ -146,27 +171,13 @@ func foldWords(s, nl string, indent int) string {
 		case c == ')':
 			depth--
 		case c == ' ' && depth == 0:
-			words = append(words, s[start:i])
+			word(s[start:i], first)
+			first = false
 			start = i + 1
 		}
 	}
-	words = append(words, s[start:])
-	var b strings.Builder
-	line := indent
-	for i, w := range words {
-		if i > 0 {
-			if line+1+len(w) > width {
-				b.WriteString(nl + "\t")
-				line = indent
-			} else {
-				b.WriteByte(' ')
-				line++
-			}
-		}
-		b.WriteString(w)
-		line += len(w)
-	}
-	return b.String()
+	word(s[min(start, len(s)):], first)
+	return out
 }
 
 // isTokenChar: RFC 2045 token characters (no tspecials, no space or
@@ -175,12 +186,13 @@ func isTokenChar(c byte) bool {
 	return c > ' ' && c < 0x7f && !strings.ContainsRune(`()<>@,;:\"/[]?=`, rune(c))
 }
 
-// value writes a value: a token if it can be one, else a quoted-string.
-func value(s string) string {
+// appendValue appends a value: a token if it can be one, else a
+// quoted-string.
+func appendValue(b []byte, s string) []byte {
 	if s != "" && allToken(s) {
-		return s
+		return append(b, s...)
 	}
-	return quote(s)
+	return appendQuote(b, s)
 }
 
 func allToken(s string) bool {
@@ -192,20 +204,20 @@ func allToken(s string) bool {
 	return true
 }
 
-// pvalue writes a property value: a token, a domain name, or
+// appendPValue appends a property value: a token, a domain name, or
 // local-part@domain with a dot-atom local part; anything else quoted.
-func pvalue(s string) string {
+func appendPValue(b []byte, s string) []byte {
 	if s == "" {
-		return `""`
+		return append(b, `""`...)
 	}
 	if allToken(s) {
-		return s
+		return append(b, s...)
 	}
 	local, domain, hasAt := cutLast(s, '@')
 	if hasAt && isDomainName(domain) && (local == "" || isDotAtom(local)) {
-		return s
+		return append(b, s...)
 	}
-	return quote(s)
+	return appendQuote(b, s)
 }
 
 func cutLast(s string, c byte) (before, after string, found bool) {
@@ -216,22 +228,27 @@ func cutLast(s string, c byte) (before, after string, found bool) {
 	return s[:i], s[i+1:], true
 }
 
+// isDomainName: labels of letters, digits, '-', '_' or UTF-8, none empty.
 func isDomainName(s string) bool {
 	if s == "" {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80) {
+	label := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if label == 0 {
 				return false
 			}
+			label = 0
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80:
+			label++
+		default:
+			return false
 		}
 	}
-	return true
+	return label > 0
 }
 
 // isDotAtom checks RFC 5322 dot-atom-text.
@@ -251,47 +268,41 @@ func isDotAtom(s string) bool {
 	return true
 }
 
-func quote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
+func appendQuote(b []byte, s string) []byte {
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case c == '\r' || c == '\n':
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte('"')
-	return b.String()
+	return append(b, '"')
 }
 
-// comment writes a comment. Semicolons become commas: RFC 8601 allows
-// them in comments, but parsers that split on ";" first (go-msgauth's
-// among them) would break.
-func comment(s string) string {
-	var b strings.Builder
-	b.WriteByte('(')
+// appendComment appends a comment. Semicolons become commas: RFC 8601
+// allows them in comments, but parsers that split on ";" first
+// (go-msgauth's among them) would break.
+func appendComment(b []byte, s string) []byte {
+	b = append(b, '(')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch c {
 		case '(', ')', '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case ';':
-			b.WriteByte(',')
+			b = append(b, ',')
 		case '\r', '\n':
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte(')')
-	return b.String()
+	return append(b, ')')
 }
 
 // CheckID checks the authserv-id is a value (RFC 8601 2.2: a

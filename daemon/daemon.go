@@ -35,6 +35,7 @@ import (
 	"github.com/wehr/wehr/mailauth"
 	"github.com/wehr/wehr/metrics"
 	"github.com/wehr/wehr/milter"
+	"github.com/wehr/wehr/milterproto"
 	"github.com/wehr/wehr/mtasts"
 	"github.com/wehr/wehr/policyd"
 	"github.com/wehr/wehr/resolver"
@@ -363,7 +364,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		ln = listener.AckUnless(ln, milter.EndsCommand)
+		ln = listener.AckUnless(ln, milterproto.EndsCommand)
 		d.m = milter.New(d.engine(cfg), mc, log)
 		log.Info("wehr: milter listening", slog.String("listen", addr.String()), slog.String("authserv_id", cfg.AuthservID),
 			slog.Any("dns_servers", d.res.Servers()), slog.String("dmarc_refusal", cfg.DMARC.Refusal),

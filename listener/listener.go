@@ -7,6 +7,7 @@
 package listener
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Address is a listen address: network "tcp" or "unix".
@@ -93,7 +95,7 @@ type SocketPerms struct {
 // Closing the listener removes the socket file (net.UnixListener does).
 func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 	if a.Network != "unix" {
-		ln, err := net.Listen("tcp", a.Address)
+		ln, err := tcpConfig.Listen(context.Background(), "tcp", a.Address)
 		if err != nil {
 			return nil, fmt.Errorf("listener: listen %s: %w", a, err)
 		}
@@ -138,6 +140,38 @@ func Listen(a Address, perms SocketPerms) (net.Listener, error) {
 		}
 	}
 	return ln, nil
+}
+
+// tcpConfig turns TCP keepalive on for the listening socket, whose
+// accepted connections inherit it on Linux (sk_clone copies the flag and
+// the timings), instead of Go setting it with four system calls on each
+// connection: for a milter, one connection a message, they were 3 % of
+// its CPU. The timings are Go's defaults: probes after 15 s idle, every
+// 15 s, nine of them.
+var tcpConfig = net.ListenConfig{
+	KeepAlive: -1,
+	Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			for _, o := range []struct{ level, opt, v int }{
+				{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+				{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
+				{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
+				{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 9},
+			} {
+				if serr == nil {
+					serr = syscall.SetsockoptInt(int(fd), o.level, o.opt, o.v)
+				}
+			}
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return fmt.Errorf("keepalive: %w", err)
+		}
+		return nil
+	},
 }
 
 // lookupOwner resolves user and group names (or numbers); -1 keeps one.

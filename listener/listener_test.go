@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -156,5 +157,47 @@ func TestAckUnless(t *testing.T) {
 	defer uln.Close()
 	if AckUnless(uln, nil) != uln {
 		t.Error("a Unix socket's listener was changed")
+	}
+}
+
+// An accepted TCP connection has keepalive on, with Go's timings,
+// though it was set on the listening socket only.
+func TestKeepaliveInherited(t *testing.T) {
+	ln, err := Listen(Address{Network: "tcp", Address: "127.0.0.1:0"}, SocketPerms{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	raw, err := a.(*quickAckConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []struct {
+		name       string
+		level, opt int
+		want       int
+	}{
+		{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{"TCP_KEEPIDLE", syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, 15},
+		{"TCP_KEEPINTVL", syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, 15},
+		{"TCP_KEEPCNT", syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 9},
+		{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+	} {
+		var got int
+		var gerr error
+		raw.Control(func(fd uintptr) { got, gerr = syscall.GetsockoptInt(int(fd), o.level, o.opt) }) //nolint:errcheck
+		if gerr != nil || got != o.want {
+			t.Errorf("%s = %d (%v), want %d", o.name, got, gerr, o.want)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/wehr/wehr/deadline"
 )
 
 // How the deadline and the DNS budget of one message are shared. Every
@@ -35,7 +37,7 @@ func shareOf(n int, frac float64, least int) int {
 
 // checkCtx returns a context that ends at frac of the message deadline.
 func (e *Engine) checkCtx(ctx context.Context, start time.Time, frac float64) (context.Context, context.CancelFunc) {
-	return context.WithDeadline(ctx, start.Add(time.Duration(float64(e.cfg.Limits.Deadline)*frac)))
+	return deadline.With(ctx, start.Add(time.Duration(float64(e.cfg.Limits.Deadline)*frac)))
 }
 
 // newBudget gives a check frac of the DNS budget, at least least lookups.

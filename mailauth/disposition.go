@@ -1,9 +1,9 @@
 package mailauth
 
 import (
-	"context"
 	"fmt"
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/deadline"
 	"net"
 	"net/netip"
 	"slices"
@@ -340,7 +340,7 @@ func (ev *evaluation) mailingList(author string) string {
 	}
 	// The list domains are the sender's to write, and their DNS his to
 	// run: a share of the deadline and a budget of their own.
-	ctx, cancel := context.WithTimeout(ev.ctx, time.Duration(float64(ev.e.cfg.Limits.Deadline)*listTimeShare))
+	ctx, cancel := deadline.Timeout(ev.ctx, time.Duration(float64(ev.e.cfg.Limits.Deadline)*listTimeShare))
 	defer cancel()
 	lists := listDomains(ev.h)
 	if len(lists) > maxListDomains {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wehr/wehr/authres"
+	"github.com/wehr/wehr/deadline"
 	"github.com/wehr/wehr/iprev"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
@@ -250,7 +251,7 @@ func (e *Engine) Verify(ctx context.Context, env Envelope, msg io.ReadSeeker) (*
 		panic("mailauth: Engine not made by NewEngine")
 	}
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(ctx, start.Add(e.cfg.Limits.Deadline))
+	ctx, cancel := deadline.With(ctx, start.Add(e.cfg.Limits.Deadline))
 	defer cancel()
 
 	v := &Verdict{DKIM: []DKIMResult{}, ARC: ARCResult{Result: ARCNone, Sealers: []string{}}}

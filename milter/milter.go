@@ -1,5 +1,5 @@
-// Package milter is wehr's Postfix milter (github.com/d--j/go-milter, raw
-// API). Inbound, it buffers each message, runs the verdict engine at end
+// Package milter is wehr's Postfix milter (the protocol is milterproto's).
+// Inbound, it buffers each message, runs the verdict engine at end
 // of message, removes Authentication-Results headers that claim our
 // authserv-id, adds ours at the very top, and refuses, quarantines or
 // accepts as the verdict says. Mail from trusted networks, authenticated
@@ -14,22 +14,21 @@ import (
 	"errors"
 	"fmt"
 	"github.com/wehr/wehr/arc"
+	"github.com/wehr/wehr/deadline"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/d--j/go-milter"
 
 	"github.com/wehr/wehr/authres"
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/listener"
 	"github.com/wehr/wehr/mailauth"
+	"github.com/wehr/wehr/milterproto"
 	"github.com/wehr/wehr/sendermap"
 	"github.com/wehr/wehr/setting"
 	"github.com/wehr/wehr/smtpreply"
@@ -128,7 +127,7 @@ func (ss *session) observe(action string) {
 // Server is the milter server.
 type Server struct {
 	log  *slog.Logger
-	srv  *milter.Server
+	srv  *milterproto.Server
 	cur  atomic.Pointer[setup]
 	keys atomic.Pointer[dkimkeys.Set]
 	// verifiers run the engine, on workers whose stacks have grown.
@@ -195,10 +194,6 @@ const (
 	KeyErrorUnsigned = "unsigned"
 )
 
-// libraryLog routes go-milter's package-level warning hook (a global of
-// the library; we set it once) to slog.
-var libraryLog sync.Once
-
 // New makes a milter server.
 func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 	s := &Server{log: log, verifiers: workers.New(256, time.Minute)}
@@ -207,29 +202,26 @@ func New(engine *mailauth.Engine, cfg Config, log *slog.Logger) *Server {
 	if cfg.Keys != nil {
 		s.keys.Store(cfg.Keys)
 	}
-	libraryLog.Do(func() {
-		milter.LogWarning = func(format string, v ...any) {
-			log.Warn("milter library: " + fmt.Sprintf(format, v...))
-		}
-	})
-	// Quarantine is negotiated even for the header mode, so that a reload
-	// may switch to hold.
-	actions := milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine
-	s.srv = milter.NewServer(
-		milter.WithMilter(func() milter.Milter { return &session{s: s} }),
-		milter.WithActions(actions),
+	s.srv = milterproto.NewServer(milterproto.Options{
+		// Quarantine is negotiated even for the header mode, so that a
+		// reload may switch to hold.
+		Actions: milterproto.AddHeaders | milterproto.ChangeHeaders | milterproto.Quarantine,
 		// We decide only at end of message, so every earlier stage is
-		// negotiated as no-reply (a reply there would be dropped
-		// anyway); header values come with their leading space.
-		milter.WithProtocols(milter.OptNoUnknown|milter.OptNoConnReply|milter.OptNoHeloReply|milter.OptNoMailReply|
-			milter.OptNoRcptReply|milter.OptNoDataReply|milter.OptNoHeaderReply|milter.OptNoEOHReply|milter.OptNoBodyReply|
-			milter.OptHeaderLeadingSpace),
-		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName, milter.MacroMTAFQDN}),
-		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroQueueId}),
-		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
+		// negotiated as no-reply; header values come with their
+		// leading space.
+		Protocol: milterproto.NoUnknown | milterproto.NoData | milterproto.NoConnReply | milterproto.NoHeloReply |
+			milterproto.NoMailReply | milterproto.NoRcptReply | milterproto.NoDataReply | milterproto.NoHeaderReply |
+			milterproto.NoEOHReply | milterproto.NoBodyReply | milterproto.HeaderLeadingSpace,
+		Macros: map[milterproto.Stage][]string{
+			milterproto.StageConnect: {macroDaemonName, macroMTAName},
+			milterproto.StageMail:    {macroAuthAuthen, macroQueueID},
+			milterproto.StageEOM:     {macroQueueID},
+		},
 		// A session stalled mid-message is closed, not held for ever.
-		milter.WithReadTimeout(st.cfg.IdleTimeout),
-	)
+		IdleTimeout: st.cfg.IdleTimeout,
+	}, log, func(ms *milterproto.Session) milterproto.Handler {
+		return &session{s: s, ms: ms, id: ms.ID(), set: s.cur.Load()}
+	})
 	return s
 }
 
@@ -240,7 +232,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Out of file descriptors, a local user opening connections by the
 	// hundred: wait and retry, never return (listener.Limit).
 	ln = listener.Limit(ln, s.cur.Load().cfg.MaxConnections, "milter", s.log)
-	go func() { errc <- s.srv.Serve(guardListener{ln, s.log}) }()
+	go func() { errc <- s.srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -259,13 +251,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Sessions is the number of MTA connections served so far.
-func (s *Server) Sessions() uint64 { return s.srv.MilterCount() }
+func (s *Server) Sessions() uint64 { return s.srv.Sessions() }
 
-// session is one MTA connection. go-milter calls its methods one at a
+// The macros we ask Postfix for.
+const (
+	macroDaemonName = "{daemon_name}" // milter_macro_daemon_name
+	macroMTAName    = "j"
+	macroAuthAuthen = "{auth_authen}" // the SASL login of the sender
+	macroQueueID    = "i"
+)
+
+// session is one MTA connection; milterproto calls its methods one at a
 // time, from the connection's goroutine.
 type session struct {
-	milter.NoOpMilter
 	s   *Server
+	ms  *milterproto.Session
 	set *setup // the configuration of the current connection or message
 	id  uint64
 
@@ -298,8 +298,8 @@ type removal struct {
 }
 
 // guard turns a panic in a callback into a temporary failure of the
-// message, with a log line; go-milter itself does not recover.
-func (ss *session) guard(stage string, resp **milter.Response, err *error) {
+// message, with a log line (milterproto would close the connection).
+func (ss *session) guard(stage string, resp *milterproto.Reply) {
 	r := recover()
 	if r == nil {
 		return
@@ -311,34 +311,34 @@ func (ss *session) guard(stage string, resp **milter.Response, err *error) {
 	}
 	ss.s.log.Error("milter: panic", "session", ss.id, "stage", stage, "panic", r, "stack", string(debug.Stack()))
 	if resp != nil {
-		*resp, *err = tempfail("4.3.0 Internal error in the mail filter; please try again later")
+		*resp = ss.tempfail("4.3.0 Internal error in the mail filter; please try again later")
 	}
 }
 
 // tempfail answers 451 with an enhanced code and a text (check "milter":
 // our own trouble, never the sender's).
-func tempfail(text string) (*milter.Response, error) {
+func (ss *session) tempfail(text string) milterproto.Reply {
 	enhanced, rest, _ := strings.Cut(text, " ")
-	return respond(smtpreply.Reply{Code: 451, Enhanced: enhanced, Text: rest, Check: "milter"})
+	return ss.respond(smtpreply.Reply{Code: 451, Enhanced: enhanced, Text: rest, Check: "milter"})
 }
 
 // respond turns a decision into the milter reply; Postfix insists on the
-// enhanced code matching the reply code, which Valid checks.
-func respond(r smtpreply.Reply) (*milter.Response, error) {
-	if err := r.Valid(); err != nil {
-		return nil, err
+// enhanced code matching the reply code, which Valid checks. A reply
+// that is not one is our bug: logged, and the message gets a plain 451.
+func (ss *session) respond(r smtpreply.Reply) milterproto.Reply {
+	err := r.Valid()
+	if err == nil {
+		var rep milterproto.Reply
+		if rep, err = milterproto.ReplyCode(r.Code, r.Enhanced+" "+r.Text); err == nil {
+			return rep
+		}
 	}
-	return milter.RejectWithCodeAndReason(uint16(r.Code), r.Enhanced+" "+r.Text)
+	ss.s.log.Error("milter: a reply we cannot send; answered 451 instead", "session", ss.id, "reply", r.String(), "check", r.Check, "error", err)
+	return milterproto.TempFail
 }
 
-func (ss *session) NewConnection(m milter.Modifier) error {
-	ss.id = m.MilterId()
-	ss.set = ss.s.cur.Load()
-	return nil
-}
-
-func (ss *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("connect", &resp, &err)
+func (ss *session) Connect(host, family string, port uint16, addr string) {
+	defer ss.guard("connect", nil)
 	ss.set = ss.s.cur.Load()
 	ss.host = host
 	ss.client = net.ParseIP(addr)
@@ -352,45 +352,41 @@ func (ss *session) Connect(host, family string, port uint16, addr string, m milt
 			}
 		}
 	}
-	if d := m.Get(milter.MacroDaemonName); d != "" {
+	if d := ss.ms.Macro(macroDaemonName); d != "" {
 		for _, o := range ss.set.cfg.OutboundDaemons {
 			if d == o {
 				ss.outbound = "outbound smtpd " + d
 			}
 		}
 	}
-	return milter.RespContinue, nil
 }
 
-func (ss *session) Helo(name string, _ milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("helo", &resp, &err)
+func (ss *session) Helo(name string) {
+	defer ss.guard("helo", nil)
 	ss.helo = name
-	return milter.RespContinue, nil
 }
 
-func (ss *session) MailFrom(from, _ string, m milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("mail", &resp, &err)
+func (ss *session) MailFrom(from string) {
+	defer ss.guard("mail", nil)
 	ss.reset()
 	ss.set = ss.s.cur.Load()
 	ss.start = time.Now()
 	ss.mailFrom = from
-	ss.authUser = m.Get(milter.MacroAuthAuthen)
+	ss.authUser = ss.ms.Macro(macroAuthAuthen)
 	ss.counts = map[string]int{}
 	ss.msgID = ""
 	ss.spool = newSpool(ss.set.cfg.BodyMemory, ss.set.cfg.TempDir)
-	return milter.RespContinue, nil
 }
 
-func (ss *session) RcptTo(rcpt, _ string, _ milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("rcpt", &resp, &err)
+func (ss *session) RcptTo(rcpt string) {
+	defer ss.guard("rcpt", nil)
 	ss.rcpts = append(ss.rcpts, rcpt)
-	return milter.RespContinue, nil
 }
 
-func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("header", &resp, &err)
+func (ss *session) Header(name, value string) {
+	defer ss.guard("header", nil)
 	if ss.spool == nil {
-		return milter.RespContinue, nil
+		return
 	}
 	lname := strings.ToLower(name)
 	ss.counts[lname]++
@@ -422,7 +418,6 @@ func (ss *session) Header(name, value string, _ milter.Modifier) (resp *milter.R
 	if err := ss.spool.writeField(name, value); err != nil {
 		ss.failed = err
 	}
-	return milter.RespContinue, nil
 }
 
 func (ss *session) mentionsOurID(v string) bool {
@@ -435,34 +430,31 @@ func (ss *session) mentionsOurID(v string) bool {
 	return false
 }
 
-func (ss *session) Headers(_ milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("end of headers", &resp, &err)
+func (ss *session) EndOfHeaders() {
+	defer ss.guard("end of headers", nil)
 	if ss.spool != nil {
 		if _, err := ss.spool.Write([]byte("\r\n")); err != nil {
 			ss.failed = err
 		}
 	}
-	return milter.RespContinue, nil
 }
 
-func (ss *session) BodyChunk(chunk []byte, _ milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("body", &resp, &err)
+func (ss *session) Body(chunk []byte) {
+	defer ss.guard("body", nil)
 	if ss.spool != nil && ss.failed == nil {
 		if _, err := ss.spool.Write(chunk); err != nil {
 			ss.failed = err
 		}
 	}
-	return milter.RespContinue, nil
 }
 
-func (ss *session) Abort(_ milter.Modifier) (err error) {
-	defer ss.guard("abort", nil, nil)
+func (ss *session) Abort() {
+	defer ss.guard("abort", nil)
 	ss.reset()
-	return nil
 }
 
-func (ss *session) Cleanup(_ milter.Modifier) {
-	defer ss.guard("cleanup", nil, nil)
+func (ss *session) Close() {
+	defer ss.guard("close", nil)
 	ss.reset()
 }
 
@@ -474,9 +466,9 @@ func (ss *session) reset() {
 	ss.spool, ss.mailFrom, ss.rcpts, ss.authUser, ss.counts, ss.remove, ss.failed = nil, "", nil, "", nil, nil, nil
 }
 
-func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
-	defer ss.guard("end of message", &resp, &err)
-	qid := m.Get(milter.MacroQueueId)
+func (ss *session) EndOfMessage() (resp milterproto.Reply) {
+	defer ss.guard("end of message", &resp)
+	qid := ss.ms.Macro(macroQueueID)
 	// The message's logger, made when a line is logged: formatting the
 	// client and the rest was 3 % of a message's CPU where the log
 	// level leaves nothing to log.
@@ -495,11 +487,11 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 	if ss.failed != nil {
 		ss.observe("tempfail")
 		log().Error("milter: message not verified, answered 451", "error", ss.failed)
-		return tempfail("4.3.0 Mail filter error; please try again later")
+		return ss.tempfail("4.3.0 Mail filter error; please try again later")
 	}
 	if ss.spool == nil {
 		log().Error("milter: end of message without MAIL FROM; answered 451")
-		return tempfail("4.5.0 Mail filter saw no MAIL FROM; please try again")
+		return ss.tempfail("4.5.0 Mail filter saw no MAIL FROM; please try again")
 	}
 	outbound := ss.outbound
 	if outbound == "" && ss.authUser != "" {
@@ -509,15 +501,15 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		// Outbound and local mail too: a user must not hand a colleague
 		// our authserv-id vouching for a bank (RFC 8601 5). The fields
 		// go before anything is signed or inserted.
-		if err := ss.removeForged(m, log()); err != nil {
+		if err := ss.removeForged(log()); err != nil {
 			ss.observe("tempfail")
 			log().Error("milter: removing forged headers failed, answered 451", "error", err)
-			return tempfail("4.3.0 Mail filter could not change the headers; please try again later")
+			return ss.tempfail("4.3.0 Mail filter could not change the headers; please try again later")
 		}
-		return ss.outboundMessage(m, log().With("outbound", outbound))
+		return ss.outboundMessage(log().With("outbound", outbound))
 	}
 
-	v, err := ss.verify(m)
+	v, err := ss.verify()
 	if err != nil {
 		ss.observe("tempfail")
 		attrs := []any{"error", err, "duration_ms", time.Since(ss.start).Milliseconds()}
@@ -525,7 +517,7 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 			attrs = append(attrs, "stack", string(ie.Stack))
 		}
 		log().Error("milter: verification failed, answered 451", attrs...)
-		return tempfail("4.3.0 Could not check this message; please try again later")
+		return ss.tempfail("4.3.0 Could not check this message; please try again later")
 	}
 	// What the decision's line says (only made if it is logged).
 	attrs := func() []any {
@@ -546,18 +538,18 @@ func (ss *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err e
 		if info {
 			log().Info("milter: refused", append(attrs(), "reply", v.Reply.String(), "check", v.Reply.Check)...)
 		}
-		return respond(*v.Reply)
+		return ss.respond(*v.Reply)
 	}
-	if err := ss.modify(m, v); err != nil {
+	if err := ss.modify(v); err != nil {
 		ss.observe("tempfail")
 		log().Error("milter: changing the headers failed, answered 451", append(attrs(), "error", err)...)
-		return tempfail("4.3.0 Mail filter could not add its header; please try again later")
+		return ss.tempfail("4.3.0 Mail filter could not add its header; please try again later")
 	}
 	ss.observe(v.Action)
 	if info {
 		log().Info("milter: "+v.Action, attrs()...)
 	}
-	return milter.RespAccept, nil
+	return milterproto.Accept
 }
 
 // recordHistory notes the networks that deliver passing mail; best
@@ -602,54 +594,34 @@ func dkimSummary(ds []mailauth.DKIMResult) string {
 	return strings.Join(parts, ",")
 }
 
-// verify runs the engine on a worker and tells Postfix we are alive
-// every second meanwhile (Modifier calls stay on this goroutine: the
-// library's writes are not locked).
-func (ss *session) verify(m milter.Modifier) (*mailauth.Verdict, error) {
+// verify runs the engine, and tells Postfix every second meanwhile that
+// we are alive, up to the milter's timeout. The engine keeps its own
+// deadline (limits.deadline, below the timeout); a panic in it is our
+// bug, and the message gets a 451.
+func (ss *session) verify() (v *mailauth.Verdict, err error) {
 	rd, err := ss.spool.Reader()
 	if err != nil {
 		return nil, err
 	}
 	env := mailauth.Envelope{ClientIP: ss.client, Helo: ss.helo, MailFrom: ss.mailFrom, RcptTo: ss.rcpts}
-	ctx, cancel := context.WithTimeout(context.Background(), ss.set.cfg.Timeout)
+	ctx, cancel := deadline.Timeout(context.Background(), ss.set.cfg.Timeout)
 	defer cancel()
-	type result struct {
-		v   *mailauth.Verdict
-		err error
-	}
-	done := make(chan result, 1)
-	ss.s.verifiers.Go(func() {
-		defer func() {
-			if r := recover(); r != nil {
-				ss.s.log.Error("milter: panic in the engine", "session", ss.id, "panic", r, "stack", string(debug.Stack()))
-				done <- result{err: fmt.Errorf("panic in the engine: %v", r)}
-			}
-		}()
-		v, err := ss.set.engine.Verify(ctx, env, rd)
-		done <- result{v, err}
-	})
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case r := <-done:
-			return r.v, r.err
-		case <-tick.C:
-			if err := m.Progress(); err != nil {
-				return nil, fmt.Errorf("progress: %w", err)
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("verification exceeded %v", ss.set.cfg.Timeout)
+	defer ss.ms.KeepAlive(time.Second, ss.set.cfg.Timeout)()
+	defer func() {
+		if r := recover(); r != nil {
+			ss.s.log.Error("milter: panic in the engine", "session", ss.id, "panic", r, "stack", string(debug.Stack()))
+			v, err = nil, fmt.Errorf("panic in the engine: %v", r)
 		}
-	}
+	}()
+	return ss.set.engine.Verify(ctx, env, rd)
 }
 
 // deleteRemovals deletes the fields to remove, from the highest index
 // down (Postfix renumbers after each; OpenDKIM #185).
-func (ss *session) deleteRemovals(m milter.Modifier) error {
+func (ss *session) deleteRemovals() error {
 	for i := len(ss.remove) - 1; i >= 0; i-- {
 		r := ss.remove[i]
-		if err := m.ChangeHeader(r.index, r.name, ""); err != nil {
+		if err := ss.ms.ChangeHeader(r.index, r.name, ""); err != nil {
 			return fmt.Errorf("delete %s #%d: %w", r.name, r.index, err)
 		}
 	}
@@ -658,18 +630,18 @@ func (ss *session) deleteRemovals(m milter.Modifier) error {
 
 // removeForged deletes the forged fields of an outbound message, and
 // logs each.
-func (ss *session) removeForged(m milter.Modifier, log *slog.Logger) error {
+func (ss *session) removeForged(log *slog.Logger) error {
 	for _, r := range ss.remove {
 		log.Info("milter: removed a forged header", "header", r.name, "why", r.why)
 	}
-	return ss.deleteRemovals(m)
+	return ss.deleteRemovals()
 }
 
 // modify removes forged headers and adds ours. Deletes come first, from
 // the highest index down (Postfix renumbers after each; OpenDKIM #185),
 // and before our insert (Postfix counts inserted headers in the indexes).
-func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
-	if err := ss.deleteRemovals(m); err != nil {
+func (ss *session) modify(v *mailauth.Verdict) error {
+	if err := ss.deleteRemovals(); err != nil {
 		return err
 	}
 	if v.Action == mailauth.ActionQuarantine {
@@ -678,19 +650,19 @@ func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
 			reason += ", " + strings.Join(v.DMARC.Overrides, " ")
 		}
 		if ss.set.cfg.Quarantine == QuarantineHold {
-			if err := m.Quarantine(reason); err != nil {
+			if err := ss.ms.Quarantine(reason); err != nil {
 				return fmt.Errorf("quarantine: %w", err)
 			}
-		} else if err := m.InsertHeader(0, ss.set.cfg.QuarantineHeaderName, " yes ("+reason+")"); err != nil {
+		} else if err := ss.ms.InsertHeader(0, ss.set.cfg.QuarantineHeaderName, " yes ("+reason+")"); err != nil {
 			return fmt.Errorf("insert %s: %w", ss.set.cfg.QuarantineHeaderName, err)
 		}
 	}
 	// A leading space, as we negotiated leading-space handling.
 	value := " " + authres.Fold(ss.set.cfg.AuthservID, v.Results, "\n")
-	if err := m.InsertHeader(0, "Authentication-Results", value); err != nil {
+	if err := ss.ms.InsertHeader(0, "Authentication-Results", value); err != nil {
 		return fmt.Errorf("insert Authentication-Results: %w", err)
 	}
-	return ss.seal(m, v)
+	return ss.seal(v)
 }
 
 // seal adds our ARC set (RFC 8617 5.1) to an accepted inbound message
@@ -698,12 +670,12 @@ func (ss *session) modify(m milter.Modifier, v *mailauth.Verdict) error {
 // the seal domain's active key. It fails only when the milter cannot
 // change the headers; a seal we cannot make is logged and the message
 // goes on unsealed.
-func (ss *session) seal(m milter.Modifier, v *mailauth.Verdict) error {
+func (ss *session) seal(v *mailauth.Verdict) error {
 	cfg := ss.set.cfg.ARC
 	if !cfg.Wants(ss.rcpts) || (v.Action == mailauth.ActionQuarantine && ss.set.cfg.Quarantine == QuarantineHold) {
 		return nil
 	}
-	log := ss.s.log.With("session", ss.id, "queue_id", m.Get(milter.MacroQueueId))
+	log := ss.s.log.With("session", ss.id, "queue_id", ss.ms.Macro(macroQueueID))
 	keys := ss.s.keys.Load()
 	if keys == nil {
 		log.Error("milter: arc.seal is on but there are no DKIM keys (dkim.keys_dir): not sealed")
@@ -758,7 +730,7 @@ func (ss *session) seal(m milter.Modifier, v *mailauth.Verdict) error {
 		return nil
 	}
 	for _, f := range []struct{ name, value string }{{arc.AARName, sealed.AAR}, {arc.AMSName, sealed.AMS}, {arc.SealName, sealed.Seal}} {
-		if err := m.InsertHeader(0, f.name, " "+strings.ReplaceAll(f.value, "\r\n", "\n")); err != nil {
+		if err := ss.ms.InsertHeader(0, f.name, " "+strings.ReplaceAll(f.value, "\r\n", "\n")); err != nil {
 			return fmt.Errorf("insert %s: %w", f.name, err)
 		}
 	}

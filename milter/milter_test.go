@@ -345,7 +345,7 @@ func TestGarbageOnSocket(t *testing.T) {
 	if act.Type != milter.ActionContinue && act.Type != milter.ActionAccept {
 		t.Fatalf("after garbage: %+v", act)
 	}
-	for _, want := range []string{"packet of 0 bytes: not the milter protocol, or broken; connection closed\" remote=127.0.0.1:", "packet of 536870911 bytes", "packet of 1195725856 bytes", "M packet without NUL terminator", "connect packet without"} {
+	for _, want := range []string{"packet of 0 bytes: not the milter protocol, or broken; connection closed\" remote=127.0.0.1:", "packet of 536870911 bytes", "packet of 1195725856 bytes", "MAIL packet without its NUL terminator", "connect packet without"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("no log line with %q:\n%s", want, logs)
 		}

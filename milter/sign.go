@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/d--j/go-milter"
+	"github.com/wehr/wehr/milterproto"
 
 	"github.com/wehr/wehr/dkimkeys"
 	"github.com/wehr/wehr/mailauth"
@@ -19,15 +19,15 @@ import (
 
 // outboundMessage signs outbound mail with the From domain's keys, when
 // the sender may use that From address.
-func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
-	done := func(msg string, args ...any) (*milter.Response, error) {
+func (ss *session) outboundMessage(log *slog.Logger) milterproto.Reply {
+	done := func(msg string, args ...any) milterproto.Reply {
 		if strings.HasPrefix(msg, "outbound, signed") {
 			ss.observe("signed")
 		} else {
 			ss.observe("unsigned")
 		}
 		log.Info("milter: "+msg, append(args, "duration_ms", time.Since(ss.start).Milliseconds())...)
-		return milter.RespAccept, nil
+		return milterproto.Accept
 	}
 	keys := ss.s.keys.Load()
 	if keys == nil {
@@ -35,14 +35,15 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 	}
 	rd, err := ss.spool.Reader()
 	if err != nil {
-		return nil, err
+		log.Error("milter: the spooled message cannot be read, answered 451", "error", err)
+		return ss.tempfail("4.3.0 Mail filter error; please try again later")
 	}
 	h, err := mailauth.ReadHeader(bufio.NewReader(rd), ss.set.cfg.HeaderBytes)
 	if errors.Is(err, mailauth.ErrHeaderTooLarge) {
 		// The cap inbound mail has, for the same reason: a header
 		// section costs work to read and to sign.
 		log.Info("milter: refused outbound: header too large", "why", err.Error(), "reply", "552 5.3.4", "check", "limits")
-		return respond(smtpreply.Reply{Code: 552, Enhanced: "5.3.4", Check: "limits",
+		return ss.respond(smtpreply.Reply{Code: 552, Enhanced: "5.3.4", Check: "limits",
 			Text: fmt.Sprintf("Message header too large (more than %d bytes); not accepted", ss.set.cfg.HeaderBytes)})
 	}
 	if err != nil {
@@ -69,7 +70,7 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 			if ss.set.cfg.RefuseUnauthorized {
 				log.Info("milter: refused: sender may not use the From address", "from", a, "user", ss.authUser, "why", why,
 					"reply", "553 5.7.1", "check", "sender_map")
-				return respond(sendermap.Refusal(ss.authUser, ss.clientString(), a))
+				return ss.respond(sendermap.Refusal(ss.authUser, ss.clientString(), a))
 			}
 			return done("outbound, not signed: sender may not use the From address", "from", a, "user", ss.authUser, "why", why)
 		}
@@ -83,7 +84,7 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 		}
 		log.Error("milter: outbound refused for now, answered 451: the DKIM keys of the domain are broken", "d", signDomain, "error", kerr,
 			"reply", "451 4.3.0", "check", "dkim_keys")
-		return respond(smtpreply.Reply{Code: 451, Enhanced: "4.3.0", Check: "dkim_keys",
+		return ss.respond(smtpreply.Reply{Code: 451, Enhanced: "4.3.0", Check: "dkim_keys",
 			Text: "The DKIM key of " + signDomain + " cannot be used here; the message stays queued with you, please try again later"})
 	}
 	if len(ks) == 0 {
@@ -94,13 +95,13 @@ func (ss *session) outboundMessage(m milter.Modifier, log *slog.Logger) (*milter
 	sigs, err := dkimkeys.Sign(ctx, rd, signDomain, ks, ss.set.cfg.HeaderBytes)
 	if err != nil {
 		log.Error("milter: signing failed, answered 451", "error", err)
-		return tempfail("4.3.0 Could not sign this message; please try again later")
+		return ss.tempfail("4.3.0 Could not sign this message; please try again later")
 	}
 	// The first key's signature goes on top: insert in reverse.
 	for i := len(sigs) - 1; i >= 0; i-- {
-		if err := m.InsertHeader(0, "DKIM-Signature", sigs[i]); err != nil {
+		if err := ss.ms.InsertHeader(0, "DKIM-Signature", sigs[i]); err != nil {
 			log.Error("milter: adding the signature failed, answered 451", "error", err)
-			return tempfail("4.3.0 Could not sign this message; please try again later")
+			return ss.tempfail("4.3.0 Could not sign this message; please try again later")
 		}
 	}
 	var sels []string

@@ -568,8 +568,18 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
+		txt := rr.(*dns.TXT).Txt
+		if len(txt) == 1 {
+			out = append(out, unescape(txt[0])) // no copy without escapes
+			continue
+		}
+		n := 0
+		for _, s := range txt {
+			n += len(s)
+		}
 		var b strings.Builder
-		for _, s := range rr.(*dns.TXT).Txt {
+		b.Grow(n)
+		for _, s := range txt {
 			b.WriteString(unescape(s))
 		}
 		out = append(out, b.String())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	libspf "blitiri.com.ar/go/spf"
+	"github.com/wehr/wehr/deadline"
 	"github.com/wehr/wehr/setting"
 )
 
@@ -178,7 +179,7 @@ func (c *Checker) check(ctx context.Context, ip net.IP, helo, identity, domain, 
 		return res
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	ctx, cancel := deadline.Timeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	w := &spfWatch{Resolver: c.res, records: map[string]string{}}
 	result, err := libspf.CheckHostWithSender(ip, helo, identity, libspf.WithResolver(w), libspf.WithContext(ctx))
