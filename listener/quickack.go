@@ -29,7 +29,12 @@ func (l quickAckListener) Accept() (net.Conn, error) {
 		return c, nil
 	}
 	qc := &quickAckConn{TCPConn: tc, raw: raw, whole: l.whole}
-	qc.quickAck()
+	if l.whole == nil {
+		// With AckUnless, the first read is acknowledged by its rule:
+		// setting TCP_QUICKACK after a read sends the pending ACK at
+		// once, and the first request is answered anyway.
+		qc.quickAck()
+	}
 	return qc, nil
 }
 
