@@ -15,8 +15,8 @@ import (
 func FuzzSession(f *testing.F) {
 	addr, events, logs, _ := serve(f, ours, func(ss *Session) Reply {
 		ss.InsertHeader(0, "Authentication-Results", " mx.test; none") //nolint:errcheck
-		ss.ChangeHeader(1, "X-Old", "")                               //nolint:errcheck
-		ss.Quarantine("q")                                            //nolint:errcheck
+		ss.ChangeHeader(1, "X-Old", "")                                //nolint:errcheck
+		ss.Quarantine("q")                                             //nolint:errcheck
 		return Accept
 	})
 	for _, seed := range [][]byte{

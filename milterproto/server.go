@@ -72,6 +72,10 @@ type Server struct {
 	mu      sync.Mutex
 	lns     map[net.Listener]bool
 	active  map[*Session]bool
+	alive   map[*Session]bool // sessions in KeepAlive
+
+	tickOnce sync.Once
+	quit     chan struct{} // closed by Shutdown
 }
 
 // NewServer makes a server; newHandler makes the handler of each
@@ -85,7 +89,7 @@ func NewServer(opts Options, log *slog.Logger, newHandler func(*Session) Handler
 		opts.WriteTimeout = 10 * time.Second
 	}
 	s := &Server{opts: opts, log: log, newHandler: newHandler, conns: workers.New(64, time.Minute),
-		lns: map[net.Listener]bool{}, active: map[*Session]bool{}}
+		lns: map[net.Listener]bool{}, active: map[*Session]bool{}, alive: map[*Session]bool{}, quit: make(chan struct{})}
 	for st := StageConnect; st <= StageEOH; st++ {
 		if names := opts.Macros[st]; len(names) > 0 {
 			s.macroList = appendUint32(s.macroList, uint32(st))
@@ -147,7 +151,9 @@ func (s *Server) Sessions() uint64 { return s.count.Load() }
 // them (a quit, or a new connection announced) until ctx is done, then
 // closes the rest and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		defer close(s.quit)
+	}
 	s.mu.Lock()
 	var errs []error
 	for ln := range s.lns {

@@ -60,6 +60,12 @@ type Session struct {
 	// timeout, has passed (two runtime timer updates per packet were
 	// 3 % of a message's CPU).
 	readSet, writeSet time.Time
+
+	// KeepAlive's schedule (under srv.mu); kaMu is held while a
+	// progress packet is written.
+	kaEvery         time.Duration
+	kaNext, kaUntil time.Time
+	kaMu            sync.Mutex
 }
 
 // sessionBufs are a connection's buffers, kept for the next one: a
@@ -713,38 +719,76 @@ func (ss *Session) Quarantine(reason string) error {
 	return nil
 }
 
-// KeepAlive tells the MTA every interval, from another goroutine, that
-// the message is still being worked on, for at most limit: the handler
-// may then work in EndOfMessage beyond the MTA's timeout (Postfix:
-// milter_content_timeout), but not for ever. stop ends it, after any
+// KeepAlive tells the MTA every interval that the message is still
+// being worked on, for at most limit: the handler may then work in
+// EndOfMessage beyond the MTA's timeout (Postfix:
+// milter_content_timeout), but not for ever. The server's one ticker
+// sends it (within progressTick of its time), so a message answered
+// quickly costs no timer of its own (a timer a message woke the
+// runtime's poller: two system calls). stop ends it, after any
 // progress being written; the session writes nothing else meanwhile.
 func (ss *Session) KeepAlive(every, limit time.Duration) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	end := time.Now().Add(limit)
-	mu.Lock()
-	defer mu.Unlock()
-	var t *time.Timer
-	t = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		now := time.Now()
-		if stopped || now.After(end) {
-			return
-		}
-		ss.conn.SetWriteDeadline(now.Add(ss.srv.opts.WriteTimeout)) //nolint:errcheck // the write reports it
-		ss.writeSet = now
-		if _, err := ss.conn.Write(progressPacket); err != nil {
-			return // the session finds the socket broken
-		}
-		t.Reset(every)
-	})
+	s := ss.srv
+	now := time.Now()
+	s.mu.Lock()
+	ss.kaEvery, ss.kaNext, ss.kaUntil = every, now.Add(every), now.Add(limit)
+	s.alive[ss] = true
+	s.mu.Unlock()
+	s.tickOnce.Do(func() { go s.keepAlives() })
 	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
+		s.mu.Lock()
+		delete(s.alive, ss)
+		s.mu.Unlock()
+		ss.kaMu.Lock() // a progress being written is done
+		ss.kaMu.Unlock()
 	}
+}
+
+// progressTick is how often the server looks for progress to send.
+const progressTick = 100 * time.Millisecond
+
+// keepAlives sends the progress KeepAlive asks for, until Shutdown.
+func (s *Server) keepAlives() {
+	t := time.NewTicker(progressTick)
+	defer t.Stop()
+	var due []*Session
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		due = due[:0]
+		s.mu.Lock()
+		for ss := range s.alive {
+			switch {
+			case now.After(ss.kaUntil):
+				delete(s.alive, ss)
+			case !now.Before(ss.kaNext):
+				ss.kaNext = now.Add(ss.kaEvery)
+				due = append(due, ss)
+			}
+		}
+		s.mu.Unlock()
+		for _, ss := range due {
+			ss.progress()
+		}
+	}
+}
+
+// progress writes a progress packet, unless KeepAlive stopped.
+func (ss *Session) progress() {
+	ss.kaMu.Lock()
+	defer ss.kaMu.Unlock()
+	ss.srv.mu.Lock()
+	alive := ss.srv.alive[ss]
+	ss.srv.mu.Unlock()
+	if !alive {
+		return
+	}
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.opts.WriteTimeout)) //nolint:errcheck // the write reports it
+	ss.conn.Write(progressPacket)                                      //nolint:errcheck // the session finds the socket broken
 }
 
 var progressPacket = []byte{0, 0, 0, 1, repProgress}
