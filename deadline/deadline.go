@@ -32,9 +32,10 @@ type ctx struct {
 // With returns a context that ends at d or when parent ends, and its
 // cancel function, which must be called as context.WithDeadline's.
 func With(parent context.Context, d time.Time) (context.Context, context.CancelFunc) {
-	if pd, ok := parent.Deadline(); ok && !pd.After(d) {
-		// The parent ends first: no deadline of our own.
-		return context.WithCancel(parent)
+	if pd, ok := parent.Deadline(); ok && pd.Before(d) {
+		// The parent ends first, at its own deadline: so does this one
+		// (context.WithCancel would ask the parent for its channel now).
+		d = pd
 	}
 	c := &ctx{Context: parent, d: d}
 	return c, c.stop

@@ -157,3 +157,21 @@ func BenchmarkStd(b *testing.B) {
 		cancel()
 	}
 }
+
+// A lazy context under a lazy parent that ends first makes no timer
+// until waited on: the parent's channel is not asked for.
+func TestNestedStaysLazy(t *testing.T) {
+	p, pcancel := Timeout(context.Background(), time.Minute)
+	defer pcancel()
+	c, cancel := Timeout(p, time.Hour)
+	defer cancel()
+	if c.Err() != nil {
+		t.Fatal(c.Err())
+	}
+	if p.(*ctx).inner != nil || c.(*ctx).inner != nil {
+		t.Fatal("a timer was made without anyone waiting")
+	}
+	if d, _ := c.Deadline(); time.Until(d) > 2*time.Minute {
+		t.Fatalf("deadline %v, want the parent's", d)
+	}
+}

@@ -228,13 +228,42 @@ type dkimKey struct {
 }
 
 // parseDKIMKey parses a key record for sig.
+// parseDKIMKey reads a key record for sig (RFC 6376 3.6.1): from the
+// cache of parsed records, or parsed; the checks go in the RFC's order.
 func parseDKIMKey(txt string, sig *dkimSig, keys *rsaKeys) (*dkimKey, error) {
+	r := keys.record(txt)
+	if r.early != nil {
+		return nil, r.early
+	}
+	if r.keyType != sig.keyType {
+		return nil, permErr("key type %s does not match a=%s", r.keyType, sig.algo)
+	}
+	if r.late != nil {
+		return nil, r.late
+	}
+	return r.key, nil
+}
+
+// keyEntry is a DKIM key record parsed without regard to a signature:
+// early is an error found before the key type is compared with the
+// signature's, late one found after; key is shared, never changed.
+type keyEntry struct {
+	keyType string
+	early   error
+	late    error
+	key     *dkimKey
+}
+
+func parseKeyRecord(txt string, keys *rsaKeys) (r *keyEntry) {
+	r = &keyEntry{keyType: "rsa"}
 	tags, err := parseTagList(txt)
 	if err != nil {
-		return nil, permErr("malformed key record: %v", err)
+		r.early = permErr("malformed key record: %v", err)
+		return r
 	}
 	if v, ok := tags["v"]; ok && v != "DKIM1" {
-		return nil, permErr("key record version %q", v)
+		r.early = permErr("key record version %q", v)
+		return r
 	}
 	if h, ok := tags["h"]; ok {
 		found := false
@@ -244,16 +273,21 @@ func parseDKIMKey(txt string, sig *dkimSig, keys *rsaKeys) (*dkimKey, error) {
 			}
 		}
 		if !found {
-			return nil, permErr("key does not allow sha256 (h=%s)", h)
+			r.early = permErr("key does not allow sha256 (h=%s)", h)
+			return r
 		}
 	}
-	k := "rsa"
 	if v, ok := tags["k"]; ok {
-		k = strings.ToLower(v)
+		r.keyType = strings.ToLower(v)
 	}
-	if k != sig.keyType {
-		return nil, permErr("key type %s does not match a=%s", k, sig.algo)
-	}
+	k := r.keyType
+	// The rest is checked after the key type matches the signature's.
+	r.key, r.late = keyOf(tags, k, keys)
+	return r
+}
+
+// keyOf reads the key of a record whose version and hashes passed.
+func keyOf(tags map[string]string, k string, keys *rsaKeys) (*dkimKey, error) {
 	if s, ok := tags["s"]; ok {
 		okS := false
 		for _, x := range strings.Split(s, ":") {

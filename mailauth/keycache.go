@@ -13,6 +13,46 @@ import (
 type rsaKeys struct {
 	mu   sync.Mutex
 	keys map[string]*rsa.PublicKey
+	// records are the key records parsed, by their text: the tag list,
+	// its base64 and the checks were parsed again on every message.
+	records     map[string]*keyEntry
+	recordBytes int
+}
+
+// Bounds of the parsed records kept: their text in all, and one record
+// (a longer one is parsed each time).
+const (
+	maxRecordBytes = 4 << 20
+	maxRecordLen   = 8 << 10
+)
+
+// record returns txt parsed as a key record, from the cache or parsed.
+// A sender publishing endless records only fills the cache, which
+// starts over at its bound. c may be nil: no cache.
+func (c *rsaKeys) record(txt string) *keyEntry {
+	if c == nil {
+		return parseKeyRecord(txt, nil)
+	}
+	c.mu.Lock()
+	r, ok := c.records[txt]
+	c.mu.Unlock()
+	if ok {
+		return r
+	}
+	r = parseKeyRecord(txt, c)
+	if len(txt) > maxRecordLen {
+		return r
+	}
+	c.mu.Lock()
+	if c.records == nil || c.recordBytes+len(txt) > maxRecordBytes {
+		c.records, c.recordBytes = make(map[string]*keyEntry), 0
+	}
+	if _, dup := c.records[txt]; !dup {
+		c.records[txt] = r
+		c.recordBytes += len(txt)
+	}
+	c.mu.Unlock()
+	return r
 }
 
 // maxRSAKeys bounds the cache (a 2048-bit key takes about 600 bytes).

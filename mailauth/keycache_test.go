@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -56,5 +59,47 @@ func TestRSAKeyCache(t *testing.T) {
 	c.parse(a) //nolint:errcheck
 	if len(c.keys) > maxRSAKeys {
 		t.Errorf("cache grew to %d", len(c.keys))
+	}
+}
+
+// Key records are parsed once: the same text gives the same key; the
+// checks still come in the RFC's order for each signature (a cached
+// record never hides a key type mismatch); a hostile sender's endless
+// or huge records only fill the cache to its bound.
+func TestKeyRecordCache(t *testing.T) {
+	var c rsaKeys
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	txt := "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der)
+	rsaSig, edSig := &dkimSig{keyType: "rsa", algo: "rsa-sha256"}, &dkimSig{keyType: "ed25519", algo: "ed25519-sha256"}
+	k1, err1 := parseDKIMKey(txt, rsaSig, &c)
+	k2, err2 := parseDKIMKey(txt, rsaSig, &c)
+	if err1 != nil || err2 != nil || k1 != k2 {
+		t.Fatalf("%v %v: second parse not from the cache", err1, err2)
+	}
+	for range 2 {
+		if _, err := parseDKIMKey(txt, edSig, &c); err == nil || !strings.Contains(err.Error(), "does not match a=ed25519-sha256") {
+			t.Fatalf("an rsa record for an ed25519 signature: %v", err)
+		}
+		if _, err := parseDKIMKey("v=DKIM1; k=ed25519; p=", edSig, &c); err == nil || !strings.Contains(err.Error(), "revoked") {
+			t.Fatalf("revoked: %v", err)
+		}
+		if _, err := parseDKIMKey("v=DKIM2; k=ed25519; p=", edSig, &c); err == nil || !strings.Contains(err.Error(), "version") {
+			t.Fatalf("version: %v", err)
+		}
+	}
+	big := "v=DKIM1; n=" + strings.Repeat("x", maxRecordLen) + "; p="
+	parseDKIMKey(big, rsaSig, &c) //nolint:errcheck
+	if _, ok := c.records[big]; ok {
+		t.Error("an overlong record was cached")
+	}
+	for i := range 2 * maxRecordBytes / 4000 {
+		parseDKIMKey(fmt.Sprintf("v=DKIM1; n=%d%s; p=", i, strings.Repeat("y", 4000)), rsaSig, &c) //nolint:errcheck
+		if c.recordBytes > maxRecordBytes {
+			t.Fatalf("%d bytes of records cached, past %d", c.recordBytes, maxRecordBytes)
+		}
 	}
 }
