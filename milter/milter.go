@@ -283,7 +283,7 @@ type session struct {
 	rcpts    []string
 	authUser string
 	msgID    string         // the Message-ID, for the log (wehr explain)
-	counts   map[string]int // header name (lower case) → occurrences so far
+	counts   map[string]int // header name (lower case) → occurrences so far, of the names we may delete
 	remove   []removal      // headers to delete at end of message
 	spool    *spool
 	start    time.Time
@@ -388,10 +388,18 @@ func (ss *session) Header(name, value string) {
 	if ss.spool == nil {
 		return
 	}
-	lname := strings.ToLower(name)
-	ss.counts[lname]++
+	// Postfix's change-header index counts the fields of one name; only
+	// the names we may delete are counted.
+	ar := strings.EqualFold(name, "Authentication-Results") || strings.EqualFold(name, "X-Authentication-Results")
+	marker := strings.EqualFold(name, ss.set.cfg.QuarantineHeaderName)
+	index := 0
+	if ar || marker {
+		lname := strings.ToLower(name)
+		ss.counts[lname]++
+		index = ss.counts[lname]
+	}
 	switch {
-	case lname == "authentication-results" || lname == "x-authentication-results":
+	case ar:
 		// Never trust results we did not compute (CVE-2019-20790): a
 		// header carrying our authserv-id came from outside.
 		// Ours in any spelling a reader might take for ours (a trailing
@@ -400,18 +408,18 @@ func (ss *session) Header(name, value string) {
 		_, perr := authres.AuthservID(value)
 		switch {
 		case ss.set.ids[id]:
-			ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "forged authserv-id " + id})
+			ss.remove = append(ss.remove, removal{name: name, index: index, why: "forged authserv-id " + id})
 		case perr != nil && ss.mentionsOurID(value):
 			// An unparsable one goes only if it might be ours.
-			ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "unparsable: " + perr.Error()})
+			ss.remove = append(ss.remove, removal{name: name, index: index, why: "unparsable: " + perr.Error()})
 		}
-	case lname == "message-id" && ss.msgID == "":
+	case ss.msgID == "" && strings.EqualFold(name, "Message-ID"):
 		ss.msgID = strings.TrimSpace(strings.ReplaceAll(value, "\n", ""))
 		if len(ss.msgID) > 200 {
 			ss.msgID = ss.msgID[:200]
 		}
-	case lname == strings.ToLower(ss.set.cfg.QuarantineHeaderName):
-		ss.remove = append(ss.remove, removal{name: name, index: ss.counts[lname], why: "inbound copy of our quarantine marker"})
+	case marker:
+		ss.remove = append(ss.remove, removal{name: name, index: index, why: "inbound copy of our quarantine marker"})
 	}
 	// With leading-space negotiation the value is exactly what followed
 	// the colon; continuation lines are LF-separated.

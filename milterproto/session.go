@@ -446,7 +446,9 @@ func (ss *Session) read() (byte, []byte, error) {
 	if err := ss.flush(); err != nil {
 		return 0, nil, err
 	}
-	ss.armRead()
+	if b.br.Buffered() < 4 {
+		ss.armRead() // only before the socket is read
+	}
 	hdr, err := b.br.Peek(4)
 	if err != nil {
 		return 0, nil, midPacket(err, len(hdr))
@@ -454,6 +456,9 @@ func (ss *Session) read() (byte, []byte, error) {
 	l := int(binary.BigEndian.Uint32(hdr))
 	if l == 0 || l > maxPacket {
 		return 0, nil, broken("a packet of %d bytes", l)
+	}
+	if b.br.Buffered() < 4+l {
+		ss.armRead()
 	}
 	if 4+l <= b.br.Size() {
 		p, err := b.br.Peek(4 + l)
