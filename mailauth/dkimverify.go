@@ -370,30 +370,52 @@ func lookupKey(ctx context.Context, res Resolver, sig *dkimSig, keys *rsaKeys) (
 // canonHeader canonicalizes one header field (RFC 6376 3.4.1, 3.4.2),
 // with its trailing CRLF.
 func canonHeader(f Field, canon string) string {
+	return string(appendCanonHeader(nil, f, canon))
+}
+
+// appendCanonHeader appends f canonicalized, with its CRLF. Relaxed
+// (RFC 6376 3.4.2): the name in lower case (an ASCII name, as
+// ReadHeader checks), the value unfolded, white space runs as one
+// space, none at either end.
+func appendCanonHeader(dst []byte, f Field, canon string) []byte {
 	if canon == "simple" {
-		return f.Name + f.Sep + ":" + f.Raw + "\r\n"
+		dst = append(append(append(dst, f.Name...), f.Sep...), ':')
+		return append(append(dst, f.Raw...), "\r\n"...)
 	}
-	var b strings.Builder
-	b.Grow(len(f.Name) + len(f.Raw) + 3)
-	b.WriteString(strings.ToLower(f.Name))
-	b.WriteByte(':')
-	v := strings.ReplaceAll(f.Raw, "\r\n", "")
-	v = strings.Trim(v, " \t")
-	wsp := false
+	if allASCII(f.Name) {
+		dst = asciiLower(dst, f.Name)
+	} else {
+		dst = append(dst, strings.ToLower(f.Name)...)
+	}
+	dst = append(dst, ':')
+	v := f.Raw
+	started, wsp := false, false
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if c == ' ' || c == '\t' {
-			wsp = true
-			continue
+		switch {
+		case c == '\r' && i+1 < len(v) && v[i+1] == '\n':
+			i++ // unfolded
+		case c == ' ' || c == '\t':
+			wsp = started
+		default:
+			if wsp {
+				dst = append(dst, ' ')
+				wsp = false
+			}
+			dst = append(dst, c)
+			started = true
 		}
-		if wsp {
-			b.WriteByte(' ')
-			wsp = false
-		}
-		b.WriteByte(c)
 	}
-	b.WriteString("\r\n")
-	return b.String()
+	return append(dst, "\r\n"...)
+}
+
+func allASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // withoutB returns the raw DKIM-Signature value with the b= tag's value
@@ -430,22 +452,53 @@ func headerHash(h Header, sig *dkimSig) []byte {
 // signature field self without its b= value and CRLF, all in
 // canonicalization canon. ARC's AMS signs the same way.
 func SignedHeaderHash(h Header, names []string, canon string, self Field, hash crypto.Hash) []byte {
-	hh := hash.New()
-	byName := map[string][]int{}
-	for i := len(h.Fields) - 1; i >= 0; i-- {
-		n := strings.ToLower(h.Fields[i].Name)
-		byName[n] = append(byName[n], i)
-	}
+	// The fields of each signed name, bottom up. Only the signed names
+	// are indexed, and a field's name is lower-cased on the stack for
+	// the lookup (field names are ASCII: ReadHeader checks them); the
+	// canonical fields go into one buffer, hashed in one write.
+	byName := make(map[string]*[]int, len(names))
 	for _, name := range names {
-		n := strings.ToLower(strings.TrimSpace(name))
-		if idx := byName[n]; len(idx) > 0 {
-			io.WriteString(hh, canonHeader(h.Fields[idx[0]], canon))
-			byName[n] = idx[1:]
+		if n := strings.ToLower(strings.TrimSpace(name)); byName[n] == nil {
+			byName[n] = new([]int)
+		}
+	}
+	var stack [64]byte
+	for i := len(h.Fields) - 1; i >= 0; i-- {
+		fn := h.Fields[i].Name
+		var at *[]int
+		if len(fn) <= len(stack) {
+			at = byName[string(asciiLower(stack[:0], fn))]
+		} else {
+			at = byName[strings.ToLower(fn)]
+		}
+		if at != nil {
+			*at = append(*at, i)
+		}
+	}
+	buf := make([]byte, 0, 1024)
+	for _, name := range names {
+		if at := byName[strings.ToLower(strings.TrimSpace(name))]; len(*at) > 0 {
+			buf = appendCanonHeader(buf, h.Fields[(*at)[0]], canon)
+			*at = (*at)[1:]
 		}
 	}
 	self.Raw = withoutB(self.Raw)
-	io.WriteString(hh, strings.TrimSuffix(canonHeader(self, canon), "\r\n"))
+	buf = appendCanonHeader(buf, self, canon)
+	hh := hash.New()
+	hh.Write(buf[:len(buf)-2]) // the signature's field without its CRLF
 	return hh.Sum(nil)
+}
+
+// asciiLower appends s with ASCII letters in lower case.
+func asciiLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // bodyCanon canonicalizes a body as it is written (RFC 6376 3.4.3,

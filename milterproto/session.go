@@ -201,10 +201,10 @@ func (ss *Session) closeHandler(h Handler) {
 
 // ended logs why a connection ends, unless the MTA ended it.
 func (ss *Session) ended(err error) {
-	var pe protoError
+	pe, isProto := err.(protoError) // never wrapped (errors.As made a value escape on every connection)
 	switch {
 	case errors.Is(err, errQuit), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-	case errors.As(err, &pe):
+	case isProto:
 		ss.srv.log.Warn("milter: "+pe.Error()+": not the milter protocol, or broken; connection closed", ss.who()...)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		ss.srv.log.Warn("milter: the MTA sent nothing within the timeout; connection closed",
