@@ -62,10 +62,11 @@ type Session struct {
 	readSet, writeSet time.Time
 
 	// KeepAlive's schedule (under srv.mu); kaMu is held while a
-	// progress packet is written.
+	// progress packet is written, and guards kaOn.
 	kaEvery         time.Duration
 	kaNext, kaUntil time.Time
 	kaMu            sync.Mutex
+	kaOn            bool // under kaMu: progress may be written
 }
 
 // sessionBufs are a connection's buffers, kept for the next one: a
@@ -735,6 +736,9 @@ func (ss *Session) Quarantine(reason string) error {
 func (ss *Session) KeepAlive(every, limit time.Duration) (stop func()) {
 	s := ss.srv
 	now := time.Now()
+	ss.kaMu.Lock()
+	ss.kaOn = true
+	ss.kaMu.Unlock()
 	s.mu.Lock()
 	ss.kaEvery, ss.kaNext, ss.kaUntil = every, now.Add(every), now.Add(limit)
 	s.alive[ss] = true
@@ -744,7 +748,9 @@ func (ss *Session) KeepAlive(every, limit time.Duration) (stop func()) {
 		s.mu.Lock()
 		delete(s.alive, ss)
 		s.mu.Unlock()
-		ss.kaMu.Lock() // a progress being written is done
+		// After a progress being written, and before any other.
+		ss.kaMu.Lock()
+		ss.kaOn = false
 		ss.kaMu.Unlock()
 	}
 }
@@ -786,11 +792,8 @@ func (s *Server) keepAlives() {
 func (ss *Session) progress() {
 	ss.kaMu.Lock()
 	defer ss.kaMu.Unlock()
-	ss.srv.mu.Lock()
-	alive := ss.srv.alive[ss]
-	ss.srv.mu.Unlock()
-	if !alive {
-		return
+	if !ss.kaOn {
+		return // stopped since it was found due
 	}
 	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.opts.WriteTimeout)) //nolint:errcheck // the write reports it
 	ss.conn.Write(progressPacket)                                      //nolint:errcheck // the session finds the socket broken
