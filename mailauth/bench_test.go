@@ -117,7 +117,7 @@ func BenchmarkDKIMFolded(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if rs := verifyDKIM(context.Background(), res, &rsaKeys{}, h, bytes.NewReader(signed), 5); rs[0].Result != DKIMPass {
+				if rs := verifyDKIM(context.Background(), res, &keyCache{}, h, bytes.NewReader(signed), 5); rs[0].Result != DKIMPass {
 					b.Fatalf("%+v", rs)
 				}
 			}

@@ -50,7 +50,7 @@ func runDKIM(t testing.TB, res Resolver, msg []byte, max int) []DKIMResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return verifyDKIM(context.Background(), res, &rsaKeys{}, h, bytes.NewReader(msg), max)
+	return verifyDKIM(context.Background(), res, &keyCache{}, h, bytes.NewReader(msg), max)
 }
 
 // readDNSLines reads "<owner> <TXT value>" lines.

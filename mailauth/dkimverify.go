@@ -230,7 +230,7 @@ type dkimKey struct {
 // parseDKIMKey parses a key record for sig.
 // parseDKIMKey reads a key record for sig (RFC 6376 3.6.1): from the
 // cache of parsed records, or parsed; the checks go in the RFC's order.
-func parseDKIMKey(txt string, sig *dkimSig, keys *rsaKeys) (*dkimKey, error) {
+func parseDKIMKey(txt string, sig *dkimSig, keys *keyCache) (*dkimKey, error) {
 	r := keys.record(txt)
 	if r.early != nil {
 		return nil, r.early
@@ -254,7 +254,7 @@ type keyEntry struct {
 	key     *dkimKey
 }
 
-func parseKeyRecord(txt string, keys *rsaKeys) (r *keyEntry) {
+func parseKeyRecord(txt string, keys *keyCache) (r *keyEntry) {
 	r = &keyEntry{keyType: "rsa"}
 	tags, err := parseTagList(txt)
 	if err != nil {
@@ -287,7 +287,7 @@ func parseKeyRecord(txt string, keys *rsaKeys) (r *keyEntry) {
 }
 
 // keyOf reads the key of a record whose version and hashes passed.
-func keyOf(tags map[string]string, k string, keys *rsaKeys) (*dkimKey, error) {
+func keyOf(tags map[string]string, k string, keys *keyCache) (*dkimKey, error) {
 	if s, ok := tags["s"]; ok {
 		okS := false
 		for _, x := range strings.Split(s, ":") {
@@ -341,7 +341,7 @@ func keyOf(tags map[string]string, k string, keys *rsaKeys) (*dkimKey, error) {
 // lookupKey fetches and parses the key of sig (RFC 6376 6.1.2). A DNS
 // name that does not exist, or no usable record, is a permanent error; a
 // DNS failure a temporary one.
-func lookupKey(ctx context.Context, res Resolver, sig *dkimSig, keys *rsaKeys) (*dkimKey, []string, error) {
+func lookupKey(ctx context.Context, res Resolver, sig *dkimSig, keys *keyCache) (*dkimKey, []string, error) {
 	name := sig.sel + "._domainkey." + sig.domain
 	txts, err := res.LookupTXT(ctx, name)
 	if err != nil {
@@ -712,7 +712,7 @@ func (bh *bodyHasher) sum(s *dkimSig) (sum []byte, tooShort bool) {
 // 6.1), the header as h holds it and the body read from msg after it;
 // the rest are reported neutral, not checked. Key lookups go through res,
 // at once for every signature; everything stops when ctx ends.
-func verifyDKIM(ctx context.Context, res Resolver, cache *rsaKeys, h Header, msg io.Reader, max int) []DKIMResult {
+func verifyDKIM(ctx context.Context, res Resolver, cache *keyCache, h Header, msg io.Reader, max int) []DKIMResult {
 	now := time.Now()
 	out := []DKIMResult{}
 	var sigs []*dkimSig

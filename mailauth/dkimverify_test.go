@@ -204,7 +204,7 @@ func TestDKIMStopsAtDeadline(t *testing.T) {
 	if len(rs) != 1 || rs[0].Result != DKIMTempError || !strings.Contains(rs[0].Error, "context canceled") {
 		t.Fatalf("%+v", rs)
 	}
-	if rs := verifyDKIM(context.Background(), res, &rsaKeys{}, h, strings.NewReader(msg), 5); rs[0].Result != DKIMPass {
+	if rs := verifyDKIM(context.Background(), res, &keyCache{}, h, strings.NewReader(msg), 5); rs[0].Result != DKIMPass {
 		t.Fatalf("with time: %+v", rs)
 	}
 }

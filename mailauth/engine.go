@@ -132,7 +132,7 @@ type MailingLists struct {
 type Engine struct {
 	cfg  Config
 	res  Resolver
-	keys *rsaKeys
+	keys *keyCache
 	// checks runs the checks that go alongside DKIM (SPF, iprev, each
 	// author's DMARC) on workers whose stacks have grown already.
 	checks *workers.Pool
@@ -166,7 +166,7 @@ func NewEngine(res Resolver, cfg Config) *Engine {
 			o.Disposition = PolicyNone
 		}
 	}
-	return &Engine{cfg: cfg, res: res, keys: &rsaKeys{}, checks: workers.New(256, time.Minute)}
+	return &Engine{cfg: cfg, res: res, keys: &keyCache{}, checks: workers.New(256, time.Minute)}
 }
 
 // AuthResult is the SMTP AUTH result (RFC 8601 2.7.4).

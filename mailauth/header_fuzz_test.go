@@ -129,7 +129,7 @@ func FuzzFoldedHeader(f *testing.F) {
 		if got == nil || "x"+strings.Repeat(line, int(n)%5000) != strings.ReplaceAll(got.Raw, "\r\n", "") {
 			t.Fatalf("field %s not kept whole", name)
 		}
-		rs := verifyDKIM(context.Background(), txt, &rsaKeys{}, h, bytes.NewReader([]byte(msg)), 5)
+		rs := verifyDKIM(context.Background(), txt, &keyCache{}, h, bytes.NewReader([]byte(msg)), 5)
 		sigs := len(h.Values("DKIM-Signature"))
 		if len(rs) != sigs {
 			t.Fatalf("%d results for %d signatures", len(rs), sigs)

@@ -6,11 +6,12 @@ import (
 	"sync"
 )
 
-// rsaKeys keeps the RSA public keys parsed from DKIM key records, by the
-// record's p= value: the resolver caches the record, and parsing its
-// DER on every message was a tenth of a message's CPU. A forger who
-// publishes many keys only fills the cache, which starts over when full.
-type rsaKeys struct {
+// keyCache keeps what DKIM key records parse into: the records by their
+// text, and the RSA public keys by their p= value (the resolver caches
+// the record, and parsing its DER on every message was a tenth of a
+// message's CPU). A forger who publishes many keys only fills the
+// caches, which start over when full.
+type keyCache struct {
 	mu   sync.Mutex
 	keys map[string]*rsa.PublicKey
 	// records are the key records parsed, by their text: the tag list,
@@ -29,7 +30,7 @@ const (
 // record returns txt parsed as a key record, from the cache or parsed.
 // A sender publishing endless records only fills the cache, which
 // starts over at its bound. c may be nil: no cache.
-func (c *rsaKeys) record(txt string) *keyEntry {
+func (c *keyCache) record(txt string) *keyEntry {
 	if c == nil {
 		return parseKeyRecord(txt, nil)
 	}
@@ -60,7 +61,7 @@ const maxRSAKeys = 4096
 
 // parse returns the key of der: from the cache, or parsed (PKIX, or a
 // bare PKCS#1 key as some publish). c may be nil: no cache.
-func (c *rsaKeys) parse(der []byte) (*rsa.PublicKey, error) {
+func (c *keyCache) parse(der []byte) (*rsa.PublicKey, error) {
 	if c != nil {
 		c.mu.Lock()
 		k, ok := c.keys[string(der)]

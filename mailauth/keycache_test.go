@@ -13,7 +13,7 @@ import (
 )
 
 func TestRSAKeyCache(t *testing.T) {
-	var c rsaKeys
+	var c keyCache
 	der := func() []byte {
 		k, err := rsa.GenerateKey(rand.Reader, 1024)
 		if err != nil {
@@ -67,7 +67,7 @@ func TestRSAKeyCache(t *testing.T) {
 // record never hides a key type mismatch); a hostile sender's endless
 // or huge records only fill the cache to its bound.
 func TestKeyRecordCache(t *testing.T) {
-	var c rsaKeys
+	var c keyCache
 	k, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)

@@ -373,7 +373,6 @@ func (ss *session) MailFrom(from string) {
 	ss.start = time.Now()
 	ss.mailFrom = from
 	ss.authUser = ss.ms.Macro(macroAuthAuthen)
-	ss.counts = map[string]int{}
 	ss.msgID = ""
 	ss.spool = newSpool(ss.set.cfg.BodyMemory, ss.set.cfg.TempDir)
 }
@@ -394,6 +393,9 @@ func (ss *session) Header(name, value string) {
 	marker := strings.EqualFold(name, ss.set.cfg.QuarantineHeaderName)
 	index := 0
 	if ar || marker {
+		if ss.counts == nil {
+			ss.counts = map[string]int{} // most messages delete nothing
+		}
 		lname := strings.ToLower(name)
 		ss.counts[lname]++
 		index = ss.counts[lname]

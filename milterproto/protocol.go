@@ -40,11 +40,8 @@ const (
 const (
 	repAccept     = 'a'
 	repContinue   = 'c'
-	repDiscard    = 'd'
-	repReject     = 'r'
 	repTempFail   = 't'
 	repReplyCode  = 'y'
-	repAddHeader  = 'h'
 	repInsHeader  = 'i'
 	repChgHeader  = 'm'
 	repQuarantine = 'q'

@@ -127,6 +127,14 @@ func (ss *Session) Macro(name string) string {
 	return ""
 }
 
+// setMacros keeps the macros sent for cmd (NAME NUL VALUE NUL ...),
+// replacing those of its stage and forgetting the later stages'.
+func (ss *Session) setMacros(cmd byte, pairs []byte) {
+	slot := slotOf(cmd)
+	ss.clearFrom(slot)
+	ss.macros[slot] = string(pairs)
+}
+
 // clearFrom forgets the macros of slot and the slots after it.
 func (ss *Session) clearFrom(slot int) {
 	for i := slot; i < numSlots; i++ {
@@ -208,8 +216,8 @@ func (ss *Session) ended(err error) {
 	case isProto:
 		ss.srv.log.Warn("milter: "+pe.Error()+": not the milter protocol, or broken; connection closed", ss.who()...)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		ss.srv.log.Warn("milter: the MTA sent nothing within the timeout; connection closed",
-			append(ss.who(), "idle_timeout", ss.srv.opts.IdleTimeout.String())...)
+		ss.srv.log.Warn("milter: the MTA sent nothing within the timeout (milter.idle_timeout), or did not read our answer; connection closed",
+			append(ss.who(), "idle_timeout", ss.srv.opts.IdleTimeout.String(), "write_timeout", ss.srv.opts.WriteTimeout.String())...)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		ss.srv.log.Info("milter: the MTA closed the connection within a packet", ss.who()...)
 	default:
@@ -283,9 +291,7 @@ func (ss *Session) step(h Handler, cmd byte, data []byte) (Handler, error) {
 		if len(data) == 0 {
 			return h, broken("a macro packet without its command")
 		}
-		slot := slotOf(data[0])
-		ss.clearFrom(slot)
-		ss.macros[slot] = string(data[1:])
+		ss.setMacros(data[0], data[1:])
 		return h, nil
 	case cmdConnect:
 		host, family, port, addr, err := parseConnect(data)
@@ -545,14 +551,10 @@ type Reply struct {
 	text string // a reply code's "CODE TEXT"
 }
 
-// The answers without text. At the end of a message, Continue is
-// Accept.
+// The answers without text; the zero Reply is Accept.
 var (
 	Accept   = Reply{code: repAccept}
-	Continue = Reply{code: repContinue}
-	Reject   = Reply{code: repReject}
 	TempFail = Reply{code: repTempFail}
-	Discard  = Reply{code: repDiscard}
 )
 
 // ReplyCode is an SMTP reply: code 4xx or 5xx, and a text of one line,
@@ -593,7 +595,7 @@ func (r Reply) String() string {
 
 func (ss *Session) putReply(r Reply) {
 	switch r.code {
-	case 0, repContinue:
+	case 0:
 		ss.put(repAccept)
 	case repReplyCode:
 		start := ss.begin(repReplyCode)
@@ -624,11 +626,6 @@ func (ss *Session) ChangeHeader(index int, name, value string) error {
 	return ss.headerChange(repChgHeader, ChangeHeaders, index, name, value)
 }
 
-// AddHeader adds a header field at the end of the header.
-func (ss *Session) AddHeader(name, value string) error {
-	return ss.headerChange(repAddHeader, AddHeaders, -1, name, value)
-}
-
 func (ss *Session) headerChange(cmd byte, need Action, index int, name, value string) error {
 	if !ss.inEOM {
 		return ErrNotNow
@@ -636,7 +633,7 @@ func (ss *Session) headerChange(cmd byte, need Action, index int, name, value st
 	if ss.actions&need == 0 {
 		return ErrNotNegotiated
 	}
-	if cmd != repAddHeader && (index < 0 || index > math.MaxUint32) {
+	if index < 0 || index > math.MaxUint32 {
 		return fmt.Errorf("milterproto: header index %d", index)
 	}
 	if !validName(name) {
@@ -644,9 +641,7 @@ func (ss *Session) headerChange(cmd byte, need Action, index int, name, value st
 	}
 	start := ss.begin(cmd)
 	b := ss.bufs
-	if cmd != repAddHeader {
-		b.out = appendUint32(b.out, uint32(index))
-	}
+	b.out = appendUint32(b.out, uint32(index))
 	b.out = append(append(b.out, name...), 0)
 	b.out = append(appendValue(b.out, value), 0)
 	if len(b.out)-start-5 > maxChange {
@@ -800,13 +795,3 @@ func (ss *Session) progress() {
 }
 
 var progressPacket = []byte{0, 0, 0, 1, repProgress}
-
-// Progress tells the MTA, at once, that the message is still being
-// worked on (it resets the MTA's timeout).
-func (ss *Session) Progress() error {
-	if !ss.inEOM {
-		return ErrNotNow
-	}
-	ss.put(repProgress)
-	return ss.flush()
-}

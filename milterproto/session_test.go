@@ -426,11 +426,7 @@ func TestAbortsAndNewConnection(t *testing.T) {
 // connection's stay; a macro sent for a header lasts that header.
 func TestMacroLifetimes(t *testing.T) {
 	ss := &Session{}
-	set := func(cmd byte, kv string) {
-		slot := slotOf(cmd)
-		ss.clearFrom(slot)
-		ss.macros[slot] = kv
-	}
+	set := func(cmd byte, kv string) { ss.setMacros(cmd, []byte(kv)) }
 	set('C', "j\x00mx.test\x00{daemon_name}\x00ORIGINATING\x00")
 	set('M', "{auth_authen}\x00alice\x00i\x00Q1\x00")
 	set('E', "i\x00Q2\x00")
