@@ -59,17 +59,51 @@ func Format(authservID string, results []Result) string {
 // Fold returns the field value folded for a header: each resinfo on its
 // own line, continuation lines starting with a tab, long lines broken
 // between words; nl is the line ending ("\r\n", or "\n" for milters).
-// The value is built in one buffer (a string per part and per word was a
-// sixth of what a message allocated).
+// It is FoldValue of Format's value.
 func Fold(authservID string, results []Result, nl string) string {
-	out := make([]byte, 0, 160+160*len(results))
-	part := make([]byte, 0, 256)
-	part = appendID(part, authservID, len(results) == 0)
-	out = appendFolded(out, part, nl, 8)
-	for i, r := range results {
-		part = appendResinfo(part[:0], r, i == len(results)-1)
-		out = append(append(out, nl...), '\t')
-		out = appendFolded(out, part, nl, 8)
+	return FoldValue(Format(authservID, results), nl)
+}
+
+// FoldValue folds a field value as Format returns it (see Fold), so that
+// a caller holding the value does not format the results twice. A
+// resinfo ends at a ";" outside quoted strings and comments; Format
+// writes methods, results, property types and names as they are, so they
+// must be keywords (RFC 8601 2.2), as the engine's are, never text a
+// sender wrote. Folding only turns spaces into nl and a tab: the value
+// unfolds back to itself.
+func FoldValue(value, nl string) string {
+	out := make([]byte, 0, len(value)+len(value)/16+16)
+	depth, quoted, start, first := 0, false, 0, true
+	part := func(end int) {
+		if !first {
+			out = append(append(out, nl...), '\t')
+		}
+		out = appendFolded(out, value[start:end], nl, 8)
+		first = false
+	}
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; {
+		case c == '\\':
+			i++
+		case quoted:
+			if c == '"' {
+				quoted = false
+			}
+		case c == '"' && depth == 0: // a quote in a comment is text
+			quoted = true
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == ';' && depth == 0 && i+1 < len(value) && value[i+1] == ' ' && value[i+2:] != "none":
+			// "id; none" (RFC 8601 2.2) stays on one line.
+			part(i + 1)
+			start = i + 2
+			i++
+		}
+	}
+	if start <= len(value) {
+		part(len(value))
 	}
 	return string(out)
 }
@@ -136,13 +170,13 @@ func appendResinfo(b []byte, r Result, last bool) []byte {
 // appendFolded appends s broken at spaces outside quotes and comments so
 // that lines stay under 78 characters; indent is the width already used
 // by the tab.
-func appendFolded(out, s []byte, nl string, indent int) []byte {
+func appendFolded(out []byte, s string, nl string, indent int) []byte {
 	const width = 78
 	if len(s)+indent <= width {
 		return append(out, s...)
 	}
 	line := indent
-	word := func(w []byte, first bool) {
+	word := func(w string, first bool) {
 		if !first {
 			if line+1+len(w) > width {
 				out = append(append(out, nl...), '\t')

@@ -2,6 +2,7 @@ package mailauth
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/wehr/wehr/authres"
@@ -32,7 +33,7 @@ func (v *Verdict) finish(authservID string) {
 
 // authResults builds the A-R results: iprev, auth, spf, dkim, dmarc.
 func (v *Verdict) authResults() []authres.Result {
-	var rs []authres.Result
+	rs := make([]authres.Result, 0, 5+len(v.DKIM)+len(v.AllDMARC))
 	if v.IPRev.Result != iprev.None && v.IPRev.Result != "" {
 		r := authres.Result{Method: "iprev", Value: string(v.IPRev.Result)}
 		if v.IPRev.Result != iprev.Pass {
@@ -82,8 +83,9 @@ func (v *Verdict) authResults() []authres.Result {
 		}
 		r := authres.Result{Method: "dkim", Value: string(s.Result), Reason: s.Error}
 		if s.KeyBits > 0 {
-			r.Comment = fmt.Sprintf("%d-bit key", s.KeyBits)
+			r.Comment = strconv.Itoa(s.KeyBits) + "-bit key"
 		}
+		r.Props = make([]authres.Prop, 0, 5)
 		for _, p := range []struct{ k, v string }{{"d", s.Domain}, {"i", s.Identifier}, {"s", s.Selector}, {"a", s.Algorithm}, {"b", s.B}} {
 			if p.v != "" {
 				r.Props = append(r.Props, authres.Prop{Type: "header", Property: p.k, Value: p.v})
@@ -111,7 +113,7 @@ func (v *Verdict) authResults() []authres.Result {
 	}
 	for _, d := range v.AllDMARC {
 		r := authres.Result{Method: "dmarc", Value: string(d.Result)}
-		var c []string
+		c := make([]string, 0, 5)
 		if d.Policy != "" {
 			c = append(c, d.PolicyTag+"="+d.Policy)
 			c = append(c, "applied "+d.Disposition)

@@ -25,7 +25,17 @@ func WithoutB(raw string) string { return withoutB(raw) }
 
 // ParseTags parses a tag=value list (RFC 6376 3.2); a tag given twice
 // is an error.
-func ParseTags(v string) (map[string]string, error) { return parseTagList(v) }
+func ParseTags(v string) (map[string]string, error) {
+	l, err := parseTagList(v, nil)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(l))
+	for _, t := range l {
+		m[t.name] = t.value
+	}
+	return m, nil
+}
 
 // NoWSP removes folding white space (base64 values, RFC 6376 3.5).
 func NoWSP(s string) string { return noWSP(s) }

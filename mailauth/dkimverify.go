@@ -56,29 +56,59 @@ func permErr(format string, a ...any) *dkimError {
 	return &dkimError{DKIMPermError, fmt.Sprintf(format, a...)}
 }
 
-// parseTagList parses a tag=value list (RFC 6376 3.2): tags are
-// case-sensitive, white space around them and in values is folding
-// white space; a duplicate tag makes the list invalid.
-func parseTagList(v string) (map[string]string, error) {
-	tags := map[string]string{}
-	for _, part := range strings.Split(v, ";") {
+// parseTagList parses a tag=value list (RFC 6376 3.2) into tags (whose
+// room a caller may give on its stack): tags are case-sensitive, white
+// space around them and in values is folding white space; a duplicate
+// tag makes the list invalid, and so do more than maxTags tags (a
+// signature or key record has about ten; more can only be a sender's
+// attempt to make the duplicate check cost).
+func parseTagList(v string, tags tagList) (tagList, error) {
+	for rest, more := v, true; more; {
+		var part string
+		part, rest, more = strings.Cut(rest, ";")
 		if strings.TrimSpace(part) == "" {
 			continue
 		}
 		name, val, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("tag %q has no value", strings.TrimSpace(part))
+			return nil, fmt.Errorf("tag %q has no value", truncate(strings.TrimSpace(part), 80))
 		}
 		name = strings.TrimSpace(name)
 		if name == "" {
 			return nil, errors.New("empty tag name")
 		}
-		if _, dup := tags[name]; dup {
-			return nil, fmt.Errorf("tag %s twice", name)
+		if _, dup := tags.get(name); dup {
+			return nil, fmt.Errorf("tag %s twice", truncate(name, 80))
 		}
-		tags[name] = strings.TrimSpace(val)
+		if len(tags) == maxTags {
+			return nil, fmt.Errorf("more than %d tags", maxTags)
+		}
+		tags = append(tags, tag{name, strings.TrimSpace(val)})
 	}
 	return tags, nil
+}
+
+const maxTags = 64
+
+// tagList is a parsed tag=value list, in the order written.
+type tagList []tag
+
+type tag struct{ name, value string }
+
+// get returns the value of the tag name and whether it is present.
+func (l tagList) get(name string) (string, bool) {
+	for _, t := range l {
+		if t.name == name {
+			return t.value, true
+		}
+	}
+	return "", false
+}
+
+// val returns the value of the tag name, "" if absent.
+func (l tagList) val(name string) string {
+	v, _ := l.get(name)
+	return v
 }
 
 // noWSP removes folding white space from a value (base64 tags).
@@ -96,24 +126,25 @@ func noWSP(s string) string {
 // for the report.
 func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 	s := &dkimSig{length: -1}
-	tags, err := parseTagList(v)
+	var room [16]tag
+	tags, err := parseTagList(v, room[:0])
 	if err != nil {
 		return s, permErr("malformed signature: %v", err)
 	}
 	// Values were trimmed; d=, s=, a= and i= hold no white space
 	// inside (RFC 6376 3.5), b= and bh= may be folded anywhere.
-	s.domain = strings.ToLower(tags["d"])
-	s.sel = tags["s"]
-	s.algo = strings.ToLower(tags["a"])
-	s.rawB = noWSP(tags["b"])
-	s.ident = tags["i"]
+	s.domain = strings.ToLower(tags.val("d"))
+	s.sel = tags.val("s")
+	s.algo = strings.ToLower(tags.val("a"))
+	s.rawB = noWSP(tags.val("b"))
+	s.ident = tags.val("i")
 	for _, t := range []string{"v", "a", "b", "bh", "d", "h", "s"} {
-		if _, ok := tags[t]; !ok {
+		if _, ok := tags.get(t); !ok {
 			return s, permErr("signature missing required tag %s=", t)
 		}
 	}
-	if tags["v"] != "1" {
-		return s, permErr("unsupported signature version %q", tags["v"])
+	if tags.val("v") != "1" {
+		return s, permErr("unsupported signature version %q", tags.val("v"))
 	}
 	switch s.algo {
 	case "rsa-sha256":
@@ -129,7 +160,7 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 	if s.b, err = base64.StdEncoding.DecodeString(s.rawB); err != nil || len(s.b) == 0 {
 		return s, permErr("malformed b= tag")
 	}
-	if s.bh, err = base64.StdEncoding.DecodeString(noWSP(tags["bh"])); err != nil || len(s.bh) != s.hash.Size() {
+	if s.bh, err = base64.StdEncoding.DecodeString(noWSP(tags.val("bh"))); err != nil || len(s.bh) != s.hash.Size() {
 		return s, permErr("malformed bh= tag")
 	}
 	if !validDomainName(s.domain) {
@@ -138,7 +169,7 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 	if !validSelector(s.sel) {
 		return s, permErr("malformed s= tag %q", truncate(s.sel, 80))
 	}
-	for _, name := range strings.Split(tags["h"], ":") {
+	for _, name := range strings.Split(tags.val("h"), ":") {
 		name = strings.TrimSpace(name)
 		if !ValidFieldName(name) {
 			return s, permErr("malformed h= tag")
@@ -150,7 +181,7 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 		return s, permErr("From field not signed")
 	}
 	s.hcanon, s.bcanon = "simple", "simple"
-	if c, ok := tags["c"]; ok {
+	if c, ok := tags.get("c"); ok {
 		hc, bc, two := strings.Cut(noWSP(c), "/")
 		s.hcanon = hc
 		if two {
@@ -162,7 +193,7 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 			}
 		}
 	}
-	if q, ok := tags["q"]; ok && !strings.Contains(noWSP(q), "dns/txt") {
+	if q, ok := tags.get("q"); ok && !strings.Contains(noWSP(q), "dns/txt") {
 		return s, permErr("unsupported query method %q", q)
 	}
 	// RFC 6376 3.5 i=: in d= or a subdomain of it.
@@ -173,7 +204,7 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 			return s, permErr("i= domain not within d=%s", s.domain)
 		}
 	}
-	if l, ok := tags["l"]; ok {
+	if l, ok := tags.get("l"); ok {
 		n, err := strconv.ParseInt(noWSP(l), 10, 64)
 		if err != nil || n < 0 {
 			return s, permErr("malformed l= tag")
@@ -181,16 +212,16 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 		s.length = n
 	}
 	var signed int64
-	if t, ok := tags["t"]; ok {
+	if t, ok := tags.get("t"); ok {
 		if signed, err = strconv.ParseInt(noWSP(t), 10, 64); err != nil {
 			return s, permErr("malformed t= tag")
 		}
 	}
-	if x, ok := tags["x"]; ok {
+	if x, ok := tags.get("x"); ok {
 		if s.expires, err = strconv.ParseInt(noWSP(x), 10, 64); err != nil {
 			return s, permErr("malformed x= tag")
 		}
-		if _, ok := tags["t"]; ok && s.expires < signed {
+		if _, ok := tags.get("t"); ok && s.expires < signed {
 			return s, permErr("x= before t=")
 		}
 		// RFC 6376 6.1.1: an expired signature is invalid.
@@ -256,16 +287,17 @@ type keyEntry struct {
 
 func parseKeyRecord(txt string, keys *keyCache) (r *keyEntry) {
 	r = &keyEntry{keyType: "rsa"}
-	tags, err := parseTagList(txt)
+	var room [16]tag
+	tags, err := parseTagList(txt, room[:0])
 	if err != nil {
 		r.early = permErr("malformed key record: %v", err)
 		return r
 	}
-	if v, ok := tags["v"]; ok && v != "DKIM1" {
+	if v, ok := tags.get("v"); ok && v != "DKIM1" {
 		r.early = permErr("key record version %q", v)
 		return r
 	}
-	if h, ok := tags["h"]; ok {
+	if h, ok := tags.get("h"); ok {
 		found := false
 		for _, a := range strings.Split(h, ":") {
 			if strings.TrimSpace(a) == "sha256" {
@@ -277,7 +309,7 @@ func parseKeyRecord(txt string, keys *keyCache) (r *keyEntry) {
 			return r
 		}
 	}
-	if v, ok := tags["k"]; ok {
+	if v, ok := tags.get("k"); ok {
 		r.keyType = strings.ToLower(v)
 	}
 	k := r.keyType
@@ -287,8 +319,8 @@ func parseKeyRecord(txt string, keys *keyCache) (r *keyEntry) {
 }
 
 // keyOf reads the key of a record whose version and hashes passed.
-func keyOf(tags map[string]string, k string, keys *keyCache) (*dkimKey, error) {
-	if s, ok := tags["s"]; ok {
+func keyOf(tags tagList, k string, keys *keyCache) (*dkimKey, error) {
+	if s, ok := tags.get("s"); ok {
 		okS := false
 		for _, x := range strings.Split(s, ":") {
 			if x = strings.TrimSpace(x); x == "*" || x == "email" {
@@ -300,14 +332,14 @@ func keyOf(tags map[string]string, k string, keys *keyCache) (*dkimKey, error) {
 		}
 	}
 	key := &dkimKey{}
-	if t, ok := tags["t"]; ok {
+	if t, ok := tags.get("t"); ok {
 		for _, f := range strings.Split(t, ":") {
 			if strings.TrimSpace(f) == "s" {
 				key.strict = true
 			}
 		}
 	}
-	p := noWSP(tags["p"])
+	p := noWSP(tags.val("p"))
 	if p == "" {
 		return nil, permErr("key revoked (empty p=)")
 	}
@@ -475,7 +507,8 @@ func SignedHeaderHash(h Header, names []string, canon string, self Field, hash c
 			*at = append(*at, i)
 		}
 	}
-	buf := make([]byte, 0, 1024)
+	bp := hashBuffers.Get().(*[]byte)
+	buf := (*bp)[:0]
 	for _, name := range names {
 		if at := byName[strings.ToLower(strings.TrimSpace(name))]; len(*at) > 0 {
 			buf = appendCanonHeader(buf, h.Fields[(*at)[0]], canon)
@@ -486,8 +519,19 @@ func SignedHeaderHash(h Header, names []string, canon string, self Field, hash c
 	buf = appendCanonHeader(buf, self, canon)
 	hh := hash.New()
 	hh.Write(buf[:len(buf)-2]) // the signature's field without its CRLF
+	if cap(buf) <= maxPooledHashBuffer {
+		*bp = buf
+		hashBuffers.Put(bp)
+	}
 	return hh.Sum(nil)
 }
+
+// hashBuffers hold the canonical signed fields of SignedHeaderHash; one
+// grown beyond maxPooledHashBuffer (a sender's huge header) is left to
+// the collector.
+var hashBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+const maxPooledHashBuffer = 64 << 10
 
 // asciiLower appends s with ASCII letters in lower case.
 func asciiLower(dst []byte, s string) []byte {

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,6 +169,9 @@ func TestDKIMTags(t *testing.T) {
 		{"selector not a name", "v=1; a=rsa-sha256; d=example.org; s=" + strings.Repeat("x", 70) + "; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "s= tag"},
 		{"selector with a space", "v=1; a=rsa-sha256; d=example.org; s=a b; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA", "s= tag"},
 		{"missing bh", "v=1; a=rsa-sha256; d=example.org; s=s; h=from; b=AAAA", "bh="},
+		// A forger's list long enough to make the duplicate check cost.
+		{"too many tags", "v=1; a=rsa-sha256; d=example.org; s=s; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA" + manyTags(5000), "more than 64 tags"},
+		{"duplicate after many", "v=1; a=rsa-sha256; d=example.org; s=s; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA" + manyTags(50) + "; d=bank.example", "twice"},
 	} {
 		rs := runDKIM(t, res, []byte("DKIM-Signature: "+tc.sig+"\r\nFrom: a@example.org\r\n\r\nx\r\n"), 5)
 		if len(rs) != 1 || rs[0].Result != DKIMPermError || !strings.Contains(rs[0].Error, tc.why) {
@@ -177,6 +181,15 @@ func TestDKIMTags(t *testing.T) {
 	if srv.Queries() != before {
 		t.Errorf("%d lookups for signatures refused on sight", srv.Queries()-before)
 	}
+}
+
+// manyTags is "; x0=0; x1=1; ..." with n tags.
+func manyTags(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "; x%d=%d", i, i)
+	}
+	return b.String()
 }
 
 func itoaTag(name string, v int64) string {

@@ -29,15 +29,51 @@ type dmarcDNS struct {
 	c   *dmarcCache
 }
 
+// dmarcCache holds one message's lookups. A message has a few authors
+// and identifiers, and the DNS budget bounds the names: lists searched
+// in order cost less than maps made for every message.
 type dmarcCache struct {
 	mu    sync.Mutex
-	at    map[string]recordAt
-	walks map[string][]found
+	at    []namedRecord
+	walks []namedWalk
+}
+
+type namedRecord struct {
+	domain string
+	r      recordAt
+}
+
+type namedWalk struct {
+	start string
+	w     []found
 }
 
 func newDMARCDNS(res Resolver, discovery string) *dmarcDNS {
-	return &dmarcDNS{res: res, psl: discovery == DiscoveryPSL,
-		c: &dmarcCache{at: map[string]recordAt{}, walks: map[string][]found{}}}
+	return &dmarcDNS{res: res, psl: discovery == DiscoveryPSL, c: &dmarcCache{}}
+}
+
+// cachedAt returns what _dmarc.<domain> held, if it was looked up.
+func (c *dmarcCache) cachedAt(domain string) (recordAt, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.at {
+		if e.domain == domain {
+			return e.r, true
+		}
+	}
+	return recordAt{}, false
+}
+
+// cachedWalk returns the walk from start, if it was made.
+func (c *dmarcCache) cachedWalk(start string) ([]found, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.walks {
+		if e.start == start {
+			return e.w, true
+		}
+	}
+	return nil, false
 }
 
 // with returns a view of d that looks up through res.
@@ -59,9 +95,7 @@ type found struct {
 }
 
 func (d *dmarcDNS) recordAt(ctx context.Context, domain string) recordAt {
-	d.c.mu.Lock()
-	r, ok := d.c.at[domain]
-	d.c.mu.Unlock()
+	r, ok := d.c.cachedAt(domain)
 	if ok {
 		return r
 	}
@@ -94,7 +128,7 @@ func (d *dmarcDNS) recordAt(ctx context.Context, domain string) recordAt {
 		return r
 	}
 	d.c.mu.Lock()
-	d.c.at[domain] = r
+	d.c.at = append(d.c.at, namedRecord{domain, r})
 	d.c.mu.Unlock()
 	return r
 }
@@ -118,9 +152,7 @@ func walkNames(start string) []string {
 // walk runs the DNS Tree Walk from start and returns the records found,
 // longest name first, stopping at a record with psd=y or psd=n.
 func (d *dmarcDNS) walk(ctx context.Context, start string) ([]found, error) {
-	d.c.mu.Lock()
-	w, ok := d.c.walks[start]
-	d.c.mu.Unlock()
+	w, ok := d.c.cachedWalk(start)
 	if ok {
 		return w, nil
 	}
@@ -139,7 +171,7 @@ func (d *dmarcDNS) walk(ctx context.Context, start string) ([]found, error) {
 		}
 	}
 	d.c.mu.Lock()
-	d.c.walks[start] = w
+	d.c.walks = append(d.c.walks, namedWalk{start, w})
 	d.c.mu.Unlock()
 	return w, nil
 }

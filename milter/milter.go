@@ -668,7 +668,7 @@ func (ss *session) modify(v *mailauth.Verdict) error {
 		}
 	}
 	// A leading space, as we negotiated leading-space handling.
-	value := " " + authres.Fold(ss.set.cfg.AuthservID, v.Results, "\n")
+	value := " " + authres.FoldValue(v.AuthenticationResults, "\n")
 	if err := ss.ms.InsertHeader(0, "Authentication-Results", value); err != nil {
 		return fmt.Errorf("insert Authentication-Results: %w", err)
 	}
@@ -722,7 +722,7 @@ func (ss *session) seal(v *mailauth.Verdict) error {
 			signed = append(signed, name)
 		}
 	}
-	results := authres.Format(ss.set.cfg.AuthservID, v.Results)
+	results := v.AuthenticationResults
 	if _, rest, ok := strings.Cut(results, ";"); ok {
 		results = strings.TrimSpace(rest)
 	}

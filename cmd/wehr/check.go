@@ -222,7 +222,7 @@ func printVerdict(w io.Writer, v *mailauth.Verdict, authservID string) {
 	}
 	fmt.Fprintf(w, "iprev:  %s %s\n", v.IPRev.Result, v.IPRev.Name)
 	fmt.Fprintf(w, "auth:   %s %s\n", v.Auth.Result, v.Auth.User)
-	fmt.Fprintf(w, "Authentication-Results: %s\n", authres.Fold(authservID, v.Results, "\n"))
+	fmt.Fprintf(w, "Authentication-Results: %s\n", authres.FoldValue(v.AuthenticationResults, "\n"))
 }
 
 func newCheckDomainCmd(g *globals) *cobra.Command {
