@@ -161,6 +161,7 @@ func openStore(cfg *config.Config, owner bool) (store.Store, error) {
 
 // Run starts the daemons and runs them until ctx ends or one fails.
 func (d *Daemon) Run(ctx context.Context) error {
+	paceCollector()
 	grp, ctx := errgroup.WithContext(ctx)
 	cfg, log := d.cfg, d.log
 	if d.opt.Policyd || d.opt.AuthPolicy && d.authListen() != "" || d.opt.MTASTS && cfg.MTASTS.Listen != "" || cfg.Store.Backend == "redis" {

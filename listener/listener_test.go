@@ -1,12 +1,15 @@
 package listener
 
 import (
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseAddress(t *testing.T) {
@@ -138,13 +141,74 @@ func TestAckUnless(t *testing.T) {
 		}
 		return qc
 	}
-	before := exchange(ln, "a=b\n", "\n").acks
+	before := exchange(ln, "a=b\n", "\n").acks.Load()
 	if before != 3 { // at accept, and after each read
 		t.Errorf("plain: %d quick acknowledgements, want 3", before)
 	}
 	whole := AckUnless(ln, func(b []byte) bool { return strings.HasSuffix(string(b), "\n\n") })
-	if c := exchange(whole, "a=b\n", "c=d\n\n"); c.acks != 1 {
-		t.Errorf("AckUnless: %d quick acknowledgements, want 1 (after the read inside a request)", c.acks)
+	// AckUnless: the read inside a request leaves its ACK owed. The
+	// client writes the rest only once the server has sent it, which it
+	// does when its next read would wait: one quick acknowledgement.
+	var waiting atomic.Pointer[quickAckConn]
+	go func() {
+		c, err := net.Dial("tcp", whole.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("a=b\n"))
+		for ln := (*quickAckConn)(nil); ; time.Sleep(time.Millisecond) {
+			if ln = waiting.Load(); ln != nil && ln.acks.Load() > 0 {
+				break
+			}
+		}
+		c.Write([]byte("c=d\n\n"))
+		io.ReadAll(c)
+	}()
+	c, err := whole.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc := c.(*quickAckConn)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // no ACK: the client never writes the rest
+	waiting.Store(qc)
+	if got := readAll(t, c, len("a=b\nc=d\n\n")); got != "a=b\nc=d\n\n" {
+		t.Errorf("read %q", got)
+	}
+	c.Close()
+	if n := qc.acks.Load(); n != 1 {
+		t.Errorf("AckUnless, the rest comes later: %d quick acknowledgements, want 1", n)
+	}
+	// When the rest is already there, no acknowledgement is sent: the
+	// answer carries it.
+	done := make(chan bool)
+	go func() {
+		c, err := net.Dial("tcp", whole.Addr().String())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("a=b\nc=d\n\n"))
+		<-done
+	}()
+	c, err = whole.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	qc = c.(*quickAckConn)
+	// One write of 11 bytes is one segment on loopback: once the first
+	// 4 bytes are read, the rest is there.
+	buf := make([]byte, 4)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "a=b\n" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if got := readAll(t, c, len("c=d\n\n")); got != "c=d\n\n" {
+		t.Errorf("read %q", got)
+	}
+	close(done)
+	c.Close()
+	if n := qc.acks.Load(); n != 0 {
+		t.Errorf("AckUnless, the rest already there: %d quick acknowledgements, want none", n)
 	}
 	u, err := ParseAddress("unix:"+t.TempDir()+"/s.sock", false)
 	if err != nil {
@@ -200,4 +264,14 @@ func TestKeepaliveInherited(t *testing.T) {
 			t.Errorf("%s = %d (%v), want %d", o.name, got, gerr, o.want)
 		}
 	}
+}
+
+// readAll reads n bytes from c.
+func readAll(t *testing.T, c net.Conn, n int) string {
+	t.Helper()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	return string(buf)
 }

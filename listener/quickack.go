@@ -1,7 +1,10 @@
 package listener
 
 import (
+	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -42,22 +45,76 @@ type quickAckConn struct {
 	*net.TCPConn
 	raw   syscall.RawConn
 	whole func([]byte) bool
-	acks  int // quick acknowledgements set (for tests)
+	acks  atomic.Int32 // quick acknowledgements set (for tests)
+
+	// With AckUnless, a read that ended inside a request leaves its ACK
+	// owed: the next read sends it at once if it has to wait, and not at
+	// all if the rest is already there (then Postfix's Nagle held
+	// nothing back, and our answer carries the ACK).
+	owed   bool
+	rb     []byte // the read in progress, for tryRead
+	rn     int
+	rerr   error
+	readFn func(fd uintptr) bool // tryRead, made once
 }
 
 func (c *quickAckConn) quickAck() {
-	c.acks++
-	c.raw.Control(func(fd uintptr) { //nolint:errcheck
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpQuickAck, 1) //nolint:errcheck
-	})
+	c.raw.Control(c.setQuickAck) //nolint:errcheck
+}
+
+func (c *quickAckConn) setQuickAck(fd uintptr) {
+	c.acks.Add(1)
+	syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, tcpQuickAck, 1) //nolint:errcheck
 }
 
 func (c *quickAckConn) Read(b []byte) (int, error) {
-	n, err := c.TCPConn.Read(b)
-	if c.whole == nil || !c.whole(b[:n]) {
+	if c.whole == nil {
+		n, err := c.TCPConn.Read(b)
 		c.quickAck()
+		return n, err
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if c.readFn == nil {
+		c.readFn = c.tryRead
+	}
+	c.rb = b
+	err := c.raw.Read(c.readFn)
+	n := c.rn
+	if err == nil {
+		err = c.rerr
+	}
+	c.rb, c.rn, c.rerr = nil, 0, nil
+	if n > 0 {
+		c.owed = !c.whole(b[:n])
 	}
 	return n, err
+}
+
+// tryRead reads what is there; when nothing is, it sends an owed ACK
+// and has the poller wait.
+func (c *quickAckConn) tryRead(fd uintptr) bool {
+	for {
+		n, err := syscall.Read(int(fd), c.rb)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if c.owed {
+				c.owed = false
+				c.setQuickAck(fd)
+			}
+			return false
+		case err != nil:
+			c.rerr = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+		case n == 0:
+			c.rerr = io.EOF
+		default:
+			c.rn = n
+		}
+		return true
+	}
 }
 
 // tcpQuickAck is TCP_QUICKACK (linux/tcp.h).

@@ -111,14 +111,23 @@ func (l tagList) val(name string) string {
 	return v
 }
 
-// noWSP removes folding white space from a value (base64 tags).
+// noWSP removes folding white space from a value (base64 tags), byte by
+// byte: the spaces are ASCII (strings.Map decoded each rune, 1.5 % of
+// the milter's CPU).
 func noWSP(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == ' ' || r == '\t' || r == '\r' || r == '\n' {
-			return -1
+	i := strings.IndexAny(s, " \t\r\n")
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) - 1)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
+		if c := s[i]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			b.WriteByte(c)
 		}
-		return r
-	}, s)
+	}
+	return b.String()
 }
 
 // parseDKIMSig parses and checks a DKIM-Signature value (RFC 6376 3.5,
@@ -169,7 +178,11 @@ func parseDKIMSig(v string, now time.Time) (*dkimSig, error) {
 	if !validSelector(s.sel) {
 		return s, permErr("malformed s= tag %q", truncate(s.sel, 80))
 	}
-	for _, name := range strings.Split(tags.val("h"), ":") {
+	h := tags.val("h")
+	s.headers = make([]string, 0, strings.Count(h, ":")+1)
+	for rest, more := h, true; more; {
+		var name string
+		name, rest, more = strings.Cut(rest, ":")
 		name = strings.TrimSpace(name)
 		if !ValidFieldName(name) {
 			return s, permErr("malformed h= tag")

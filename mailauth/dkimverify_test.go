@@ -298,3 +298,17 @@ func FuzzBodyCanon(f *testing.F) {
 		}
 	})
 }
+
+func TestNoWSP(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"abc", "abc"},
+		{" a b\tc\r\n d ", "abcd"},
+		{"\r\n\t ", ""},
+		{"ab\xffc d", "ab\xffcd"}, // bytes that are not UTF-8 stay as they are
+	} {
+		if got := noWSP(tc.in); got != tc.want {
+			t.Errorf("noWSP(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -19,7 +19,8 @@ type cacheKey struct {
 type entry struct {
 	key     cacheKey
 	rrs     []dns.RR
-	rcode   int // dns.RcodeSuccess with no rrs = NODATA
+	txt     []string // a TXT answer's records as strings (txtStrings)
+	rcode   int      // dns.RcodeSuccess with no rrs = NODATA
 	expires time.Time
 	// ad: the server said it validated the answer (the AD bit), for the
 	// types asked with the DO bit (secureType).

@@ -662,3 +662,22 @@ func TestLookupSecure(t *testing.T) {
 		t.Error("TXT asked as secure")
 	}
 }
+
+func TestCacheName(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"example.org.", "example.org."},
+		{"example.org", "example.org."},
+		{"Mail.Example.ORG", "mail.example.org."},
+		{"_dmarc.EXAMPLE.org.", "_dmarc.example.org."},
+		{"ex\\.", "ex\\.."},                       // an escaped dot does not end the name
+		{"\xc3\x84.example", "\xc3\x84.example."}, // only ASCII letters fold (RFC 4343)
+	} {
+		if got := cacheName(tc.in); got != tc.want {
+			t.Errorf("cacheName(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Names that need no change are not copied.
+	if n := testing.AllocsPerRun(100, func() { cacheName("mail.example.org.") }); n != 0 {
+		t.Errorf("%v allocations for a canonical name", n)
+	}
+}
