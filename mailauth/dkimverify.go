@@ -111,23 +111,33 @@ func (l tagList) val(name string) string {
 	return v
 }
 
-// noWSP removes folding white space from a value (base64 tags), byte by
-// byte: the spaces are ASCII (strings.Map decoded each rune, 1.5 % of
-// the milter's CPU).
+// noWSP removes folding white space from a value (base64 tags), copying
+// the runs between spaces: the spaces are ASCII (strings.Map decoded
+// each rune, 1.5 % of the milter's CPU).
 func noWSP(s string) string {
-	i := strings.IndexAny(s, " \t\r\n")
+	i := indexWSP(s)
 	if i < 0 {
 		return s
 	}
 	var b strings.Builder
 	b.Grow(len(s) - 1)
-	b.WriteString(s[:i])
-	for ; i < len(s); i++ {
-		if c := s[i]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-			b.WriteByte(c)
+	for i >= 0 {
+		b.WriteString(s[:i])
+		s = s[i+1:]
+		i = indexWSP(s)
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// indexWSP is the index of the first space, tab, CR or LF in s, or -1.
+func indexWSP(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+			return i
 		}
 	}
-	return b.String()
+	return -1
 }
 
 // parseDKIMSig parses and checks a DKIM-Signature value (RFC 6376 3.5,

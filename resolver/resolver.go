@@ -694,9 +694,14 @@ func (r *Resolver) LookupIP(ctx context.Context, network, host string) ([]net.IP
 		err error
 	}
 	results := make([]res, len(types))
-	if len(types) == 1 {
+	switch {
+	case len(types) == 1:
 		results[0].rrs, results[0].err = r.Query(ctx, host, types[0])
-	} else {
+	case r.cached(host, types[1]):
+		// At most one query goes out: no goroutine to wait for it.
+		results[0].rrs, results[0].err = r.Query(ctx, host, types[0])
+		results[1].rrs, results[1].err = r.Query(ctx, host, types[1])
+	default:
 		done := make(chan struct{})
 		go func() {
 			results[1].rrs, results[1].err = r.Query(ctx, host, types[1])
@@ -727,6 +732,12 @@ func (r *Resolver) LookupIP(ctx context.Context, network, host string) ([]net.IP
 		firstErr = &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 	}
 	return nil, firstErr
+}
+
+// cached says whether the cache holds a live answer for name and qtype.
+func (r *Resolver) cached(name string, qtype uint16) bool {
+	e, fresh := r.cache.get(cacheKey{name: cacheName(name), qtype: qtype}, r.now())
+	return e != nil && fresh
 }
 
 func isTemporary(err error) bool {

@@ -82,6 +82,18 @@ func TestLookups(t *testing.T) {
 	if err != nil || len(ips) != 2 {
 		t.Errorf("LookupIPAddr = %v, %v", ips, err)
 	}
+	// Again, from the cache (the two lookups then run in turn), and
+	// again with the names' case changed (the cache keys fold it).
+	for _, host := range []string{"mx.example.org", "MX.Example.ORG."} {
+		again, err := r.LookupIPAddr(ctx, host)
+		if err != nil || len(again) != 2 || !again[0].IP.Equal(ips[0].IP) || !again[1].IP.Equal(ips[1].IP) {
+			t.Errorf("LookupIPAddr %s, cached = %v, %v; first %v", host, again, err, ips)
+		}
+	}
+	txt2, err := r.LookupTXT(ctx, "Split.Example.org")
+	if err != nil || len(txt2) != 1 || txt2[0] != txt[0] {
+		t.Errorf("LookupTXT split, cached = %q, %v", txt2, err)
+	}
 	ips4, err := r.LookupIP(ctx, "ip4", "alias.example.org")
 	if err != nil || len(ips4) != 1 || !ips4[0].Equal(net.ParseIP("192.0.2.1")) {
 		t.Errorf("LookupIP via CNAME = %v, %v", ips4, err)
